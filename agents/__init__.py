@@ -1,0 +1,1 @@
+"""Policies, the turn-level mixture, trajectories and the rollout engine."""

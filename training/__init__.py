@@ -1,0 +1,1 @@
+"""Training: data, pure losses, the trainer, one file per algorithm."""
