@@ -9,6 +9,7 @@ targets are loaded (and called, if callable) before the CLI lists or makes envs.
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 import inspect
 import warnings
@@ -79,18 +80,27 @@ def list_envs(include_all: bool = False) -> list[EnvSpec]:
 
 
 def _is_text_env(spec: EnvSpec) -> bool:
-    if not isinstance(spec.entry_point, str) or spec.entry_point.startswith("gymnasium."):
-        return False
     from mentorgym.envs.base import TextEnv
 
-    try:
-        creator = load_env_creator(spec.entry_point)
-    except Exception:
-        return False
+    creator = spec.entry_point
+    if isinstance(creator, str):
+        if creator.startswith(("gymnasium.", "shimmy.", "ale_py")):
+            return False  # Gymnasium's own control and Atari envs: not text envs, and slow to import
+        try:
+            creator = load_env_creator(creator)
+        except Exception:
+            return False
     return inspect.isclass(creator) and issubclass(creator, TextEnv)
 
 
 def make(env_id: str, **kwargs: Any) -> gymnasium.Env:
-    """`gymnasium.make` after plugins are loaded; unknown ids get Gymnasium's "did you mean"."""
+    """`gymnasium.make` after plugins are loaded; an unknown id gets a "did you mean"."""
     load_plugins()
-    return gymnasium.make(env_id, **kwargs)
+    try:
+        return gymnasium.make(env_id, **kwargs)
+    except (gymnasium.error.NameNotFound, gymnasium.error.NamespaceNotFound) as e:
+        # Gymnasium suggests within a namespace; also suggest across namespaces ("Sokoban-v0").
+        close = difflib.get_close_matches(env_id, list(gymnasium.registry), n=3, cutoff=0.5)
+        if close and "Did you mean" not in str(e):
+            raise type(e)(f"{e} Did you mean: {', '.join(f'`{c}`' for c in close)}?") from None
+        raise

@@ -1,0 +1,269 @@
+"""SokobanEnv: push every box onto a target, one text turn at a time."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from mentorgym.envs.base import Message, StepResult, TextEnv
+from mentorgym.envs.sokoban.level import MOVES, Level, generate_room, load_levels
+from mentorgym.envs.sokoban.solver import solve_level
+
+_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_SPLIT_RE = re.compile(r"[\s,;]+")
+_DIRECTION = {"up": 0, "u": 0, "down": 1, "d": 1, "left": 2, "l": 2, "right": 3, "r": 3}
+
+STEP_REWARD = -0.1
+BOX_ON_REWARD = 1.0
+BOX_OFF_REWARD = -1.0
+SOLVED_REWARD = 10.0
+
+_W, _F, _B, _T, _P, _BT, _PT = (ord(c) for c in "# $.@*+")
+
+
+def system_prompt(actions_per_turn: int) -> str:
+    if actions_per_turn == 1:
+        fmt = "Answer with one move per turn: <answer>Up</answer>, <answer>Down</answer>, <answer>Left</answer> or <answer>Right</answer>."
+    else:
+        fmt = (
+            f"Answer with 1 to {actions_per_turn} moves per turn, separated by spaces, "
+            "e.g. <answer>Up Left</answer>. More moves than that is a format error."
+        )
+    return (
+        "You are playing Sokoban. Push every box onto a target.\n"
+        "Legend: # wall, space floor, $ box, . target, * box on target, @ you, + you on target.\n"
+        "Moving into a box pushes it one cell, if the cell beyond is floor or a target. "
+        "You cannot pull boxes or push two boxes at once. Moving into a wall does nothing.\n"
+        "Rewards: -0.1 per move, +1 for a box onto a target, -1 for a box off a target, "
+        "+10 when every box is on a target.\n"
+        f"{fmt} Moves are Up, Down, Left, Right (or U, D, L, R), in any case."
+    )
+
+
+class SokobanEnv(TextEnv):
+    """Sokoban on a text grid: seeded solvable rooms or Boxoban-format level files.
+
+    Arguments: `dim_room = (height, width)` and `num_boxes` for generated rooms;
+    `max_moves` bounds their known solution (default `12 * num_boxes + 4`); `levels=PATH`
+    plays a Boxoban-format file instead (`reset(options={"index": k})` picks level k, a seed
+    picks one at random; `num_tasks` is the number of levels). Without a file, `index` k is
+    the room generated from seed k.
+
+    Each turn's `<answer>` holds 1 to `actions_per_turn` moves; more moves, an unknown word
+    or no answer is a format error (a tool message that says what to write, the env does not
+    move, reward -0.1 for the wasted turn). Rewards per executed move: -0.1, +1 for a box onto
+    a target, -1 for a box off one, +10 when solved; a multi-move turn stops at the solving
+    move. `info["success"]` is True only on the step that solves the room. The observation
+    is `Boxes on targets: k/n` and the grid, one row per line.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4}
+
+    def __init__(
+        self,
+        dim_room: tuple[int, int] = (6, 6),
+        num_boxes: int = 1,
+        levels: str | None = None,
+        actions_per_turn: int = 1,
+        max_moves: int | None = None,
+        solver_time_limit_s: float = 10.0,
+        render_mode: str | None = None,
+    ):
+        super().__init__(render_mode=render_mode)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode {render_mode!r} is not supported; use 'ansi' or None")
+        if actions_per_turn < 1:
+            raise ValueError(f"actions_per_turn must be at least 1, got {actions_per_turn}")
+        self.dim_room = (int(dim_room[0]), int(dim_room[1]))
+        self.num_boxes = int(num_boxes)
+        self.max_moves = max_moves
+        self.actions_per_turn = int(actions_per_turn)
+        self.solver_time_limit_s = solver_time_limit_s
+        self.levels: list[Level] | None = load_levels(levels) if levels is not None else None
+        self.num_tasks = len(self.levels) if self.levels is not None else None
+        if self.levels is None:
+            # fail at construction, not at the first reset, when the room cannot hold the boxes
+            generate_room(self.dim_room, self.num_boxes, 0, self.max_moves)
+        self._system: Message = {"role": "system", "content": system_prompt(self.actions_per_turn)}
+        self.level: Level | None = None
+        self.task_id: str | None = None
+        self._plan: dict[tuple[int, tuple[int, ...]], int] = {}
+        self._plan_moves: list[int] = []
+
+    # --- episode ------------------------------------------------------------------------------
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[list[Message], dict[str, Any]]:
+        super().reset(seed=seed)
+        index = None if options is None else options.get("index")
+        if self.levels is not None:
+            if index is None:
+                index = int(self.np_random.integers(len(self.levels)))
+            elif not 0 <= int(index) < len(self.levels):
+                raise ValueError(f"index {index} is out of range: the level file has {len(self.levels)} levels (0..{len(self.levels) - 1})")
+            self._load(self.levels[int(index)])
+            self.task_id = self.levels[int(index)].name or str(index)
+        else:
+            room_seed = int(index) if index is not None else int(self.np_random.integers(1 << 62))
+            self._load(generate_room(self.dim_room, self.num_boxes, room_seed, self.max_moves))
+            self.task_id = str(room_seed)
+        obs = {"role": "user", "content": self._observation()}
+        info = {"task_id": self.task_id, "success": False, "boxes_on_target": self._on_target}
+        return [self._system, obs], info
+
+    def _load(self, level: Level) -> None:
+        self.level = level
+        w = level.width
+        row = w + 1
+        n = w * level.height
+        self._nbr = level.neighbors
+        self._walls = level.walls
+        self._is_target = bytearray(n)
+        for t in level.targets:
+            self._is_target[t] = 1
+        self._box = bytearray(n)
+        for b in level.boxes:
+            self._box[b] = 1
+        self._player = level.player
+        self._on_target = sum(self._is_target[b] for b in level.boxes)
+        self._n = len(level.boxes)
+        # display buffer with the newlines in place: a move rewrites at most three bytes
+        self._pos = [(i // w) * row + i % w for i in range(n)]
+        self._floor_ch = bytes(_T if self._is_target[i] else _F for i in range(n))
+        disp = bytearray(level.to_text(), "ascii")
+        self._disp = disp
+        self._plan = {}
+        self._plan_moves = []
+
+    def _observation(self) -> str:
+        return f"Boxes on targets: {self._on_target}/{self._n}\n{self._disp.decode()}"
+
+    def step(self, action: str) -> StepResult:
+        if self.level is None:
+            raise RuntimeError("SokobanEnv.step() called before reset(); call reset() first")
+        moves = self._parse(action)
+        if isinstance(moves, str):
+            msgs, _r, term, trunc, info = self.format_error(moves, self._expected())
+            info["success"] = False
+            info["boxes_on_target"] = self._on_target
+            return msgs, STEP_REWARD, term, trunc, info
+        reward = 0.0
+        solved = False
+        for d in moves:
+            reward += self._move(d)
+            if self._on_target == self._n:
+                solved = True
+                reward += SOLVED_REWARD
+                break
+        obs: Message = {"role": "user", "content": self._observation()}
+        info = {"success": solved, "boxes_on_target": self._on_target}
+        return [obs], reward, solved, False, info
+
+    def _move(self, d: int) -> float:
+        p = self._player
+        q = self._nbr[d][p]
+        if q < 0 or self._walls[q]:
+            return STEP_REWARD
+        reward = STEP_REWARD
+        box, target, disp, pos = self._box, self._is_target, self._disp, self._pos
+        if box[q]:
+            k = self._nbr[d][q]
+            if k < 0 or self._walls[k] or box[k]:
+                return STEP_REWARD
+            box[q] = 0
+            box[k] = 1
+            change = target[k] - target[q]
+            self._on_target += change
+            reward += change * BOX_ON_REWARD if change > 0 else -change * BOX_OFF_REWARD
+            disp[pos[k]] = _BT if target[k] else _B
+        disp[pos[p]] = self._floor_ch[p]
+        disp[pos[q]] = _PT if target[q] else _P
+        self._player = q
+        return reward
+
+    def _expected(self) -> str:
+        if self.actions_per_turn == 1:
+            return "one move as <answer>Up</answer> (or Down, Left, Right)"
+        return f"1 to {self.actions_per_turn} moves as <answer>Up Left</answer> (Up, Down, Left, Right)"
+
+    def _parse(self, action: object) -> list[int] | str:
+        """Direction indices, or a sentence saying what was wrong."""
+        if not isinstance(action, str):
+            return f"the action must be a string of text, got {type(action).__name__}"
+        answers = _ANSWER_RE.findall(action)
+        if not answers:
+            return "no <answer>...</answer> found" if "<answer>" not in action else "unclosed <answer> tag"
+        words = [w for w in _SPLIT_RE.split(answers[-1]) if w]
+        if not words:
+            return "the answer is empty"
+        moves = []
+        for w in words:
+            d = _DIRECTION.get(w.lower())
+            if d is None:
+                return f"{w[:40]!r} is not a move"
+            moves.append(d)
+        if len(moves) > self.actions_per_turn:
+            return f"{len(moves)} moves given but at most {self.actions_per_turn} are allowed per turn"
+        return moves
+
+    # --- views and oracles ----------------------------------------------------------------------
+
+    def grid_text(self) -> str:
+        """The current grid, one row per line (no header)."""
+        if self.level is None:
+            raise RuntimeError("SokobanEnv has no room yet; call reset() first")
+        return self._disp.decode()
+
+    def render(self) -> str | None:
+        if self.render_mode == "ansi":
+            return self.grid_text()
+        return None
+
+    def state(self) -> tuple[int, tuple[int, ...]]:
+        """(player cell, sorted box cells), the key the solver and the plan cache use."""
+        return self._player, tuple(i for i, b in enumerate(self._box) if b)
+
+    def solved(self) -> bool:
+        return self.level is not None and self._on_target == self._n
+
+    def expert_action(self) -> str | None:
+        """`<answer>MOVE</answer>` with the next move(s) of an optimal plan; None when solved
+        or when no solution is found (a box was pushed into a deadlock)."""
+        if self.level is None or self.solved():
+            return None
+        key = self.state()
+        i = self._plan.get(key)
+        if i is None:
+            plan = solve_level(
+                self.level, self.solver_time_limit_s, boxes=key[1], player=key[0]
+            )
+            if not plan:
+                return None
+            self._plan_moves = [MOVES.index(m) for m in plan]
+            self._plan = self._plan_states(key, self._plan_moves)
+            i = 0
+        moves = self._plan_moves[i : i + self.actions_per_turn]
+        return "<answer>" + " ".join(MOVES[d] for d in moves) + "</answer>"
+
+    def _plan_states(
+        self, start: tuple[int, tuple[int, ...]], moves: list[int]
+    ) -> dict[tuple[int, tuple[int, ...]], int]:
+        """The state before each move of a plan, so a state on the plan finds its place."""
+        nbr = self._nbr
+        p, boxes = start
+        box_set = set(boxes)
+        states = {}
+        for i, d in enumerate(moves):
+            states.setdefault((p, tuple(sorted(box_set))), i)
+            q = nbr[d][p]
+            if q in box_set:
+                box_set.discard(q)
+                box_set.add(nbr[d][q])
+            p = q
+        return states
+
+    def random_action(self) -> str:
+        """A random direction (or several, up to `actions_per_turn`) in the answer format."""
+        k = int(self.np_random.integers(1, self.actions_per_turn + 1))
+        return "<answer>" + " ".join(MOVES[int(d)] for d in self.np_random.integers(4, size=k)) + "</answer>"

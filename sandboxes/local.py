@@ -1,0 +1,253 @@
+"""A sandbox that runs commands as local subprocesses in a temporary directory.
+
+THIS IS NO SECURITY BOUNDARY. Commands run as the same user as mentorgym, see the same
+filesystem (the temporary directory is only the working directory, not a jail) and the same
+network. Use it for trusted code: generated arithmetic, tests, scripted agents. For code an
+LLM wrote that you do not trust, use the Docker backend (`mentorgym.sandboxes.docker`).
+
+What it does limit, per command:
+
+- **Time**: the command runs in its own process group; at the timeout the whole group gets
+  SIGKILL and `exec` returns `ExecResult(timed_out=True, exit_code=-1)` with the output so
+  far. A process that left the group (`setsid`, a daemon) is not reaped.
+- **Memory**: RLIMIT_AS (virtual address space) on the shell and everything it starts, so
+  an allocation past `memory_mb` fails (Python raises `MemoryError`). Each process gets the
+  limit on its own; it is not a total over the group.
+- **Processes**: RLIMIT_NPROC. The kernel counts it over *all* processes and threads of the
+  user, not only the sandbox's, so the limit is set to the user's current count (read from
+  /proc at each command) plus `max_processes`. It is NOT enforced for root (or with
+  CAP_SYS_RESOURCE / CAP_SYS_ADMIN): the kernel skips the check, so a fork bomb run as root
+  is stopped only by the timeout. Without /proc (not Linux) no process limit is set.
+- **Output**: stdout and stderr are interleaved, decoded as UTF-8 with replacement and cut
+  to `output_limit` characters with a notice (head and tail kept). Output past a few times
+  the limit is drained and dropped while the command runs, so a chatty command cannot fill
+  memory.
+
+`python3` inside the sandbox is the interpreter that runs mentorgym (its directory is put
+first on PATH), so tool code sees the same Python version everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from mentorgym.errors import SandboxError
+from mentorgym.sandboxes.base import DEFAULT_OUTPUT_LIMIT, ExecResult, truncate_output
+
+# Limits are set in a tiny Python prelude that then execs /bin/sh: `preexec_fn` would do it
+# in the forked child, but it is unsafe when the parent has threads (the rollout engine
+# steps envs from a thread pool).
+_PRELUDE = """
+import os, resource, sys
+def cap(kind, want):
+    if want <= 0:
+        return
+    hard = resource.getrlimit(kind)[1]
+    value = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    try:
+        resource.setrlimit(kind, (value, value))
+    except (ValueError, OSError) as e:
+        sys.stderr.write(f"[sandbox: could not set limit {kind}: {e}]\\n")
+cap(resource.RLIMIT_AS, int(sys.argv[1]))
+cap(resource.RLIMIT_NPROC, int(sys.argv[2]))
+os.execv("/bin/sh", ["/bin/sh", "-c", sys.argv[3]])
+"""
+
+
+def _user_task_count(uid: int) -> int | None:
+    """Processes plus threads whose real uid is `uid` (what RLIMIT_NPROC counts), or None."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    count = 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:  # the process exited while we looked
+            continue
+        real_uid = threads = None
+        for line in status.splitlines():
+            if line.startswith("Uid:"):
+                real_uid = int(line.split()[1])
+            elif line.startswith("Threads:"):
+                threads = int(line.split()[1])
+        if real_uid == uid:
+            count += threads or 1
+    return count
+
+
+class LocalSandbox:
+    """Run shell commands as subprocesses in a private temporary directory (no isolation).
+
+    Args:
+        memory_mb: address-space limit per process in MiB; None for none.
+        max_processes: how many processes/threads a command may add to the user's current
+            count; None for no limit. Not enforced for root (see the module docstring).
+        output_limit: characters of output kept per command.
+        env: extra environment variables for commands (on top of this process's own).
+    """
+
+    def __init__(
+        self,
+        *,
+        memory_mb: int | None = 1024,
+        max_processes: int | None = 64,
+        output_limit: int = DEFAULT_OUTPUT_LIMIT,
+        env: dict[str, str] | None = None,
+    ):
+        self.memory_mb = memory_mb
+        self.max_processes = max_processes
+        self.output_limit = output_limit
+        self._root: Path | None = Path(tempfile.mkdtemp(prefix="mentorgym-local-"))
+        self._env = dict(os.environ)
+        self._env.update(env or {})
+        python_dir = str(Path(sys.executable).parent)
+        self._env["PATH"] = python_dir + os.pathsep + self._env.get("PATH", "")
+        self._env["PYTHONDONTWRITEBYTECODE"] = "1"
+
+    @property
+    def root(self) -> Path:
+        """The temporary working directory; raises `SandboxError` once closed."""
+        if self._root is None:
+            raise SandboxError("this LocalSandbox is closed; create a new one")
+        return self._root
+
+    def exec(self, cmd: str, timeout: float = 30.0) -> ExecResult:
+        """Run `cmd` with /bin/sh in the sandbox directory; never raises for what `cmd` does."""
+        mem = self.memory_mb * 1024 * 1024 if self.memory_mb else 0
+        nproc = 0
+        if self.max_processes:
+            current = _user_task_count(os.getuid())
+            nproc = current + self.max_processes if current is not None else 0
+        argv = [sys.executable, "-I", "-S", "-c", _PRELUDE, str(mem), str(nproc), cmd]
+        proc = subprocess.Popen(
+            argv,
+            cwd=self.root,
+            env=self._env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so a timeout can kill all of it
+        )
+        assert proc.stdout is not None
+        reader = _BoundedReader(cap_bytes=4 * self.output_limit)
+        timed_out = False
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    timed_out = proc.poll() is None
+                    break
+                if not sel.select(timeout=min(left, 0.5)):
+                    continue
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:  # EOF: every process holding the pipe has exited
+                    break
+                reader.add(chunk)
+        # Reap whatever is left in the group (background jobs, a timed-out command).
+        _kill_group(proc.pid)
+        proc.stdout.close()
+        returncode = proc.wait()
+        text, truncated = reader.text(self.output_limit)
+        if timed_out:
+            text += f"\n[timed out after {timeout:g} s]"
+        return ExecResult(
+            exit_code=-1 if timed_out else returncode,
+            output=text,
+            timed_out=timed_out,
+            truncated=truncated,
+            # SIGKILL that we did not send: the kernel's OOM killer is the usual sender.
+            oom_killed=not timed_out and returncode == -signal.SIGKILL,
+        )
+
+    def _path(self, path: str) -> Path:
+        # Relative paths live in the sandbox directory; absolute ones are used as they are
+        # (same filesystem: this is no jail).
+        p = Path(path)
+        return p if p.is_absolute() else self.root / p
+
+    def read_file(self, path: str) -> bytes:
+        """The bytes of `path` (relative to the sandbox directory); `FileNotFoundError` if absent."""
+        return self._path(path).read_bytes()
+
+    def write_file(self, path: str, content: str | bytes) -> None:
+        """Write `content` (str as UTF-8) to `path`, creating parent directories."""
+        p = self._path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(content.encode() if isinstance(content, str) else content)
+
+    def close(self) -> None:
+        """Delete the sandbox directory; safe to call twice."""
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None
+
+    def __enter__(self) -> LocalSandbox:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"LocalSandbox(root={str(self._root) if self._root else 'closed'})"
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):  # the group is already gone
+        pass
+
+
+class _BoundedReader:
+    """Keeps the first and last `cap_bytes` of a stream and counts what it drops."""
+
+    def __init__(self, cap_bytes: int):
+        self.cap = cap_bytes
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        room = self.cap - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if chunk:
+            self.tail += chunk
+            if len(self.tail) > self.cap:
+                del self.tail[: len(self.tail) - self.cap]
+
+    def text(self, limit: int) -> tuple[str, bool]:
+        kept = len(self.head) + len(self.tail)
+        if kept == self.total:
+            return truncate_output((self.head + self.tail).decode("utf-8", "replace"), limit)
+        # More came than we kept: cut to `limit` here, with the true total in the notice.
+        head_chars = limit * 2 // 3
+        head = self.head.decode("utf-8", "replace")[:head_chars]
+        tail = self.tail.decode("utf-8", "replace")[-(limit - head_chars) :]
+        cut = self.total - len(head.encode()) - len(tail.encode())
+        notice = f"\n[... output truncated: about {cut} of {self.total} bytes cut ...]\n"
+        return head + notice + tail, True

@@ -1,0 +1,160 @@
+"""The rollout engine with scripted agents: trajectories, mixture and relabeling, resume, failures."""
+
+import json
+
+import gymnasium
+import pytest
+
+from mentorgym.agents.base import Action, BatchedPolicy
+from mentorgym.agents.mixture import MixturePolicy
+from mentorgym.agents.rollout import run, summarize
+from mentorgym.agents.scripted import ExpertPolicy, RandomPolicy, ReplayPolicy
+from mentorgym.agents.specs import load_policy
+from mentorgym.agents.trajectory import Trajectory, context, read_trajectories
+from mentorgym.envs.base import TextEnv, parse_action, system, user
+from mentorgym.errors import ConfigError
+
+TOY = "toy/ReverseWord-v0"
+
+
+class CountEnv(TextEnv):
+    """Say the next number, three times; seed 13 makes step() raise (a dying backend)."""
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.n, self.seed_ = 0, seed
+        return [system("Count up."), user("0")], {"task_id": f"count-{seed}"}
+
+    def step(self, action):
+        if self.seed_ == 13:
+            raise RuntimeError("container vanished")
+        parsed = parse_action(action)
+        if parsed.answer != str(self.n + 1):
+            return self.format_error(f"expected <answer>{self.n + 1}</answer>")
+        self.n += 1
+        return [user(str(self.n))], 1.0, self.n == 3, False, {"success": self.n == 3}
+
+    def expert_action(self):
+        return f"<answer>{self.n + 1}</answer>"
+
+
+gymnasium.register("test/Count-v0", entry_point=CountEnv, max_episode_steps=5)
+
+
+class Recorder(BatchedPolicy):
+    """Answers wrongly and records batch sizes, to see that calls are batched."""
+
+    name = "recorder"
+
+    def __init__(self):
+        self.batches = []
+
+    def act_batch(self, histories):
+        self.batches.append(len(histories))
+        return [Action("<answer>0</answer>", token_ids=[1, 2], logprobs=[-0.1, -0.2]) for _ in histories]
+
+
+def test_expert_trajectories_follow_the_schema(tmp_path):
+    out = tmp_path / "t.jsonl"
+    trajs = run("test/Count-v0", ExpertPolicy(), n=3, seed=0, out=out)
+    assert [t.success for t in trajs] == [True] * 3
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(lines) == 3
+    d = lines[0]
+    assert d["schema"] == 1 and d["env_id"] == "test/Count-v0" and d["return"] == 3.0
+    turn = d["turns"][0]
+    assert set(turn) >= {"observation", "actor", "action", "token_ids", "logprobs", "teacher_action", "reward", "timing", "info"}
+    assert set(turn["timing"]) == {"policy_s", "env_s"}
+    t = Trajectory.from_dict(d)
+    assert context(t, 2)[-1] == {"role": "user", "content": "2"}
+    assert [m["role"] for m in context(t, 1)] == ["system", "user", "assistant", "user"]
+
+
+def test_policy_calls_are_batched_across_episodes():
+    rec = Recorder()
+    trajs = run("test/Count-v0", rec, n=6, concurrency=6)
+    assert rec.batches[0] == 6
+    assert all(t.truncated and not t.success for t in trajs)
+    assert trajs[0].turns[0].token_ids == [1, 2] and trajs[0].turns[0].info["format_error"]
+    assert summarize(trajs)["format_error_rate"] == 1.0
+
+
+def test_mixture_records_actor_and_teacher_label_every_turn():
+    trajs = run("test/Count-v0", Recorder(), n=8, teacher=ExpertPolicy(), beta=0.5, mixture_seed=1)
+    actors = {turn.actor for t in trajs for turn in t.turns}
+    assert actors == {"student", "teacher"}
+    for t in trajs:
+        for k, turn in enumerate(t.turns):
+            assert turn.teacher_action is not None
+            if turn.actor == "teacher":
+                assert turn.teacher_action == turn.action
+    # the teacher's label is right for the state the student was in
+    t = trajs[0]
+    for turn in t.turns:
+        assert turn.teacher_action.startswith("<answer>")
+
+
+def test_no_relabel_leaves_labels_empty():
+    trajs = run("test/Count-v0", Recorder(), n=2, teacher=ExpertPolicy(), beta=0.5, relabel=False)
+    assert all(turn.teacher_action is None or turn.actor == "teacher" for t in trajs for turn in t.turns)
+
+
+def test_mixture_beta_bounds_and_frequency():
+    with pytest.raises(ValueError):
+        MixturePolicy(Recorder(), Recorder(), beta=1.5)
+    m = MixturePolicy(Recorder(), Recorder(), beta=0.25, seed=0)
+    picks = [m.choose() for _ in range(4000)]
+    assert 0.2 < picks.count("teacher") / 4000 < 0.3
+
+
+def test_resume_skips_finished_episodes(tmp_path):
+    out = tmp_path / "r.jsonl"
+    run(TOY, ExpertPolicy(), n=3, out=out)
+    first = out.read_text().splitlines()
+    rec = Recorder()
+    trajs = run(TOY, rec, n=5, out=out, resume=True)
+    lines = out.read_text().splitlines()
+    assert lines[:3] == first and len(lines) == 5
+    assert sum(rec.batches) == 2  # only the two new episodes were played
+    assert [t.seed for t in trajs] == [0, 1, 2, 3, 4]
+
+
+def test_torn_last_line_is_skipped(tmp_path):
+    out = tmp_path / "torn.jsonl"
+    run(TOY, ExpertPolicy(), n=2, out=out)
+    with open(out, "a") as f:
+        f.write('{"schema": 1, "env_id": "toy/Rev')
+    assert len(list(read_trajectories(out))) == 2
+
+
+def test_an_env_that_raises_ends_only_its_episode():
+    trajs = run("test/Count-v0", ExpertPolicy(), n=3, seeds=[12, 13, 14])
+    assert [t.success for t in trajs] == [True, False, True]
+    bad = trajs[1]
+    assert bad.truncated and "container vanished" in bad.turns[-1].info["error"]
+
+
+def test_random_and_replay_agents(tmp_path):
+    stats = summarize(run(TOY, RandomPolicy(), n=40))
+    assert stats["success_rate"] < 0.5
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps(["<answer>1</answer>", "<answer>2</answer>", "<answer>3</answer>"]))
+    trajs = run("test/Count-v0", ReplayPolicy(script), n=2)
+    assert all(t.success for t in trajs)
+    assert run("test/Count-v0", RandomPolicy(), n=1)[0].turns  # random falls back to the text space
+
+
+def test_specs_reject_unknown_and_bad_replay(tmp_path):
+    with pytest.raises(ConfigError, match="unknown agent spec"):
+        load_policy("gpt-7")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"not": "a list"}')
+    with pytest.raises(ConfigError, match="JSON list"):
+        load_policy(f"replay:{bad}")
+    with pytest.raises(ConfigError, match="openai:BASE_URL#MODEL"):
+        load_policy("openai:http://127.0.0.1:9/v1")
+
+
+def test_all_tasks_needs_a_finite_task_set():
+    with pytest.raises(ConfigError, match="no finite task set"):
+        run(TOY, ExpertPolicy(), all_tasks=True)

@@ -1,0 +1,442 @@
+"""The trainer: a train-steps loop over a batch iterator, checkpoints, metrics, plots.
+
+A small set of functions, no class tower: each algorithm file builds the model,
+the optimizer and the scheduler with the helpers here, then calls `train_steps`.
+
+- Device: CUDA with bf16 autocast where present, else CPU in fp32.
+- Optimizer: AdamW; schedule: linear warmup then cosine decay to `min_lr_ratio * lr`;
+  gradient clipping; gradient accumulation; optional gradient checkpointing.
+- Multi-process (one machine, `torchrun --nproc_per_node N`): DDP, or FSDP2
+  (`torch.distributed.fsdp.fully_shard`) for models that do not fit one device. Every
+  rank reads the same global batch and takes its share, so the result does not depend
+  on how many processes split it (up to float summation order).
+- Checkpoints: `RUN/checkpoints/step_XXXXXXX/` with the model and tokenizer
+  (`save_pretrained`, safetensors), optimizer, scheduler, RNG states (python, numpy,
+  torch) per rank and the data position in `state.json`; written to a temporary folder
+  and renamed, so a kill mid-save leaves the previous checkpoint intact. Resume is
+  exact on CPU with a fixed seed.
+- Metrics: one JSON object per line in `RUN/metrics.jsonl`, a tqdm progress bar, and
+  `RUN/curves.png` (matplotlib, Agg).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from mentorgym.errors import ConfigError
+from mentorgym.training.data import Example, collate
+from mentorgym.training.losses import masked_cross_entropy
+
+
+@dataclass
+class Dist:
+    """Where this process sits in a torchrun job (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed() -> Dist:
+    """Join the process group torchrun describes in the environment (gloo on CPU, nccl on GPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    d = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if torch.cuda.is_available():
+            torch.cuda.set_device(d.local_rank)
+        dist.init_process_group(backend=backend)
+    return d
+
+
+def pick_device(d: Dist, device: str = "auto") -> torch.device:
+    """`auto`: this rank's CUDA device where there is one, else the CPU."""
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", d.local_rank)
+    return torch.device("cpu")
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on CUDA (`precision: auto` or `bf16`); plain fp32 elsewhere."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ConfigError(f"precision {precision!r}: use auto, bf16 or fp32")
+    if device.type == "cuda" and precision in ("auto", "bf16"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if precision == "bf16" and device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Optim:
+    """The optimization settings every algorithm config carries (same names there)."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    batch_size: int = 32
+    precision: str = "auto"
+    gradient_checkpointing: bool = False
+    strategy: str = "ddp"
+    """Multi-process strategy under torchrun: `ddp` or `fsdp` (FSDP2 fully_shard)."""
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Optim:
+        return cls(**{k: getattr(cfg, k) for k in asdict(cls()) if hasattr(cfg, k)})
+
+
+def prepare_model(model: torch.nn.Module, d: Dist, device: torch.device, opt: Optim) -> torch.nn.Module:
+    """Move to the device, enable checkpointing, and wrap for DDP or FSDP2 under torchrun."""
+    if opt.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    model.to(device)
+    model.train()
+    if not d.enabled:
+        return model
+    if opt.strategy == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        # Shard each decoder layer, then the root: the usual FSDP2 recipe for HF decoders.
+        layers = getattr(getattr(model, "model", model), "layers", [])
+        for layer in layers:
+            fully_shard(layer)
+        fully_shard(model)
+        return model
+    if opt.strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    raise ConfigError(f"strategy {opt.strategy!r}: use ddp or fsdp")
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model)
+
+
+def make_optimizer(model: torch.nn.Module, opt: Optim) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and norms (1-D parameters)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": opt.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=opt.lr, betas=(0.9, 0.95))
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
+    """Linear warmup to 1, then cosine decay to `min_lr_ratio` at `total_steps`."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(total_steps - warmup_steps, 1)
+    progress = min(max(step - warmup_steps, 0) / span, 1.0)
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, opt: Optim, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, opt.warmup_steps, total_steps, opt.min_lr_ratio)
+    )
+
+
+@dataclass
+class RunState:
+    """Where a run stands: saved in every checkpoint's `state.json`."""
+
+    step: int = 0
+    """Optimizer steps taken in the current training phase."""
+    batch: int = 0
+    """Micro-batches consumed from the current phase's batch stream (the data position)."""
+    global_step: int = 0
+    """Optimizer steps since the run began (across DAgger iterations); metrics use it."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Algorithm state (DAgger: iteration, phase)."""
+
+
+class Metrics:
+    """Appends metric records to `metrics.jsonl` (main rank only) and keeps them for plots."""
+
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path = path
+        self.enabled = enabled
+        self.records: list[dict[str, Any]] = []
+        if path.exists():
+            self.records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def truncate(self, keep: Callable[[dict[str, Any]], bool]) -> None:
+        """Forget records a resumed run will redo (those after the checkpoint it resumes from)."""
+        self.records = [r for r in self.records if keep(r)]
+        if self.enabled:
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+
+    def log(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        if self.enabled:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def plot(self, path: Path) -> None:
+        """Loss and learning rate per step, and evaluation success per iteration if any."""
+        if not self.enabled:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        train = [r for r in self.records if r.get("kind") == "train"]
+        evals = [r for r in self.records if r.get("kind") == "eval"]
+        n = 3 if evals else 2
+        fig, axes = plt.subplots(1, n, figsize=(5 * n, 3.5))
+        if train:
+            axes[0].plot([r["step"] for r in train], [r["loss"] for r in train])
+            axes[0].set(xlabel="step", ylabel="loss", yscale="log", title="training loss")
+            axes[1].plot([r["step"] for r in train], [r["lr"] for r in train])
+            axes[1].set(xlabel="step", ylabel="lr", title="learning rate")
+        if evals:
+            axes[2].plot([r["iteration"] for r in evals], [r["success_rate"] for r in evals], marker="o")
+            axes[2].set(xlabel="iteration", ylabel="success", ylim=(0, 1), title="held-out success (student)")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+
+
+def batch_loss(
+    model: torch.nn.Module, examples: list[Example], pad_id: int, device: torch.device, precision: str
+) -> tuple[torch.Tensor, int]:
+    """Weighted mean cross-entropy over the target tokens of one micro-batch, and their count."""
+    b = collate(examples, pad_id)
+    with autocast(device, precision):
+        out = model(
+            input_ids=b["input_ids_BT"].to(device),
+            attention_mask=b["attention_mask_BT"].to(device),
+            use_cache=False,
+        )
+    mask_BT = (b["mask_BT"] * b["weight_B"][:, None]).to(device)
+    loss = masked_cross_entropy(out.logits, b["labels_BT"].to(device), mask_BT)
+    return loss, int(b["mask_BT"].sum().item())
+
+
+def train_steps(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    batches: Iterator[list[Example]],
+    *,
+    n_steps: int,
+    state: RunState,
+    opt: Optim,
+    pad_id: int,
+    device: torch.device,
+    d: Dist,
+    metrics: Metrics,
+    save_every: int = 0,
+    checkpoint: Callable[[RunState], None] | None = None,
+    extra_metrics: dict[str, Any] | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> RunState:
+    """Run optimizer steps until `state.step == n_steps`; `batches` starts at `state.batch`.
+
+    Each step accumulates `opt.grad_accum` micro-batches, clips the gradient norm to
+    `opt.grad_clip`, steps AdamW and the schedule, logs a `kind: train` record and,
+    every `save_every` steps, calls `checkpoint(state)`.
+    """
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=n_steps, initial=state.step, desc=desc, disable=not (progress and d.is_main), leave=False)
+    while state.step < n_steps:
+        optimizer.zero_grad(set_to_none=True)
+        total, tokens = 0.0, 0
+        for micro in range(opt.grad_accum):
+            examples = next(batches)
+            state.batch += 1
+            sync = micro == opt.grad_accum - 1 or not hasattr(model, "no_sync")
+            ctx = contextlib.nullcontext() if sync else model.no_sync()
+            with ctx:
+                loss, n_tok = batch_loss(model, examples, pad_id, device, opt.precision)
+                (loss / opt.grad_accum).backward()
+            total += loss.item() / opt.grad_accum
+            tokens += n_tok
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), opt.grad_clip)
+        optimizer.step()
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        state.step += 1
+        state.global_step += 1
+        if d.enabled:
+            t = torch.tensor([total, float(tokens)], dtype=torch.float64)
+            dist.all_reduce(t)
+            total, tokens = t[0].item() / d.world_size, int(t[1].item())
+        rec = {
+            "kind": "train",
+            "step": state.global_step,
+            "loss": total,
+            "lr": lr,
+            "grad_norm": float(grad_norm),
+            "tokens": tokens,
+            **(extra_metrics or {}),
+        }
+        metrics.log(rec)
+        bar.update(1)
+        bar.set_postfix(loss=f"{total:.4f}")
+        if save_every and checkpoint is not None and state.step % save_every == 0 and state.step < n_steps:
+            checkpoint(state)
+    bar.close()
+    return state
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+
+def rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(s: dict[str, Any]) -> None:
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """The whole model's weights on the CPU (gathered from all ranks under FSDP)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    inner = unwrap(model)
+    if dist.is_initialized():
+        return get_model_state_dict(inner, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return None
+
+
+def save_model(model: torch.nn.Module, tokenizer: Any, path: Path, d: Dist) -> None:
+    """The model and tokenizer in Hugging Face format (safetensors), loadable with `hf:PATH`."""
+    sd = full_state_dict(model)
+    if d.is_main:
+        path.mkdir(parents=True, exist_ok=True)
+        inner = unwrap(model)
+        inner.save_pretrained(path, state_dict=sd, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(path)
+
+
+def save_checkpoint(
+    run_dir: Path,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    state: RunState,
+    d: Dist,
+    keep: int = 2,
+) -> Path:
+    """Write `RUN/checkpoints/step_<global_step>/` atomically and point `latest` at it."""
+    root = run_dir / "checkpoints"
+    final = root / f"step_{state.global_step:07d}"
+    tmp = root / f".tmp_step_{state.global_step:07d}"
+    if d.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    if d.enabled:
+        dist.barrier()
+    save_model(model, tokenizer, tmp / "model", d)
+    fsdp = d.enabled and not hasattr(model, "no_sync")
+    if fsdp or d.is_main:
+        # FSDP optimizer states are sharded: each rank keeps its own shard.
+        name = f"optimizer_rank{d.rank}.pt" if fsdp else "optimizer.pt"
+        torch.save(optimizer.state_dict(), tmp / name)
+    torch.save(rng_state(), tmp / f"rng_rank{d.rank}.pt")
+    if d.is_main:
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1))
+    if d.enabled:
+        dist.barrier()
+    if d.is_main:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        (root / "latest.tmp").write_text(final.name)
+        os.replace(root / "latest.tmp", root / "latest")
+        olds = sorted(p for p in root.glob("step_*") if p != final)
+        for p in olds[: max(len(olds) - (keep - 1), 0)]:
+            shutil.rmtree(p, ignore_errors=True)
+    if d.enabled:
+        dist.barrier()
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint `RUN/checkpoints/latest` names, or None when the run has none yet."""
+    ptr = run_dir / "checkpoints" / "latest"
+    if not ptr.exists():
+        return None
+    path = run_dir / "checkpoints" / ptr.read_text().strip()
+    return path if path.is_dir() else None
+
+
+def load_checkpoint(
+    ckpt: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    d: Dist,
+) -> RunState:
+    """Restore weights, optimizer, schedule and RNG from `ckpt` into the prepared objects."""
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    files = sorted((ckpt / "model").glob("*.safetensors"))
+    if not files:
+        raise ConfigError(f"checkpoint {ckpt} has no model weights; resume from a complete checkpoint")
+    sd: dict[str, torch.Tensor] = {}
+    for f in files:
+        sd.update(load_file(f))
+    inner = unwrap(model)
+    if dist.is_initialized():
+        set_model_state_dict(inner, sd, options=StateDictOptions(full_state_dict=True, strict=False))
+    else:
+        missing, unexpected = inner.load_state_dict(sd, strict=False)
+        # Tied embeddings are saved once; anything else missing means the wrong checkpoint.
+        missing = [k for k in missing if "lm_head" not in k]
+        if missing or unexpected:
+            raise ConfigError(f"checkpoint {ckpt} does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    fsdp = d.enabled and not hasattr(model, "no_sync")
+    opt_file = ckpt / (f"optimizer_rank{d.rank}.pt" if fsdp else "optimizer.pt")
+    optimizer.load_state_dict(torch.load(opt_file, map_location="cpu", weights_only=False))
+    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=False))
+    rng_file = ckpt / f"rng_rank{d.rank}.pt"
+    if rng_file.exists():
+        set_rng_state(torch.load(rng_file, weights_only=False))
+    raw = json.loads((ckpt / "state.json").read_text())
+    return RunState(**raw)
