@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from mentorgym.agents.base import Action, BatchedPolicy, Scores
 from mentorgym.envs.base import Message
+
 from mentorgym.errors import PolicyError
 
 _TOKEN_ID_PREFIX = "token_id:"
@@ -101,7 +101,9 @@ class OpenAIPolicy(BatchedPolicy):
         """One request per history, at most `max_concurrency` in flight at once."""
         return list(self._pool.map(self.act, histories))
 
-    def score(self, messages: list[Message], completion_token_ids: list[int], top_k: int = 0) -> Scores:
+    def score(
+        self, messages: list[Message], completion_token_ids: list[int], top_k: int = 0
+    ) -> Scores:
         """Teacher logprobs of `completion_token_ids` after the chat prompt of `messages`."""
         if not completion_token_ids:
             return Scores(logprobs=[], top_logprobs=[] if top_k > 0 else None)
@@ -206,7 +208,9 @@ class OpenAIPolicy(BatchedPolicy):
             logprobs = [float(x) for x in lp["token_logprobs"]]
             token_ids = _token_ids(lp.get("tokens") or [])
         meta = {"finish_reason": choice.get("finish_reason"), "usage": data.get("usage")}
-        return Action(text=choice.get("text") or "", token_ids=token_ids, logprobs=logprobs, meta=meta)
+        return Action(
+            text=choice.get("text") or "", token_ids=token_ids, logprobs=logprobs, meta=meta
+        )
 
     def _root_url(self) -> str:
         # vLLM serves /tokenize beside /v1, not under it.
@@ -226,7 +230,9 @@ class OpenAIPolicy(BatchedPolicy):
                     try:
                         return r.json()
                     except ValueError as e:
-                        raise PolicyError(f"{url} answered {r.status_code} with non-JSON: {r.text[:300]!r}") from e
+                        raise PolicyError(
+                            f"{url} answered {r.status_code} with non-JSON: {r.text[:300]!r}"
+                        ) from e
                 last = f"HTTP {r.status_code}: {_error_text(r)}"
                 if r.status_code != 429 and r.status_code < 500:
                     raise PolicyError(f"{url} answered {last}")

@@ -328,7 +328,9 @@ def create_app(
 
     def params_of(req: _Sampling, max_tokens: int, top_logprobs: int) -> GenParams:
         if req.stream:
-            raise APIError(400, "stream=true is not supported by mentorgym serve-model; set stream=false")
+            raise APIError(
+                400, "stream=true is not supported by mentorgym serve-model; set stream=false"
+            )
         stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
         return GenParams(
             max_new_tokens=max_tokens,
@@ -345,7 +347,9 @@ def create_app(
         try:
             return await batcher.generate(prompts, params)
         except Exception as e:
-            raise APIError(500, f"generation failed: {type(e).__name__}: {e}", "InternalServerError") from e
+            raise APIError(
+                500, f"generation failed: {type(e).__name__}: {e}", "InternalServerError"
+            ) from e
 
     def token_str(token_id: int, as_ids: bool) -> str:
         return f"token_id:{token_id}" if as_ids else tokenizer.decode([token_id])
@@ -367,23 +371,40 @@ def create_app(
         check_length(len(prompt), max_tokens)
         k = req.top_logprobs or 0
         gens = await generate([prompt] * req.n, params_of(req, max_tokens, k))
+        # A policy that remembers its sampled ids by text (HFPolicy) re-encodes these turns
+        # as exactly those ids when they come back as assistant messages.
+        remember = getattr(policy, "_remember", None)
         choices = []
         for i, g in enumerate(gens):
+            if remember is not None:
+                remember(g.text, g.token_ids)
             logprobs = None
             if req.logprobs:
                 content = []
-                for j, (t, lp) in enumerate(zip(g.token_ids, g.logprobs)):
+                for j, (t, lp) in enumerate(zip(g.token_ids, g.logprobs, strict=False)):
                     s = token_str(t, req.return_tokens_as_token_ids)
                     top = (g.top_logprobs[j] if g.top_logprobs else {}) if k else {}
                     tops = [
-                        {"token": (s2 := token_str(t2, req.return_tokens_as_token_ids)),
-                         "logprob": lp2, "bytes": list(s2.encode())}
+                        {
+                            "token": (s2 := token_str(t2, req.return_tokens_as_token_ids)),
+                            "logprob": lp2,
+                            "bytes": list(s2.encode()),
+                        }
                         for t2, lp2 in sorted(top.items(), key=lambda kv: -kv[1])[:k]
                     ]
-                    content.append({"token": s, "logprob": lp, "bytes": list(s.encode()), "top_logprobs": tops})
+                    content.append(
+                        {"token": s, "logprob": lp, "bytes": list(s.encode()), "top_logprobs": tops}
+                    )
                 logprobs = {"content": content}
             message = {"role": "assistant", "content": g.text}
-            choices.append({"index": i, "message": message, "logprobs": logprobs, "finish_reason": g.finish_reason})
+            choices.append(
+                {
+                    "index": i,
+                    "message": message,
+                    "logprobs": logprobs,
+                    "finish_reason": g.finish_reason,
+                }
+            )
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
@@ -434,7 +455,9 @@ def create_app(
                     top_list = [d or None for d in ptop_list[: len(ids)]] + top_list
                     top_list[0] = None
                     tok_lps[0] = None
-                choice["logprobs"] = _legacy_logprobs(tok_ids, tok_lps, top_list, k, tokenizer, as_ids)
+                choice["logprobs"] = _legacy_logprobs(
+                    tok_ids, tok_lps, top_list, k, tokenizer, as_ids
+                )
             else:
                 choice["logprobs"] = None
             if req.echo:
@@ -471,7 +494,12 @@ def create_app(
         else:
             ids = tokenizer(req.prompt, add_special_tokens=req.add_special_tokens)["input_ids"]
         strs = tokenizer.convert_ids_to_tokens(ids) if req.return_token_strs else None
-        return {"count": len(ids), "max_model_len": max_model_len, "tokens": ids, "token_strs": strs}
+        return {
+            "count": len(ids),
+            "max_model_len": max_model_len,
+            "tokens": ids,
+            "token_strs": strs,
+        }
 
     @app.post("/detokenize")
     async def detokenize(req: DetokenizeRequest) -> dict[str, Any]:
@@ -514,13 +542,19 @@ def _to_messages(messages: list[ChatMessage]) -> list[Message]:
                 args = json.loads(args) if isinstance(args, str) else args
             except json.JSONDecodeError:
                 pass
-            text += "<tool_call>" + json.dumps({"name": fn.get("name"), "arguments": args}) + "</tool_call>"
+            text += (
+                "<tool_call>"
+                + json.dumps({"name": fn.get("name"), "arguments": args})
+                + "</tool_call>"
+            )
         role = "system" if m.role == "developer" else m.role
         out.append({"role": role, "content": text})
     return out
 
 
-def _prompt_ids(prompt: str | list[str] | list[int] | list[list[int]], tokenizer: Any) -> list[list[int]]:
+def _prompt_ids(
+    prompt: str | list[str] | list[int] | list[list[int]], tokenizer: Any
+) -> list[list[int]]:
     if isinstance(prompt, str):
         prompt = [prompt]
     if not prompt:
@@ -534,7 +568,10 @@ def _prompt_ids(prompt: str | list[str] | list[int] | list[list[int]], tokenizer
         elif isinstance(p, list) and all(isinstance(t, int) for t in p):
             out.append(list(p))
         else:
-            raise APIError(400, "prompt must be a string, a list of strings, a list of token ids or a list of such lists")
+            raise APIError(
+                400,
+                "prompt must be a string, a list of strings, a list of token ids or a list of such lists",
+            )
     return out
 
 
@@ -554,7 +591,7 @@ def _legacy_logprobs(
         offsets.append(pos)
         pos += len(s)
     top_out: list[dict[str, float] | None] = []
-    for t, lp, top in zip(ids, lps, tops):
+    for t, lp, top in zip(ids, lps, tops, strict=False):
         if top is None or lp is None:
             top_out.append(None)
             continue
@@ -597,7 +634,11 @@ def _vllm_prompt_logprobs(
 
 def _usage(prompt_tokens: int, gens: list[Any]) -> dict[str, int]:
     completion = sum(len(g.token_ids) for g in gens)
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": prompt_tokens + completion,
+    }
 
 
 # --- running it -------------------------------------------------------------------------------
@@ -647,8 +688,12 @@ class BackgroundServer:
                 port = s.getsockname()[1]
         self.host, self.port = host, port
         self.url = f"http://{host}:{port}/v1"
-        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
-        self._thread = threading.Thread(target=self._server.run, daemon=True, name="mentorgym-server")
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level="warning")
+        )
+        self._thread = threading.Thread(
+            target=self._server.run, daemon=True, name="mentorgym-server"
+        )
 
     def start(self, timeout_s: float = 30.0) -> BackgroundServer:
         self._thread.start()

@@ -32,9 +32,9 @@ from types import TracebackType
 import docker
 import docker.errors
 import requests.exceptions
+from mentorgym.sandboxes.base import DEFAULT_OUTPUT_LIMIT, ExecResult
 
 from mentorgym.errors import DockerUnavailableError, SandboxError
-from mentorgym.sandboxes.base import DEFAULT_OUTPUT_LIMIT, ExecResult
 
 LABEL = "mentorgym"
 RUN_ID = os.environ.get("MENTORGYM_RUN_ID") or uuid.uuid4().hex[:12]
@@ -258,7 +258,7 @@ class _Collector:
 # only builtins (a glob over /proc, `read`, `kill`) so that no fork is needed.
 _KILLER_FN = r"""
 mg_kill() {
-  local keep=" 1 $$ $MG_KEEP $* " p pid n round
+  local keep=" 1 $$ $MG_BASE $* " p pid n round
   for round in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
     n=0
     for p in /proc/[0-9]*; do
@@ -286,7 +286,8 @@ mg_oom() {
   fi
   printf 'MG_OOM %s\n' "$v"
 }
-printf 'MG_READY %s\n' "$$"
+[ -n "$MG_BASE" ] || for p in /proc/[0-9]*; do MG_BASE="$MG_BASE ${p#/proc/}"; done
+printf 'MG_READY %s\n' "$MG_BASE"
 """
 
 
@@ -321,6 +322,8 @@ class DockerSandbox:
         self._shell: _Stream | None = None
         self._control: _Stream | None = None
         self._shell_pid = ""
+        self._base_pids = ""
+        self._oom_seen = 0
         self._nonce = secrets.token_hex(6)
         self._count = 0
         try:
@@ -359,8 +362,10 @@ class DockerSandbox:
 
     def _start_control(self) -> _Stream:
         stream = _Stream(self.container.client.api, self.id, ["bash", "--norc", "-s"], "/")
-        stream.send(_KILLER_FN.encode())
-        self._expect(stream, b"MG_READY ", 20.0)
+        # The processes alive before any command ran (init, `sleep`) are never killed; a
+        # restarted control shell inherits the list its first incarnation took.
+        stream.send(f"MG_BASE={shlex.quote(self._base_pids)}\n".encode() + _KILLER_FN.encode())
+        self._base_pids = self._expect(stream, b"MG_READY ", 20.0)[len(b"MG_READY ") :].decode()
         return stream
 
     def _start_shell(self) -> _Stream:
@@ -371,9 +376,6 @@ class DockerSandbox:
         stream.send(f"exec 2>&1\n{cd}{restore}printf 'MG_READY %s\\n' \"$$\"\n".encode())
         line = self._expect(stream, b"MG_READY ", 20.0)
         self._shell_pid = line.split()[-1].decode()
-        # The control shell must never kill the command shell itself.
-        assert self._control is not None
-        self._control.send(f"MG_KEEP={self._shell_pid}\n".encode())
         return stream
 
     def _expect(self, stream: _Stream, prefix: bytes, timeout: float) -> bytes:
@@ -469,7 +471,8 @@ class DockerSandbox:
         if timed_out:
             notice = f"\n[timed out after {timeout:g} s: the command was killed]"
             code = -1
-        elif code == 137 and self._oom_kills() > 0:
+        elif code == 137 and self._oom_kills() > self._oom_seen:
+            self._oom_seen = self._oom_kills()
             oom = True
             notice = f"\n[killed: out of memory (the sandbox's limit is {self.mem_limit})]"
         return ExecResult(code, text + notice, timed_out, truncated, oom)
@@ -484,7 +487,6 @@ class DockerSandbox:
         if self._control is None or self._control.eof:
             # A command killed the control shell (pkill bash, kill -1): start another.
             self._control = self._start_control()
-            self._control.send(f"MG_KEEP={self._shell_pid}\n".encode())
         return self._control
 
     def _kill_all(self, keep_shell: bool) -> None:
@@ -492,8 +494,6 @@ class DockerSandbox:
         try:
             control = self._control_shell()
             control.send(f"mg_kill {self._shell_pid if keep_shell else ''}\n".encode())
-            if not keep_shell:
-                control.send(b"MG_KEEP=\n")
             self._expect(control, b"MG_KILLED", 10.0)
         except (SandboxError, OSError, docker.errors.APIError):
             if not self._container_running():

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import docker
 import docker.errors
+from mentorgym.sandboxes.docker import client
 
 from mentorgym.errors import SandboxError
-from mentorgym.sandboxes.docker import client
 
 BASE_TAG = "mentorgym/base:latest"
 SUITE = "bookworm"
@@ -183,7 +183,10 @@ def _build_with_debootstrap(tag: str) -> None:
     with tempfile.TemporaryDirectory(prefix="mentorgym-rootfs-", dir="/var/tmp") as tmp:
         rootfs = os.path.join(tmp, "rootfs")
         cmd = ["debootstrap", "--variant=minbase", f"--include={PACKAGES}", SUITE, rootfs, mirror]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+        finally:
+            _unmount_under(rootfs)
         if proc.returncode != 0:
             log = (proc.stdout + proc.stderr)[-2000:]
             raise SandboxError(
@@ -205,12 +208,24 @@ def _build_with_debootstrap(tag: str) -> None:
         raise SandboxError(f"`docker import` reported no error but image {tag} does not exist")
 
 
+def _unmount_under(rootfs: str) -> None:
+    """Unmount what debootstrap mounted (proc, sys, dev/pts) if it stopped half-way.
+
+    Otherwise deleting the temporary directory would walk into the host's /proc.
+    """
+    prefix = os.path.realpath(rootfs) + "/"
+    try:
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return
+    for point in sorted((m for m in mounts if m.startswith(prefix)), reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+
+
 # --- one image per repository -----------------------------------------------------------------
 
 
-def build_repo_image(
-    repo_dir: str | Path, *, base: str = BASE_TAG, tag: str | None = None
-) -> str:
+def build_repo_image(repo_dir: str | Path, *, base: str = BASE_TAG, tag: str | None = None) -> str:
     """An image holding `repo_dir` at /testbed (with its .git), built once per content.
 
     A directory that is not a git repository is committed into a fresh one with a fixed
@@ -239,7 +254,9 @@ def build_repo_image(
         head = _git(work, "rev-parse", "HEAD", check=False).strip()
         digest = hashlib.sha256(f"{base_id}\n{head}\n".encode())
         _hash_tree(work, digest)
-        tag = tag or f"mentorgym/testbed:{src.name.lower()[:40] or 'repo'}-{digest.hexdigest()[:16]}"
+        tag = (
+            tag or f"mentorgym/testbed:{src.name.lower()[:40] or 'repo'}-{digest.hexdigest()[:16]}"
+        )
         if image_exists(tag):
             return tag
         _commit_image(work, base, tag)
@@ -286,7 +303,7 @@ def _commit_image(work: Path, base: str, tag: str) -> None:
         container.commit(
             repository=repo,
             tag=version,
-            changes=['WORKDIR /testbed', 'CMD ["/bin/bash"]'],
+            changes=["WORKDIR /testbed", 'CMD ["/bin/bash"]'],
         )
     finally:
         container.remove(force=True)

@@ -9,15 +9,17 @@ What it does limit, per command:
 
 - **Time**: the command runs in its own process group; at the timeout the whole group gets
   SIGKILL and `exec` returns `ExecResult(timed_out=True, exit_code=-1)` with the output so
-  far. A process that left the group (`setsid`, a daemon) is not reaped.
+  far. When the shell exits, processes it left in the background get 0.2 s to flush
+  their output and are then killed with the group. A process that left the group
+  (`setsid`, a daemon) is not reaped.
 - **Memory**: RLIMIT_AS (virtual address space) on the shell and everything it starts, so
   an allocation past `memory_mb` fails (Python raises `MemoryError`). Each process gets the
   limit on its own; it is not a total over the group.
 - **Processes**: RLIMIT_NPROC. The kernel counts it over *all* processes and threads of the
   user, not only the sandbox's, so the limit is set to the user's current count (read from
-  /proc at each command) plus `max_processes`. It is NOT enforced for root (or with
-  CAP_SYS_RESOURCE / CAP_SYS_ADMIN): the kernel skips the check, so a fork bomb run as root
-  is stopped only by the timeout. Without /proc (not Linux) no process limit is set.
+  /proc at each command) plus `max_processes`. The kernel does not enforce it for root (nor
+  with CAP_SYS_RESOURCE / CAP_SYS_ADMIN), so as root none is set and a fork bomb is stopped
+  only by the timeout's group kill. Without /proc no process limit is set.
 - **Output**: stdout and stderr are interleaved, decoded as UTF-8 with replacement and cut
   to `output_limit` characters with a notice (head and tail kept). Output past a few times
   the limit is drained and dropped while the command runs, so a chatty command cannot fill
@@ -30,6 +32,7 @@ first on PATH), so tool code sees the same Python version everywhere.
 from __future__ import annotations
 
 import os
+import resource
 import selectors
 import shutil
 import signal
@@ -40,27 +43,17 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from mentorgym.errors import SandboxError
 from mentorgym.sandboxes.base import DEFAULT_OUTPUT_LIMIT, ExecResult, truncate_output
 
-# Limits are set in a tiny Python prelude that then execs /bin/sh: `preexec_fn` would do it
-# in the forked child, but it is unsafe when the parent has threads (the rollout engine
-# steps envs from a thread pool).
-_PRELUDE = """
-import os, resource, sys
-def cap(kind, want):
-    if want <= 0:
-        return
-    hard = resource.getrlimit(kind)[1]
-    value = want if hard == resource.RLIM_INFINITY else min(want, hard)
-    try:
-        resource.setrlimit(kind, (value, value))
-    except (ValueError, OSError) as e:
-        sys.stderr.write(f"[sandbox: could not set limit {kind}: {e}]\\n")
-cap(resource.RLIMIT_AS, int(sys.argv[1]))
-cap(resource.RLIMIT_NPROC, int(sys.argv[2]))
-os.execv("/bin/sh", ["/bin/sh", "-c", sys.argv[3]])
-"""
+from mentorgym.errors import SandboxError
+
+_GRACE_S = 0.2
+"""How long output is still read after the shell exits, before its leftover processes die."""
+
+# The shell waits on stdin until the parent has set its limits with prlimit(2), then execs
+# the command: no limit-free window, and no `preexec_fn`, which is unsafe when the parent has
+# threads (the rollout engine steps envs from a thread pool).
+_WAIT_THEN_RUN = 'read -r _ || exit 125; exec /bin/sh -c "$1"'
 
 
 def _user_task_count(uid: int) -> int | None:
@@ -93,7 +86,7 @@ class LocalSandbox:
     Args:
         memory_mb: address-space limit per process in MiB; None for none.
         max_processes: how many processes/threads a command may add to the user's current
-            count; None for no limit. Not enforced for root (see the module docstring).
+            count; None for no limit. Not set for root (see the module docstring).
         output_limit: characters of output kept per command.
         env: extra environment variables for commands (on top of this process's own).
     """
@@ -106,6 +99,11 @@ class LocalSandbox:
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
         env: dict[str, str] | None = None,
     ):
+        if (memory_mb or max_processes) and not hasattr(resource, "prlimit"):
+            raise SandboxError(
+                "LocalSandbox limits need prlimit(2), which this platform lacks (Linux has it); "
+                "pass memory_mb=None and max_processes=None to run without limits"
+            )
         self.memory_mb = memory_mb
         self.max_processes = max_processes
         self.output_limit = output_limit
@@ -125,21 +123,25 @@ class LocalSandbox:
 
     def exec(self, cmd: str, timeout: float = 30.0) -> ExecResult:
         """Run `cmd` with /bin/sh in the sandbox directory; never raises for what `cmd` does."""
-        mem = self.memory_mb * 1024 * 1024 if self.memory_mb else 0
-        nproc = 0
-        if self.max_processes:
-            current = _user_task_count(os.getuid())
-            nproc = current + self.max_processes if current is not None else 0
-        argv = [sys.executable, "-I", "-S", "-c", _PRELUDE, str(mem), str(nproc), cmd]
         proc = subprocess.Popen(
-            argv,
+            ["/bin/sh", "-c", _WAIT_THEN_RUN, "sh", cmd],
             cwd=self.root,
             env=self._env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so a timeout can kill all of it
         )
+        assert proc.stdin is not None
+        try:
+            self._limit(proc.pid)
+        except OSError as e:
+            proc.stdin.close()  # EOF: the shell exits 125 without running `cmd`
+            _kill_group(proc.pid)
+            proc.wait()
+            raise SandboxError(f"could not set the sandbox's limits on its command: {e}") from e
+        proc.stdin.write(b"go\n")
+        proc.stdin.close()  # the command itself sees an empty stdin
         assert proc.stdout is not None
         reader = _BoundedReader(cap_bytes=4 * self.output_limit)
         timed_out = False
@@ -147,11 +149,16 @@ class LocalSandbox:
         with selectors.DefaultSelector() as sel:
             sel.register(proc.stdout, selectors.EVENT_READ)
             while True:
-                left = deadline - time.monotonic()
+                now = time.monotonic()
+                if proc.poll() is not None and deadline > now + _GRACE_S:
+                    # The shell is done; background jobs still holding the pipe get a
+                    # moment to flush, then die with the group below.
+                    deadline = now + _GRACE_S
+                left = deadline - now
                 if left <= 0:
                     timed_out = proc.poll() is None
                     break
-                if not sel.select(timeout=min(left, 0.5)):
+                if not sel.select(timeout=min(left, 0.05)):
                     continue
                 chunk = os.read(proc.stdout.fileno(), 65536)
                 if not chunk:  # EOF: every process holding the pipe has exited
@@ -162,8 +169,6 @@ class LocalSandbox:
         proc.stdout.close()
         returncode = proc.wait()
         text, truncated = reader.text(self.output_limit)
-        if timed_out:
-            text += f"\n[timed out after {timeout:g} s]"
         return ExecResult(
             exit_code=-1 if timed_out else returncode,
             output=text,
@@ -172,6 +177,14 @@ class LocalSandbox:
             # SIGKILL that we did not send: the kernel's OOM killer is the usual sender.
             oom_killed=not timed_out and returncode == -signal.SIGKILL,
         )
+
+    def _limit(self, pid: int) -> None:
+        if self.memory_mb:
+            _cap(pid, resource.RLIMIT_AS, self.memory_mb * 1024 * 1024)
+        if self.max_processes and os.getuid() != 0:  # root is exempt: the kernel skips it
+            current = _user_task_count(os.getuid())
+            if current is not None:
+                _cap(pid, resource.RLIMIT_NPROC, current + self.max_processes)
 
     def _path(self, path: str) -> Path:
         # Relative paths live in the sandbox directory; absolute ones are used as they are
@@ -207,10 +220,18 @@ class LocalSandbox:
         self.close()
 
     def __del__(self) -> None:
-        self.close()
+        if getattr(self, "_root", None) is not None:
+            self.close()
 
     def __repr__(self) -> str:
         return f"LocalSandbox(root={str(self._root) if self._root else 'closed'})"
+
+
+def _cap(pid: int, kind: int, want: int) -> None:
+    """Lower both limits of `kind` on `pid` to `want` (or to the hard limit, if that is lower)."""
+    hard = resource.prlimit(pid, kind)[1]
+    value = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    resource.prlimit(pid, kind, (value, value))
 
 
 def _kill_group(pgid: int) -> None:

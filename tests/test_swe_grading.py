@@ -34,13 +34,17 @@ def test_bare_pytest_report_all_pass_resolves():
     r = grade_log(INSTANCE, PYTEST_ALL_PASS)
     assert r.resolved
     assert r.error is None
-    assert r.fail_to_pass == {"tests/test_a.py::test_fix": "PASSED", "tests/test_a.py::test_param[x y]": "PASSED"}
+    assert r.fail_to_pass == {
+        "tests/test_a.py::test_fix": "PASSED",
+        "tests/test_a.py::test_param[x y]": "PASSED",
+    }
     assert r.pass_to_pass == {"tests/test_b.py::test_old": "PASSED"}
 
 
 def test_failed_line_with_message_is_parsed_and_not_resolved():
     log = PYTEST_ALL_PASS.replace(
-        "PASSED tests/test_a.py::test_fix", "FAILED tests/test_a.py::test_fix - AssertionError: 1 - 2 != 0"
+        "PASSED tests/test_a.py::test_fix",
+        "FAILED tests/test_a.py::test_fix - AssertionError: 1 - 2 != 0",
     )
     r = grade_log(INSTANCE, log)
     assert not r.resolved
@@ -55,9 +59,13 @@ def test_missing_test_is_not_passing():
 
 
 def test_skipped_fail_to_pass_is_not_passing_but_skipped_pass_to_pass_is_kept():
-    skip_f2p = PYTEST_ALL_PASS.replace("PASSED tests/test_a.py::test_fix", "SKIPPED tests/test_a.py::test_fix")
+    skip_f2p = PYTEST_ALL_PASS.replace(
+        "PASSED tests/test_a.py::test_fix", "SKIPPED tests/test_a.py::test_fix"
+    )
     assert not grade_log(INSTANCE, skip_f2p).resolved
-    skip_p2p = PYTEST_ALL_PASS.replace("PASSED tests/test_b.py::test_old", "SKIPPED tests/test_b.py::test_old")
+    skip_p2p = PYTEST_ALL_PASS.replace(
+        "PASSED tests/test_b.py::test_old", "SKIPPED tests/test_b.py::test_old"
+    )
     assert grade_log(INSTANCE, skip_p2p).resolved
 
 

@@ -52,7 +52,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(p)!r} must hold a mapping of key: value, not {type(data).__name__}")
+        raise ConfigError(
+            f"config file {str(p)!r} must hold a mapping of key: value, not {type(data).__name__}"
+        )
     return data
 
 
@@ -97,7 +99,11 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     if origin in (list, tuple):
         if isinstance(value, str):
             try:
-                value = ast.literal_eval(value) if value.strip().startswith(("[", "(")) else value.split(",")
+                value = (
+                    ast.literal_eval(value)
+                    if value.strip().startswith(("[", "("))
+                    else value.split(",")
+                )
             except (ValueError, SyntaxError) as e:
                 raise ConfigError(f"{key}: cannot read {value!r} as a list: {e}") from e
             if isinstance(value, list) and value == [""]:

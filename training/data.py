@@ -10,8 +10,10 @@ The target of a turn:
   label was stored. Turns without a teacher label are skipped.
 - `target="action"`: whatever was done in that turn, whoever did it.
 Where the target text is exactly what was sampled and the trajectory holds the sampled
-`token_ids`, those ids are the target (never a re-tokenization); otherwise the text is
-tokenized and the end-of-turn ids (`completion_suffix_ids`) are appended.
+`token_ids`, those ids are the target as they are (never a re-tokenization); otherwise the
+text is tokenized and the end-of-turn token appended (`chat.target_ids`). Earlier
+assistant turns in the context also use their sampled ids where the trajectory has them
+(`chat.encode_chat_with_actions`).
 
 Truncation policy (explicit and counted): when context + target exceed `max_seq_len`,
 keep the leading system message(s) and the most recent messages that fit, dropping
@@ -30,7 +32,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-
 from mentorgym.agents.trajectory import Trajectory, context
 from mentorgym.envs.base import Message
 
@@ -98,25 +99,31 @@ def _chat() -> Any:
     return chat
 
 
-def target_ids(
-    turn_action: str,
-    turn_token_ids: list[int] | None,
-    text: str,
-    tokenizer: Any,
-) -> tuple[list[int], bool]:
-    """The token ids to train on for target `text`, and whether they are the sampled ids."""
+def _segments(
+    tokenizer: Any, messages: list[Message], action_ids: list[list[int] | None]
+) -> list[list[int]]:
+    """One id segment per message, exactly as `chat.encode_chat_with_actions` builds them.
+
+    Computed once per trajectory so that every turn's context is a concatenation of
+    segments (the chat encoding is prefix-stable by design), instead of re-rendering the
+    template for every prefix. tests/test_data.py checks the equality with chat.
+    """
     chat = _chat()
-    suffix = list(chat.completion_suffix_ids(tokenizer))
-    if turn_token_ids is not None and text == turn_action and len(turn_token_ids) > 0:
-        ids = list(turn_token_ids)
-        # A sample stopped by max_new_tokens has no end-of-turn: the model must still
-        # learn to close the turn, so the suffix is added (the sampled ids stay untouched).
-        if suffix and ids[-1] != suffix[0] and ids[-len(suffix) :] != suffix:
-            ids += suffix
-        elif suffix and ids[-1] == suffix[0]:
-            ids += suffix[1:]
-        return ids, True
-    return list(tokenizer.encode(text, add_special_tokens=False)) + suffix, False
+    suffix = chat.completion_suffix_ids(tokenizer)
+    segs: list[list[int]] = []
+    j = 0
+    for i, m in enumerate(messages):
+        sampled = None
+        if m["role"] == "assistant":
+            sampled = action_ids[j] if j < len(action_ids) else None
+            j += 1
+        if sampled is None:
+            segs.append(chat._ids(tokenizer, chat.message_text(tokenizer, messages, i)))
+            continue
+        closing = suffix[1:] if suffix and sampled and sampled[-1] == suffix[0] else suffix
+        gen = chat._ids(tokenizer, chat.generation_prompt_text(tokenizer, messages[:i]))
+        segs.append(gen + list(sampled) + closing)
+    return segs
 
 
 def _turn_target_text(traj: Trajectory, k: int, target: Target) -> str | None:
@@ -131,13 +138,14 @@ def _turn_target_text(traj: Trajectory, k: int, target: Target) -> str | None:
 
 
 def _fit_context(
-    messages: list[Message], n_target: int, tokenizer: Any, max_seq_len: int
+    messages: list[Message],
+    action_ids: list[list[int] | None],
+    n_target: int,
+    tokenizer: Any,
+    max_seq_len: int,
 ) -> tuple[list[int] | None, bool]:
-    """Context ids that leave room for `n_target` tokens; (None, _) when nothing fits."""
-    encode = _chat().encode_chat
-    ids = encode(tokenizer, messages, add_generation_prompt=True)
-    if len(ids) + n_target <= max_seq_len:
-        return ids, False
+    """Truncated context ids that leave room for `n_target` tokens; (None, _) when nothing fits."""
+    encode = _chat().encode_chat_with_actions
     n_sys = 0
     while n_sys < len(messages) and messages[n_sys]["role"] == "system":
         n_sys += 1
@@ -151,7 +159,10 @@ def _fit_context(
         # Keep the history starting on a user turn, as chat templates and models expect.
         while start < floor and rest[start]["role"] != "user":
             start += 1
-        ids = encode(tokenizer, head + rest[start:], add_generation_prompt=True)
+        n_asst_dropped = sum(m["role"] == "assistant" for m in rest[:start])
+        ids = encode(
+            tokenizer, head + rest[start:], action_ids[n_asst_dropped:], add_generation_prompt=True
+        )
         if len(ids) + n_target <= max_seq_len:
             return ids, True
     return None, True
@@ -169,15 +180,36 @@ def examples_from_trajectories(
     """One example per labeled turn, with the truncation policy in the module docstring."""
     examples: list[Example] = []
     stats = BuildStats()
+    chat = _chat()
     for traj in trajs:
+        if not traj.turns:
+            continue
+        # The whole episode as messages; turn k's context is a prefix of it.
+        full = context(traj, len(traj.turns) - 1)
+        action_ids = [t.token_ids for t in traj.turns]
+        segs = _segments(tokenizer, full, action_ids)
+        ends: list[int] = []  # message count of turn k's context
+        n = 0
+        for turn in traj.turns:
+            n += len(turn.observation)
+            ends.append(n)
+            n += 1
         for k, turn in enumerate(traj.turns):
             stats.turns += 1
             text = _turn_target_text(traj, k, target)
             if text is None:
                 stats.no_label += 1
                 continue
-            tgt, exact = target_ids(turn.action, turn.token_ids, text, tokenizer)
-            ctx, truncated = _fit_context(context(traj, k), len(tgt), tokenizer, max_seq_len)
+            exact = turn.token_ids is not None and text == turn.action
+            tgt = chat.target_ids(tokenizer, text=text, token_ids=turn.token_ids if exact else None)
+            msgs = full[: ends[k]]
+            ctx = [i for seg in segs[: ends[k]] for i in seg]
+            ctx += chat._ids(tokenizer, chat.generation_prompt_text(tokenizer, msgs))
+            truncated = False
+            if len(ctx) + len(tgt) > max_seq_len:
+                ctx, truncated = _fit_context(
+                    msgs, action_ids[:k], len(tgt), tokenizer, max_seq_len
+                )
             if ctx is None:
                 stats.dropped += 1
                 continue

@@ -1,14 +1,32 @@
 """Losses as pure functions of tensors.
 
-Shape suffixes: B batch, T time (tokens), V vocabulary, G group, H hidden.
-Every function takes a `mask_BT` (1.0 on tokens that count, i.e. assistant tokens)
-and returns a scalar averaged over the masked tokens unless it says otherwise.
+Shape suffixes: B batch, T time (tokens), V vocabulary, N flattened tokens, H hidden, G group.
+`mask_BT` is 1 on the tokens that count (the assistant's), 0 elsewhere; scalar losses are
+means over masked tokens unless a function says otherwise. Log-probs are natural logs.
+
+Objectives and where they come from:
+- `masked_cross_entropy`: SFT / behaviour cloning, and DAgger's supervised step.
+- `generalized_jsd`: GKD's generalized Jensen-Shannon divergence (Agarwal et al., 2024, "On-Policy
+  Distillation of Language Models"), in TRL's convention: beta=0 forward KL(T||S), beta=1 reverse
+  KL(S||T); computed in chunks so memory does not grow with T x V.
+- `fused_linear_jsd`: the same from hidden states and LM-head weights, never materializing the
+  full logits (the idea of Liger-Kernel's fused linear JSD).
+- `sampled_token_distill_loss`: on-policy distillation with per-token advantage lp_T - lp_S
+  (Thinking Machines' "On-Policy Distillation"; GKD's sampled form).
+- `sod_step_weights`, `sod_advantages`: step-wise divergence reweighting (SOD).
+- `skill_sd_loss`: Skill-SD's importance-weighted k3 reverse-KL term.
+- `grpo_advantages`, `clipped_pg_loss`: GRPO (Shao et al., 2024, DeepSeekMath) with DAPO's
+  separate low/high clip ranges and an optional k3 KL to a reference.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+
+IGNORE = -100
 
 
 def masked_mean(x_BT: torch.Tensor, mask_BT: torch.Tensor) -> torch.Tensor:
@@ -17,10 +35,328 @@ def masked_mean(x_BT: torch.Tensor, mask_BT: torch.Tensor) -> torch.Tensor:
     return (x_BT * mask_BT).sum() / mask_BT.sum().clamp_min(1.0)
 
 
-def masked_cross_entropy(logits_BTV: torch.Tensor, labels_BT: torch.Tensor, mask_BT: torch.Tensor) -> torch.Tensor:
-    """SFT / behaviour cloning: mean negative log-likelihood of `labels` over masked tokens.
+def masked_cross_entropy(
+    logits_BTV: torch.Tensor, labels_BT: torch.Tensor, mask_BT: torch.Tensor
+) -> torch.Tensor:
+    """SFT: mean negative log-likelihood of `labels` over masked tokens.
 
     `logits_BTV[:, t]` predicts `labels_BT[:, t]` (callers shift by one beforehand).
     """
-    nll_BT = F.cross_entropy(logits_BTV.flatten(0, 1).float(), labels_BT.flatten(), reduction="none")
+    nll_BT = F.cross_entropy(
+        logits_BTV.flatten(0, 1).float(), labels_BT.flatten(), reduction="none"
+    )
     return masked_mean(nll_BT.view_as(labels_BT), mask_BT)
+
+
+def token_logprobs(
+    logits_BTV: torch.Tensor, ids_BT: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """log softmax(logits / temperature)[ids] per position, without a B x T x V log-softmax copy."""
+    logits_BTV = logits_BTV.float() / temperature
+    picked_BT = logits_BTV.gather(-1, ids_BT.unsqueeze(-1)).squeeze(-1)
+    return picked_BT - torch.logsumexp(logits_BTV, dim=-1)
+
+
+# --- generalized JSD over the full distribution -------------------------------------------------
+
+
+def _jsd_per_token(
+    s_logits_NV: torch.Tensor,
+    t_logits_NV: torch.Tensor,
+    beta: float,
+    temperature: float,
+    top_k: int | None,
+    top_k_from: str,
+) -> torch.Tensor:
+    """Generalized JSD of each row (TRL's GKD convention), in float32."""
+    dtype = torch.promote_types(s_logits_NV.dtype, torch.float32)  # bf16 in, fp32 math
+    s = s_logits_NV.to(dtype) / temperature
+    t = t_logits_NV.to(dtype) / temperature
+    if top_k is not None:
+        idx_NK = (t if top_k_from == "teacher" else s).detach().topk(top_k, dim=-1).indices
+        s, t = s.gather(-1, idx_NK), t.gather(-1, idx_NK)
+    lp_s = F.log_softmax(s, dim=-1)
+    lp_t = F.log_softmax(t, dim=-1)
+    if beta == 0.0:  # forward KL(T || S)
+        return (lp_t.exp() * (lp_t - lp_s)).sum(-1)
+    if beta == 1.0:  # reverse KL(S || T)
+        return (lp_s.exp() * (lp_s - lp_t)).sum(-1)
+    lp_m = torch.logsumexp(torch.stack([lp_s + math.log(1 - beta), lp_t + math.log(beta)]), dim=0)
+    kl_t = (lp_t.exp() * (lp_t - lp_m)).sum(-1)
+    kl_s = (lp_s.exp() * (lp_s - lp_m)).sum(-1)
+    return beta * kl_t + (1 - beta) * kl_s
+
+
+class _ChunkedJSD(torch.autograd.Function):
+    """Loss and its gradient computed chunk by chunk in forward; backward only rescales.
+
+    Peak memory is one gradient the size of the student logits plus one chunk's temporaries,
+    instead of several B x T x V float tensors kept for autograd.
+    """
+
+    @staticmethod
+    def forward(ctx, s_NV, t_NV, beta, temperature, top_k, top_k_from, chunk):  # type: ignore[override]
+        n = s_NV.shape[0]
+        grad_NV = torch.zeros_like(s_NV) if s_NV.requires_grad else None
+        total = torch.zeros((), dtype=torch.promote_types(s_NV.dtype, torch.float32), device=s_NV.device)
+        for i in range(0, n, chunk):
+            with torch.enable_grad():
+                s_c = s_NV[i : i + chunk].detach().requires_grad_(grad_NV is not None)
+                loss_c = _jsd_per_token(
+                    s_c, t_NV[i : i + chunk], beta, temperature, top_k, top_k_from
+                ).sum()
+                if grad_NV is not None:
+                    (g,) = torch.autograd.grad(loss_c, s_c)
+                    grad_NV[i : i + chunk] = g.to(grad_NV.dtype)
+            total += loss_c.detach()
+        ctx.save_for_backward(grad_NV if grad_NV is not None else torch.empty(0))
+        ctx.n = max(n, 1)
+        return total / ctx.n
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        (grad_NV,) = ctx.saved_tensors
+        return grad_NV * (grad_out / ctx.n).to(grad_NV.dtype), None, None, None, None, None, None
+
+
+def generalized_jsd(
+    student_logits_BTV: torch.Tensor,
+    teacher_logits_BTV: torch.Tensor,
+    mask_BT: torch.Tensor,
+    beta: float,
+    temperature: float = 1.0,
+    *,
+    top_k: int | None = None,
+    top_k_from: str = "teacher",
+    chunk_size: int = 256,
+) -> torch.Tensor:
+    """GKD's generalized JSD, averaged over masked tokens (TRL's `batchmean` with labels).
+
+    beta=0 is the forward KL(T || S), beta=1 the reverse KL(S || T); in between, with the mixture
+    M = beta T + (1 - beta) S, the value is beta KL(T || M) + (1 - beta) KL(S || M). `top_k`
+    restricts both distributions to the teacher's (or student's) k most likely tokens,
+    renormalized. The teacher is a target: no gradient flows into `teacher_logits_BTV`.
+    Memory: the loss runs over `chunk_size` tokens at a time.
+    """
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must be in [0, 1], got {beta}")
+    if top_k_from not in ("teacher", "student"):
+        raise ValueError(f"top_k_from must be 'teacher' or 'student', got {top_k_from!r}")
+    keep_N = mask_BT.reshape(-1).bool()
+    s_NV = student_logits_BTV.reshape(-1, student_logits_BTV.shape[-1])[keep_N]
+    t_NV = teacher_logits_BTV.reshape(-1, teacher_logits_BTV.shape[-1])[keep_N].detach()
+    return _ChunkedJSD.apply(s_NV, t_NV, beta, temperature, top_k, top_k_from, chunk_size)
+
+
+class _FusedLinearJSD(torch.autograd.Function):
+    """Student and teacher logits are made one chunk at a time from hidden states and weights;
+    the gradients of the student's hidden states and LM-head weight accumulate in forward."""
+
+    @staticmethod
+    def forward(ctx, s_h_NH, s_w_VH, t_h_NH, t_w_VH, beta, temperature, chunk):  # type: ignore[override]
+        n = s_h_NH.shape[0]
+        need = s_h_NH.requires_grad or s_w_VH.requires_grad
+        grad_h = torch.zeros_like(s_h_NH) if need else None
+        acc = torch.promote_types(s_w_VH.dtype, torch.float32)
+        grad_w = torch.zeros_like(s_w_VH, dtype=acc) if need else None
+        total = torch.zeros((), dtype=acc, device=s_h_NH.device)
+        for i in range(0, n, chunk):
+            with torch.enable_grad():
+                h_c = s_h_NH[i : i + chunk].detach().requires_grad_(need)
+                w = s_w_VH.detach().requires_grad_(need)
+                t_logits = (t_h_NH[i : i + chunk] @ t_w_VH.T).detach()
+                loss_c = _jsd_per_token(
+                    h_c @ w.T, t_logits, beta, temperature, None, "teacher"
+                ).sum()
+                if need:
+                    g_h, g_w = torch.autograd.grad(loss_c, (h_c, w))
+                    grad_h[i : i + chunk] = g_h.to(grad_h.dtype)
+                    grad_w += g_w.to(acc)
+            total += loss_c.detach()
+        ctx.save_for_backward(*(g for g in (grad_h, grad_w) if g is not None))
+        ctx.need = need
+        ctx.n = max(n, 1)
+        ctx.w_dtype = s_w_VH.dtype
+        return total / ctx.n
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        if not ctx.need:
+            return (None,) * 7
+        grad_h, grad_w = ctx.saved_tensors
+        scale = grad_out / ctx.n
+        return (
+            grad_h * scale.to(grad_h.dtype),
+            (grad_w * scale).to(ctx.w_dtype),
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def fused_linear_jsd(
+    student_hidden_BTH: torch.Tensor,
+    student_lm_head_VH: torch.Tensor,
+    teacher_hidden_BTH: torch.Tensor,
+    teacher_lm_head_VH: torch.Tensor,
+    mask_BT: torch.Tensor,
+    beta: float,
+    temperature: float = 1.0,
+    *,
+    chunk_size: int = 256,
+) -> torch.Tensor:
+    """`generalized_jsd` of `hidden @ lm_head.T` for student and teacher, never holding the full
+    B x T x V logits: each chunk's logits are made, used for the loss and its gradient, and freed.
+    Gradients flow to the student's hidden states and LM-head weight only."""
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must be in [0, 1], got {beta}")
+    keep_N = mask_BT.reshape(-1).bool()
+    s_h = student_hidden_BTH.reshape(-1, student_hidden_BTH.shape[-1])[keep_N]
+    t_h = teacher_hidden_BTH.reshape(-1, teacher_hidden_BTH.shape[-1])[keep_N].detach()
+    return _FusedLinearJSD.apply(
+        s_h, student_lm_head_VH, t_h, teacher_lm_head_VH.detach(), beta, temperature, chunk_size
+    )
+
+
+# --- sampled-token distillation --------------------------------------------------------------------
+
+
+def sampled_token_distill_loss(
+    logp_new_BT: torch.Tensor,
+    logp_sampler_BT: torch.Tensor,
+    logp_teacher_BT: torch.Tensor,
+    mask_BT: torch.Tensor,
+    clip_eps: float | None = None,
+) -> torch.Tensor:
+    """On-policy distillation on the sampled tokens: advantage A_t = lp_T - lp_S (the negative
+    per-token reverse-KL estimate, with lp_S the sampling policy's logprob), loss
+    -mean_t ratio_t * A_t with ratio_t = pi_theta / pi_sampler, PPO-clipped when `clip_eps` is set."""
+    adv_BT = (logp_teacher_BT - logp_sampler_BT).detach()
+    ratio_BT = torch.exp(logp_new_BT - logp_sampler_BT.detach())
+    obj_BT = ratio_BT * adv_BT
+    if clip_eps is not None:
+        obj_BT = torch.minimum(obj_BT, ratio_BT.clamp(1 - clip_eps, 1 + clip_eps) * adv_BT)
+    return -masked_mean(obj_BT, mask_BT)
+
+
+# --- SOD: step-wise divergence reweighting ---------------------------------------------------------
+
+
+def sod_step_weights(
+    logp_student_BT: torch.Tensor,
+    logp_teacher_BT: torch.Tensor,
+    step_ids_BT: torch.Tensor,
+    eps: float = 1e-6,
+    delta: float = 0.3,
+) -> torch.Tensor:
+    """Per-token weight w_k(t) of the step (assistant turn) that token t belongs to.
+
+    `step_ids_BT` numbers each sequence's steps 0, 1, ... (-1 on tokens outside any step).
+    d_k = mean_{t in k} |lp_S - lp_T|; w_k = min((d_1 + eps) / (d_k + eps), 1 + delta), with d_1
+    the sequence's first step: steps that drifted far from the teacher get less teacher signal.
+    Returns weights shaped like the inputs (0 outside steps); no gradient flows through them.
+    """
+    div_BT = (logp_student_BT - logp_teacher_BT).detach().abs().float()
+    ids_BT = step_ids_BT.long()
+    n_steps = int(ids_BT.max().item()) + 1 if ids_BT.numel() else 0
+    weights_BT = torch.zeros_like(div_BT)
+    if n_steps <= 0:
+        return weights_BT
+    in_step_BT = ids_BT >= 0
+    onehot_BTK = F.one_hot(ids_BT.clamp_min(0), n_steps).float() * in_step_BT.unsqueeze(-1)
+    count_BK = onehot_BTK.sum(1)
+    d_BK = (onehot_BTK * div_BT.unsqueeze(-1)).sum(1) / count_BK.clamp_min(1)
+    w_BK = ((d_BK[:, :1] + eps) / (d_BK + eps)).clamp(max=1 + delta)
+    weights_BT = torch.gather(w_BK, 1, ids_BT.clamp_min(0)) * in_step_BT
+    return weights_BT
+
+
+def sod_advantages(
+    adv_grpo_B: torch.Tensor | None,
+    logp_student_BT: torch.Tensor,
+    logp_teacher_BT: torch.Tensor,
+    step_ids_BT: torch.Tensor,
+    coef: float = 1.0,
+    eps: float = 1e-6,
+    delta: float = 0.3,
+) -> torch.Tensor:
+    """SOD's token advantage A_t = A_GRPO + c * w_k(t) * (lp_T - lp_S); pure-OPD mode when
+    `adv_grpo_B` is None. Feed the result to `clipped_pg_loss`."""
+    w_BT = sod_step_weights(logp_student_BT, logp_teacher_BT, step_ids_BT, eps, delta)
+    distill_BT = coef * w_BT * (logp_teacher_BT - logp_student_BT).detach().float()
+    if adv_grpo_B is None:
+        return distill_BT
+    return adv_grpo_B.detach().float().unsqueeze(-1) + distill_BT
+
+
+# --- Skill-SD ---------------------------------------------------------------------------------------
+
+
+def skill_sd_loss(
+    logp_new_BT: torch.Tensor,
+    logp_old_BT: torch.Tensor,
+    logp_teacher_BT: torch.Tensor,
+    mask_BT: torch.Tensor,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Skill-SD's distillation term: with l_t = lp_S - lp_T and rho_t = pi_theta / sg(pi_old),
+    L_SD = mean_t rho_t * (exp(-l_t) - 1 + l_t), the importance-weighted k3 estimator of the
+    reverse KL(S || T). Its expected gradient under pi_old equals the gradient of KL(pi_theta || T).
+    `reduction="none"` returns the per-token terms (masked to 0)."""
+    l_BT = logp_new_BT - logp_teacher_BT.detach()
+    rho_BT = torch.exp(logp_new_BT - logp_old_BT.detach())
+    k3_BT = torch.exp(-l_BT) - 1 + l_BT
+    terms_BT = rho_BT * k3_BT
+    if reduction == "none":
+        return terms_BT * mask_BT.to(terms_BT.dtype)
+    if reduction != "mean":
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    return masked_mean(terms_BT, mask_BT)
+
+
+# --- GRPO -------------------------------------------------------------------------------------------
+
+
+def grpo_advantages(
+    rewards_NG: torch.Tensor, eps: float = 1e-6, scale: bool = True
+) -> torch.Tensor:
+    """Group-normalized advantages (R - mean_g) / (std_g + eps) for N groups of G samples of the
+    same prompt (std is the unbiased sample std, as TRL computes it). `scale=False` only centers
+    (Dr. GRPO)."""
+    rewards_NG = rewards_NG.float()
+    centered_NG = rewards_NG - rewards_NG.mean(dim=-1, keepdim=True)
+    if not scale:
+        return centered_NG
+    std_N1 = (
+        rewards_NG.std(dim=-1, keepdim=True)
+        if rewards_NG.shape[-1] > 1
+        else torch.zeros_like(centered_NG[..., :1])
+    )
+    return centered_NG / (std_N1 + eps)
+
+
+def clipped_pg_loss(
+    logp_new_BT: torch.Tensor,
+    logp_old_BT: torch.Tensor,
+    adv_BT: torch.Tensor,
+    mask_BT: torch.Tensor,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    logp_ref_BT: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+) -> torch.Tensor:
+    """PPO/GRPO clipped policy-gradient loss, mean over masked tokens:
+    -min(r A, clip(r, 1 - clip_low, 1 + clip_high) A) + kl_coef * k3(pi_theta || pi_ref), with
+    r = pi_theta / pi_old. `adv_BT` may be per sequence (B x 1) or per token (B x T)."""
+    if adv_BT.dim() == 1:
+        adv_BT = adv_BT.unsqueeze(-1)
+    adv_BT = adv_BT.detach().to(logp_new_BT.dtype)
+    ratio_BT = torch.exp(logp_new_BT - logp_old_BT.detach())
+    obj_BT = torch.minimum(ratio_BT * adv_BT, ratio_BT.clamp(1 - clip_low, 1 + clip_high) * adv_BT)
+    loss_BT = -obj_BT
+    if logp_ref_BT is not None and kl_coef:
+        log_r_BT = logp_ref_BT.detach() - logp_new_BT
+        loss_BT = loss_BT + kl_coef * (torch.exp(log_r_BT) - log_r_BT - 1)
+    return masked_mean(loss_BT, mask_BT)

@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-
 from mentorgym.agents.trajectory import Trajectory, read_trajectories
-from mentorgym.errors import ConfigError
 from mentorgym.training import trainer as T
 from mentorgym.training.data import BuildStats, Example, examples_from_trajectories, iterate_batches
+
+from mentorgym.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,14 @@ class Config:
 
 def check_common(cfg: Any) -> None:
     """Range checks shared by the SFT and DAgger configs."""
-    for name in ("steps", "batch_size", "grad_accum", "max_seq_len", "max_new_tokens", "concurrency"):
+    for name in (
+        "steps",
+        "batch_size",
+        "grad_accum",
+        "max_seq_len",
+        "max_new_tokens",
+        "concurrency",
+    ):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name} must be > 0, got {getattr(cfg, name)}")
     if cfg.precision not in ("auto", "bf16", "fp32"):
@@ -113,8 +120,12 @@ def check_common(cfg: Any) -> None:
     if cfg.tiny_size not in ("tiny", "small"):
         raise ConfigError(f"tiny_size {cfg.tiny_size!r}: use tiny or small")
     if cfg.student != "tiny" and cfg.student.startswith(("openai:", "expert", "random", "replay:")):
-        raise ConfigError(f"student {cfg.student!r} is not trainable; use tiny, a local path or a hub id")
-    if cfg.eval_seed < cfg.seed + getattr(cfg, "episodes", 0) * max(getattr(cfg, "iterations", 1), 1):
+        raise ConfigError(
+            f"student {cfg.student!r} is not trainable; use tiny, a local path or a hub id"
+        )
+    if cfg.eval_seed < cfg.seed + getattr(cfg, "episodes", 0) * max(
+        getattr(cfg, "iterations", 1), 1
+    ):
         raise ConfigError(
             f"eval_seed {cfg.eval_seed} overlaps the training seeds starting at {cfg.seed}; "
             "raise eval_seed (default 1000000)"
@@ -158,7 +169,9 @@ def load_student(path: str, cfg: Any, device: torch.device) -> tuple[torch.nn.Mo
     return model, tok
 
 
-def student_policy(model: torch.nn.Module, tok: Any, cfg: Any, path: str, device: torch.device, temperature: float) -> Any:
+def student_policy(
+    model: torch.nn.Module, tok: Any, cfg: Any, path: str, device: torch.device, temperature: float
+) -> Any:
     """The in-training student as a Policy for rollouts, sharing the live weights."""
     from mentorgym.agents.hf import HFPolicy
 
@@ -244,8 +257,12 @@ def setup(cfg: Any, run_dir: Path) -> Setup:
     model = T.prepare_model(model, d, device, opt)
     n_params = sum(p.numel() for p in T.unwrap(model).parameters())
     if d.is_main:
-        print(f"student: {path} ({n_params / 1e6:.2f}M parameters) on {device} x{d.world_size} ({opt.strategy})")
-    return Setup(d, device, opt, model, tok, path, T.Metrics(run_dir / "metrics.jsonl", enabled=d.is_main))
+        print(
+            f"student: {path} ({n_params / 1e6:.2f}M parameters) on {device} x{d.world_size} ({opt.strategy})"
+        )
+    return Setup(
+        d, device, opt, model, tok, path, T.Metrics(run_dir / "metrics.jsonl", enabled=d.is_main)
+    )
 
 
 def sft_phase(
@@ -268,9 +285,16 @@ def sft_phase(
         state = T.load_checkpoint(resume_ckpt, s.model, optimizer, scheduler, s.d)
     global_batch = cfg.batch_size
     if global_batch % s.d.world_size:
-        raise ConfigError(f"batch_size {global_batch} must divide by the {s.d.world_size} processes")
+        raise ConfigError(
+            f"batch_size {global_batch} must divide by the {s.d.world_size} processes"
+        )
     batches = iterate_batches(
-        examples, global_batch, seed=data_seed, start_batch=state.batch, rank=s.d.rank, world_size=s.d.world_size
+        examples,
+        global_batch,
+        seed=data_seed,
+        start_batch=state.batch,
+        rank=s.d.rank,
+        world_size=s.d.world_size,
     )
 
     def checkpoint(st: T.RunState) -> None:
@@ -298,8 +322,12 @@ def sft_phase(
     return state
 
 
-def load_examples(cfg: Config, tok: Any, trajs: list[Trajectory]) -> tuple[list[Example], BuildStats]:
-    examples, stats = examples_from_trajectories(trajs, tok, max_seq_len=cfg.max_seq_len, target="teacher")
+def load_examples(
+    cfg: Config, tok: Any, trajs: list[Trajectory]
+) -> tuple[list[Example], BuildStats]:
+    examples, stats = examples_from_trajectories(
+        trajs, tok, max_seq_len=cfg.max_seq_len, target="teacher"
+    )
     if cfg.max_labels:
         examples = examples[: cfg.max_labels]
     return examples, stats
@@ -317,7 +345,9 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
         if s.d.enabled:
             dist.barrier()
     elif not data_path.is_file():
-        raise ConfigError(f"trajectories {str(data_path)!r} does not exist; record some with `mentorgym rollout --out`")
+        raise ConfigError(
+            f"trajectories {str(data_path)!r} does not exist; record some with `mentorgym rollout --out`"
+        )
     trajs = list(read_trajectories(data_path))
     if cfg.trajectories is None:
         trajs = trajs[: cfg.episodes]
@@ -333,12 +363,24 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
         if s.d.is_main:
             print(f"resuming from {ckpt} (step {done.step})")
     state = sft_phase(
-        s, cfg, run_dir, examples, n_steps=cfg.steps, state=state, resume_ckpt=ckpt, data_seed=cfg.seed
+        s,
+        cfg,
+        run_dir,
+        examples,
+        n_steps=cfg.steps,
+        state=state,
+        resume_ckpt=ckpt,
+        data_seed=cfg.seed,
     )
     final = run_dir / "final"
     T.save_model(s.model, s.tok, final, s.d)
     if s.d.is_main:
-        result: dict[str, Any] = {"kind": "eval", "iteration": 0, "labels": len(examples), "step": state.global_step}
+        result: dict[str, Any] = {
+            "kind": "eval",
+            "iteration": 0,
+            "labels": len(examples),
+            "step": state.global_step,
+        }
         if cfg.eval_episodes > 0:
             summary = evaluate(s.model, s.tok, cfg, str(final), s.device, run_dir / "eval.jsonl")
             result.update(summary)
@@ -361,16 +403,18 @@ def dry_run(cfg: Any) -> list[str]:
 
 def check_setup(cfg: Any) -> list[str]:
     """Env, teacher and student checks that need no weights; what cannot be checked is said."""
-    import mentorgym  # noqa: F401  (registers the built-in envs)
-
     import gymnasium
+
+    import mentorgym  # noqa: F401  (registers the built-in envs)
 
     lines: list[str] = []
     try:
         spec = gymnasium.spec(cfg.env_id)
     except gymnasium.error.Error as e:
         raise ConfigError(f"env_id {cfg.env_id!r}: {e}") from e
-    lines.append(f"env: {spec.id} (max_episode_steps={spec.max_episode_steps}) kwargs={cfg.env_kwargs}")
+    lines.append(
+        f"env: {spec.id} (max_episode_steps={spec.max_episode_steps}) kwargs={cfg.env_kwargs}"
+    )
     try:
         from mentorgym import make
 
@@ -393,7 +437,9 @@ def check_setup(cfg: Any) -> list[str]:
             lines.append(f"teacher: {teacher} (model backend; weights not loaded in a dry run)")
         else:
             policy = load_policy(teacher)
-            lines.append(f"teacher: {getattr(policy, 'name', teacher)} (spec parsed; no request sent)")
+            lines.append(
+                f"teacher: {getattr(policy, 'name', teacher)} (spec parsed; no request sent)"
+            )
     if cfg.student == "tiny":
         lines.append(f"student: a fresh tiny model ({cfg.tiny_size}) would be built in RUN/init")
     else:
@@ -407,5 +453,7 @@ def check_setup(cfg: Any) -> list[str]:
                 f"hidden {getattr(mc, 'hidden_size', '?')})"
             )
         except Exception as e:
-            lines.append(f"student: SKIPPED loading the model config of {path!r} (not reachable here: {type(e).__name__})")
+            lines.append(
+                f"student: SKIPPED loading the model config of {path!r} (not reachable here: {type(e).__name__})"
+            )
     return lines

@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-
-from mentorgym.errors import ConfigError
 from mentorgym.training.data import Example, collate
 from mentorgym.training.losses import masked_cross_entropy
+
+from mentorgym.errors import ConfigError
 
 
 @dataclass
@@ -119,7 +119,9 @@ class Optim:
         return cls(**{k: getattr(cfg, k) for k in asdict(cls()) if hasattr(cfg, k)})
 
 
-def prepare_model(model: torch.nn.Module, d: Dist, device: torch.device, opt: Optim) -> torch.nn.Module:
+def prepare_model(
+    model: torch.nn.Module, d: Dist, device: torch.device, opt: Optim
+) -> torch.nn.Module:
     """Move to the device, enable checkpointing, and wrap for DDP or FSDP2 under torchrun."""
     if opt.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -140,7 +142,9 @@ def prepare_model(model: torch.nn.Module, d: Dist, device: torch.device, opt: Op
     if opt.strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
-        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        return DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     raise ConfigError(f"strategy {opt.strategy!r}: use ddp or fsdp")
 
 
@@ -152,7 +156,10 @@ def make_optimizer(model: torch.nn.Module, opt: Optim) -> torch.optim.Optimizer:
     """AdamW; no weight decay on biases and norms (1-D parameters)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": opt.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": opt.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=opt.lr, betas=(0.9, 0.95))
 
 
@@ -165,7 +172,9 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: floa
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, opt: Optim, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, opt: Optim, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, opt.warmup_steps, total_steps, opt.min_lr_ratio)
     )
@@ -193,7 +202,9 @@ class Metrics:
         self.enabled = enabled
         self.records: list[dict[str, Any]] = []
         if path.exists():
-            self.records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            self.records = [
+                json.loads(line) for line in path.read_text().splitlines() if line.strip()
+            ]
 
     def truncate(self, keep: Callable[[dict[str, Any]], bool]) -> None:
         """Forget records a resumed run will redo (those after the checkpoint it resumes from)."""
@@ -226,15 +237,26 @@ class Metrics:
             axes[1].plot([r["step"] for r in train], [r["lr"] for r in train])
             axes[1].set(xlabel="step", ylabel="lr", title="learning rate")
         if evals:
-            axes[2].plot([r["iteration"] for r in evals], [r["success_rate"] for r in evals], marker="o")
-            axes[2].set(xlabel="iteration", ylabel="success", ylim=(0, 1), title="held-out success (student)")
+            axes[2].plot(
+                [r["iteration"] for r in evals], [r["success_rate"] for r in evals], marker="o"
+            )
+            axes[2].set(
+                xlabel="iteration",
+                ylabel="success",
+                ylim=(0, 1),
+                title="held-out success (student)",
+            )
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)
 
 
 def batch_loss(
-    model: torch.nn.Module, examples: list[Example], pad_id: int, device: torch.device, precision: str
+    model: torch.nn.Module,
+    examples: list[Example],
+    pad_id: int,
+    device: torch.device,
+    precision: str,
 ) -> tuple[torch.Tensor, int]:
     """Weighted mean cross-entropy over the target tokens of one micro-batch, and their count."""
     b = collate(examples, pad_id)
@@ -276,7 +298,13 @@ def train_steps(
     """
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=n_steps, initial=state.step, desc=desc, disable=not (progress and d.is_main), leave=False)
+    bar = tqdm(
+        total=n_steps,
+        initial=state.step,
+        desc=desc,
+        disable=not (progress and d.is_main),
+        leave=False,
+    )
     while state.step < n_steps:
         optimizer.zero_grad(set_to_none=True)
         total, tokens = 0.0, 0
@@ -312,7 +340,12 @@ def train_steps(
         metrics.log(rec)
         bar.update(1)
         bar.set_postfix(loss=f"{total:.4f}")
-        if save_every and checkpoint is not None and state.step % save_every == 0 and state.step < n_steps:
+        if (
+            save_every
+            and checkpoint is not None
+            and state.step % save_every == 0
+            and state.step < n_steps
+        ):
             checkpoint(state)
     bar.close()
     return state
@@ -322,7 +355,11 @@ def train_steps(
 
 
 def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
 
 
 def set_rng_state(s: dict[str, Any]) -> None:
@@ -337,7 +374,9 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
 
     inner = unwrap(model)
     if dist.is_initialized():
-        return get_model_state_dict(inner, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return get_model_state_dict(
+            inner, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
     return None
 
 
@@ -413,24 +452,7 @@ def load_checkpoint(
     d: Dist,
 ) -> RunState:
     """Restore weights, optimizer, schedule and RNG from `ckpt` into the prepared objects."""
-    from safetensors.torch import load_file
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-    files = sorted((ckpt / "model").glob("*.safetensors"))
-    if not files:
-        raise ConfigError(f"checkpoint {ckpt} has no model weights; resume from a complete checkpoint")
-    sd: dict[str, torch.Tensor] = {}
-    for f in files:
-        sd.update(load_file(f))
-    inner = unwrap(model)
-    if dist.is_initialized():
-        set_model_state_dict(inner, sd, options=StateDictOptions(full_state_dict=True, strict=False))
-    else:
-        missing, unexpected = inner.load_state_dict(sd, strict=False)
-        # Tied embeddings are saved once; anything else missing means the wrong checkpoint.
-        missing = [k for k in missing if "lm_head" not in k]
-        if missing or unexpected:
-            raise ConfigError(f"checkpoint {ckpt} does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    load_weights(ckpt / "model", model)
     fsdp = d.enabled and not hasattr(model, "no_sync")
     opt_file = ckpt / (f"optimizer_rank{d.rank}.pt" if fsdp else "optimizer.pt")
     optimizer.load_state_dict(torch.load(opt_file, map_location="cpu", weights_only=False))
@@ -440,3 +462,32 @@ def load_checkpoint(
         set_rng_state(torch.load(rng_file, weights_only=False))
     raw = json.loads((ckpt / "state.json").read_text())
     return RunState(**raw)
+
+
+def load_weights(model_dir: Path, model: torch.nn.Module) -> None:
+    """Load safetensors weights saved by `save_model` into a prepared (possibly wrapped) model."""
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    ckpt = model_dir
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise ConfigError(
+            f"checkpoint {ckpt} has no model weights; resume from a complete checkpoint"
+        )
+    sd: dict[str, torch.Tensor] = {}
+    for f in files:
+        sd.update(load_file(f))
+    inner = unwrap(model)
+    if dist.is_initialized():
+        set_model_state_dict(
+            inner, sd, options=StateDictOptions(full_state_dict=True, strict=False)
+        )
+    else:
+        missing, unexpected = inner.load_state_dict(sd, strict=False)
+        # Tied embeddings are saved once; anything else missing means the wrong checkpoint.
+        missing = [k for k in missing if "lm_head" not in k]
+        if missing or unexpected:
+            raise ConfigError(
+                f"checkpoint {ckpt} does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+            )

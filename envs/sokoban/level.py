@@ -21,6 +21,9 @@ WALL, FLOOR, BOX, TARGET, PLAYER, BOX_ON_TARGET, PLAYER_ON_TARGET = "# $.@*+"
 LEGAL_CHARS = frozenset("# $.@*+-_")
 """`-` and `_` are accepted as floor (some XSB files use them)."""
 
+FLOOR_FRACTION = 0.75
+"""Share of the interior (inside the outer wall) that generated rooms carve to floor."""
+
 MOVES = ("Up", "Down", "Left", "Right")
 """Move names, in the order of direction index 0..3."""
 
@@ -180,6 +183,15 @@ def _carve(rng: random.Random, height: int, width: int, floor_target: int) -> by
     return walls
 
 
+def _start_next_to(
+    rng: random.Random, walls: bytearray, targets: list[int], offsets: tuple[int, ...], default: int
+) -> int:
+    """A floor cell beside a random target, so the walk can start by pulling (else `default`)."""
+    t = targets[rng.randrange(len(targets))]
+    free = [t + o for o in offsets if not walls[t + o] and t + o not in targets]
+    return free[rng.randrange(len(free))] if free else default
+
+
 def generate_room(
     dim_room: tuple[int, int] = (6, 6),
     num_boxes: int = 1,
@@ -204,7 +216,7 @@ def generate_room(
     rng = random.Random(seed)
     w = width
     offsets = (-w, w, -1, 1)
-    floor_target = max(num_boxes + 3, int(interior * 0.62))
+    floor_target = max(num_boxes + 3, int(interior * FLOOR_FRACTION))
     for _attempt in range(1000):
         walls = _carve(rng, height, width, floor_target)
         floor = [i for i, x in enumerate(walls) if not x]
@@ -216,22 +228,30 @@ def generate_room(
         best_state: tuple[int, list[int]] | None = None
         for _walk in range(4):
             # each walk restarts from the solved state; the best state over all walks wins
-            p = player
+            p = _start_next_to(rng, walls, targets, offsets, player)
             pos = list(targets)
             box_at = bytearray(height * width)
             for t in targets:
                 box_at[t] = 1
-            for _step in range(max_moves):
-                d = offsets[rng.randrange(4)]
+            moves = 0
+            d = offsets[rng.randrange(4)]
+            for _try in range(4 * max_moves):
+                if moves >= max_moves:
+                    break
+                # momentum: keeping the direction drags a box further than a random walk would
+                if rng.random() < 0.4:
+                    d = offsets[rng.randrange(4)]
                 q = p + d
                 if walls[q] or box_at[q]:
+                    d = offsets[rng.randrange(4)]
                     continue
                 b = p - d
-                if box_at[b] and rng.random() < 0.75:
+                if box_at[b] and rng.random() < 0.8:
                     box_at[b] = 0
                     box_at[p] = 1
                     pos[pos.index(b)] = p
                 p = q
+                moves += 1
                 off = 0
                 dist = 0
                 for k, t in enumerate(targets):
@@ -239,7 +259,7 @@ def generate_room(
                     if bp != t:
                         off += 1
                         dist += abs(bp // w - t // w) + abs(bp % w - t % w)
-                if off and (off, dist) > best:
+                if off and (off, dist) >= best:
                     best = (off, dist)
                     best_state = (p, list(pos))
         if best_state is not None:

@@ -57,9 +57,9 @@ def solve_level(
         return []
     if any(s.dead[b] and b not in s.target_set for b in boxes):
         return None
-    # the exact phase may use at most half the time so the push search always gets a turn
-    half = time.perf_counter() + time_limit_s / 2
-    plan = s.astar_moves(player, boxes, max_optimal_nodes, half)
+    # the exact phase may use a fifth of the time: past that the push search is the better bet
+    cutoff = time.perf_counter() + time_limit_s / 5
+    plan = s.astar_moves(player, boxes, max_optimal_nodes, cutoff)
     if plan is not None:
         return [MOVES[d] for d in plan] if plan != [-1] else None
     plan = s.push_search(player, boxes, deadline)

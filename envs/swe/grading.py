@@ -80,7 +80,7 @@ class GradeResult:
         }
 
 
-def test_list(instance: dict[str, Any], key: str) -> list[str]:
+def tests_of(instance: dict[str, Any], key: str) -> list[str]:
     """FAIL_TO_PASS / PASS_TO_PASS as a list; SWE-bench stores them as JSON strings."""
     value = instance.get(key) or []
     if isinstance(value, str):
@@ -151,9 +151,12 @@ def parse_log(instance: dict[str, Any], log_text: str) -> tuple[dict[str, str], 
     body = log_text
     if START_TEST_OUTPUT in log_text:
         if END_TEST_OUTPUT not in log_text:
-            return {}, f"the log has {START_TEST_OUTPUT!r} but no {END_TEST_OUTPUT!r}: the run was cut short"
+            return (
+                {},
+                f"the log has {START_TEST_OUTPUT!r} but no {END_TEST_OUTPUT!r}: the run was cut short",
+            )
         body = log_text.split(START_TEST_OUTPUT, 1)[1].split(END_TEST_OUTPUT, 1)[0]
-    f2p, p2p = test_list(instance, "FAIL_TO_PASS"), test_list(instance, "PASS_TO_PASS")
+    f2p, p2p = tests_of(instance, "FAIL_TO_PASS"), tests_of(instance, "PASS_TO_PASS")
     status_map = dict(pick_parser(instance)(body, _test_spec(instance, f2p, p2p)))
     for name in subfailed_tests(body):
         status_map[name] = TestStatus.FAILED.value
@@ -161,14 +164,20 @@ def parse_log(instance: dict[str, Any], log_text: str) -> tuple[dict[str, str], 
     # report does not describe the run (e.g. a patch printing its own PASSED lines).
     exit_code = parse_test_exit_code(log_text)
     failing = (TestStatus.FAILED.value, TestStatus.ERROR.value)
-    if exit_code not in (None, 0) and status_map and not any(s in failing for s in status_map.values()):
+    if (
+        exit_code not in (None, 0)
+        and status_map
+        and not any(s in failing for s in status_map.values())
+    ):
         return {}, f"the tests exited with {exit_code} but the report shows no failure"
     return status_map, None
 
 
-def grade_status_map(instance: dict[str, Any], status_map: dict[str, str], error: str | None = None) -> GradeResult:
+def grade_status_map(
+    instance: dict[str, Any], status_map: dict[str, str], error: str | None = None
+) -> GradeResult:
     """Grade a parsed status map with swebench's report logic."""
-    f2p, p2p = test_list(instance, "FAIL_TO_PASS"), test_list(instance, "PASS_TO_PASS")
+    f2p, p2p = tests_of(instance, "FAIL_TO_PASS"), tests_of(instance, "PASS_TO_PASS")
     result = GradeResult(
         resolved=False,
         fail_to_pass={t: status_map.get(t, MISSING) for t in f2p},
@@ -182,7 +191,9 @@ def grade_status_map(instance: dict[str, Any], status_map: dict[str, str], error
         result.error = "the instance lists no FAIL_TO_PASS or PASS_TO_PASS tests; nothing to grade"
         return result
     eval_type = EvalType(instance.get("eval_type") or EvalType.PASS_AND_FAIL.value)
-    report = get_eval_tests_report(status_map, {FAIL_TO_PASS: f2p, PASS_TO_PASS: p2p}, eval_type=eval_type)
+    report = get_eval_tests_report(
+        status_map, {FAIL_TO_PASS: f2p, PASS_TO_PASS: p2p}, eval_type=eval_type
+    )
     result.resolved = get_resolution_status(report) == ResolvedStatus.FULL.value
     return result
 

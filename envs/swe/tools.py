@@ -40,7 +40,9 @@ def _lines(text: str) -> list[str]:
 class BashTool:
     """`bash`: one command in the sandbox's shell, whose state persists between calls."""
 
-    def __init__(self, sandbox: Sandbox, timeout: float = 60.0, output_limit: int = DEFAULT_TOOL_OUTPUT_LIMIT):
+    def __init__(
+        self, sandbox: Sandbox, timeout: float = 60.0, output_limit: int = DEFAULT_TOOL_OUTPUT_LIMIT
+    ):
         self.sandbox = sandbox
         self.timeout = timeout
         self.output_limit = output_limit
@@ -74,7 +76,9 @@ class BashTool:
             ),
             parameters={
                 "type": "object",
-                "properties": {"command": {"type": "string", "description": "The bash command to run."}},
+                "properties": {
+                    "command": {"type": "string", "description": "The bash command to run."}
+                },
                 "required": ["command"],
             },
             run=self,
@@ -84,7 +88,12 @@ class BashTool:
 class EditorTool:
     """`str_replace_editor`: view, create and edit files, with a per-file undo history."""
 
-    def __init__(self, sandbox: Sandbox, workdir: str = "/testbed", output_limit: int = DEFAULT_TOOL_OUTPUT_LIMIT):
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        workdir: str = "/testbed",
+        output_limit: int = DEFAULT_TOOL_OUTPUT_LIMIT,
+    ):
         self.sandbox = sandbox
         self.workdir = workdir
         self.output_limit = output_limit
@@ -95,7 +104,9 @@ class EditorTool:
 
     def _kind(self, path: str) -> str:
         q = shlex.quote(path)
-        r = self.sandbox.exec(f"if [ -d {q} ]; then echo dir; elif [ -f {q} ]; then echo file; else echo none; fi")
+        r = self.sandbox.exec(
+            f"if [ -d {q} ]; then echo dir; elif [ -f {q} ]; then echo file; else echo none; fi"
+        )
         return r.output.strip().splitlines()[-1] if r.output.strip() else "none"
 
     def _read(self, path: str) -> str:
@@ -110,7 +121,9 @@ class EditorTool:
     def _resolve(self, args: dict[str, Any]) -> str:
         path = args.get("path")
         if not isinstance(path, str) or not path.strip():
-            raise ValueError('"path" must be a non-empty string (an absolute path such as /testbed/pkg/mod.py)')
+            raise ValueError(
+                '"path" must be a non-empty string (an absolute path such as /testbed/pkg/mod.py)'
+            )
         # a relative path is taken from the repository root, where the task lives
         return posixpath.normpath(posixpath.join(self.workdir, path.strip()))
 
@@ -118,14 +131,18 @@ class EditorTool:
         lines = _lines(text)
         start = max(1, line - SNIPPET_CONTEXT)
         end = min(len(lines), line + n_new + SNIPPET_CONTEXT)
-        return f"Here is a snippet of {path} (lines {start}-{end}):\n" + _numbered(lines[start - 1 : end], start)
+        return f"Here is a snippet of {path} (lines {start}-{end}):\n" + _numbered(
+            lines[start - 1 : end], start
+        )
 
     # --- commands ------------------------------------------------------------------------
 
     def __call__(self, args: dict[str, Any]) -> str:
         command = args.get("command")
         if command not in EDITOR_COMMANDS:
-            raise ValueError(f'"command" must be one of {", ".join(EDITOR_COMMANDS)}; got {command!r}')
+            raise ValueError(
+                f'"command" must be one of {", ".join(EDITOR_COMMANDS)}; got {command!r}'
+            )
         path = self._resolve(args)
         out = getattr(self, f"_{command}")(path, args)
         return truncate_output(out, self.output_limit)[0]
@@ -149,7 +166,9 @@ class EditorTool:
             or len(view_range) != 2
             or not all(isinstance(x, int) and not isinstance(x, bool) for x in view_range)
         ):
-            raise ValueError('"view_range" must be a list of two integers [start, end] (end -1 = to the end)')
+            raise ValueError(
+                '"view_range" must be a list of two integers [start, end] (end -1 = to the end)'
+            )
         start, end = view_range
         n = len(lines)
         if not 1 <= start <= max(n, 1):
@@ -193,12 +212,16 @@ class EditorTool:
         updated = text.replace(old, new, 1)
         self._write(path, updated)
         self.history.setdefault(path, []).append(text)
-        return f"The file {path} has been edited. " + self._snippet(path, updated, line, new.count("\n"))
+        return f"The file {path} has been edited. " + self._snippet(
+            path, updated, line, new.count("\n")
+        )
 
     def _insert(self, path: str, args: dict[str, Any]) -> str:
         at, new = args.get("insert_line"), args.get("new_str")
         if not isinstance(at, int) or isinstance(at, bool):
-            raise ValueError('"insert_line" must be an integer: the line after which to insert (0 = top)')
+            raise ValueError(
+                '"insert_line" must be an integer: the line after which to insert (0 = top)'
+            )
         if not isinstance(new, str):
             raise ValueError('"new_str" (the text to insert) is required for insert')
         if self._kind(path) != "file":
@@ -206,13 +229,19 @@ class EditorTool:
         text = self._read(path)
         lines = _lines(text)
         if not 0 <= at <= len(lines):
-            return f"Error: insert_line {at} must be between 0 and {len(lines)}, the file's last line."
+            return (
+                f"Error: insert_line {at} must be between 0 and {len(lines)}, the file's last line."
+            )
         new_lines = _lines(new) if new else [""]
         updated_lines = lines[:at] + new_lines + lines[at:]
-        updated = "\n".join(updated_lines) + ("\n" if text.endswith("\n") or at == len(lines) else "")
+        updated = "\n".join(updated_lines) + (
+            "\n" if text.endswith("\n") or at == len(lines) else ""
+        )
         self._write(path, updated)
         self.history.setdefault(path, []).append(text)
-        return f"The file {path} has been edited. " + self._snippet(path, updated, at + 1, len(new_lines) - 1)
+        return f"The file {path} has been edited. " + self._snippet(
+            path, updated, at + 1, len(new_lines) - 1
+        )
 
     def _undo_edit(self, path: str, args: dict[str, Any]) -> str:
         stack = self.history.get(path)
@@ -239,11 +268,26 @@ class EditorTool:
                 "type": "object",
                 "properties": {
                     "command": {"type": "string", "enum": list(EDITOR_COMMANDS)},
-                    "path": {"type": "string", "description": "File or directory, e.g. /testbed/pkg/mod.py."},
-                    "file_text": {"type": "string", "description": "Content of the new file (create)."},
-                    "old_str": {"type": "string", "description": "Exact text to replace (str_replace)."},
-                    "new_str": {"type": "string", "description": "Replacement (str_replace) or text to insert."},
-                    "insert_line": {"type": "integer", "description": "Insert after this line (insert)."},
+                    "path": {
+                        "type": "string",
+                        "description": "File or directory, e.g. /testbed/pkg/mod.py.",
+                    },
+                    "file_text": {
+                        "type": "string",
+                        "description": "Content of the new file (create).",
+                    },
+                    "old_str": {
+                        "type": "string",
+                        "description": "Exact text to replace (str_replace).",
+                    },
+                    "new_str": {
+                        "type": "string",
+                        "description": "Replacement (str_replace) or text to insert.",
+                    },
+                    "insert_line": {
+                        "type": "integer",
+                        "description": "Insert after this line (insert).",
+                    },
                     "view_range": {
                         "type": "array",
                         "items": {"type": "integer"},

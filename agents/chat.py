@@ -1,0 +1,164 @@
+"""Chat prompts as token ids, built so that earlier turns never change under later ones.
+
+Trajectories store the exact ids a policy sampled, and trainers train on those ids. So a
+prompt is not `tokenize(apply_chat_template(all messages))`: that can re-tokenize an
+earlier assistant turn differently from how it was sampled, and some templates rewrite
+earlier turns. Instead a prompt is the concatenation of one id segment per message:
+
+- a message's text is what the tokenizer's own chat template adds for it: the template
+  rendered over `messages[:i+1]` minus the render of `messages[:i]`. When the template
+  rewrites earlier turns as later ones arrive (real Qwen3 strips `<think>` blocks from
+  assistant turns before the last user message), that difference is not a suffix; the
+  message is then rendered on its own after a neutral one-user-message context and the
+  earlier turns keep the ids they had. So for Qwen3 a later prompt keeps earlier
+  reasoning that the official template would drop: fidelity to what was sampled wins.
+- an assistant message whose sampled ids are known becomes
+  `generation_prompt_ids + sampled_ids + closing`, where `closing` is
+  `completion_suffix_ids` (e.g. `<|im_end|>` + newline) minus the end-of-turn token
+  when the sample already ends with it.
+
+Hence `encode_chat(msgs[:k])` (with its generation prompt) followed by the sampled ids is
+always a prefix of every later prompt of the same episode.
+
+Rule for training targets (`target_ids`): a sampled turn's target is its sampled ids as
+they are (they include the end-of-turn token when the model stopped on it; a turn cut by
+length or a stop string gets none added, as the model did not sample one); a turn given
+only as text (an expert's or a teacher's label) is its tokenized text plus the
+end-of-turn token, so the student learns to stop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from mentorgym.envs.base import Message
+from mentorgym.errors import PolicyError
+
+_SENTINEL = "\u2063MENTORGYM\u2063"
+_NEUTRAL: list[dict[str, Any]] = [{"role": "user", "content": "."}]
+
+
+def render(tokenizer: Any, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = False) -> str:
+    """The chat template's text for `messages` (no tokenization)."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise PolicyError(
+            f"tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template; "
+            "use an instruct/chat checkpoint or set tokenizer.chat_template"
+        )
+    return tokenizer.apply_chat_template(
+        list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    # The template already wrote any BOS into the text; never let the tokenizer add another.
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _render_or_empty(tokenizer: Any, messages: Sequence[dict[str, Any]], gen: bool = False) -> str:
+    if not messages:
+        return ""
+    return render(tokenizer, messages, add_generation_prompt=gen)
+
+
+def message_text(tokenizer: Any, messages: Sequence[dict[str, Any]], i: int) -> str:
+    """The text the chat template adds for `messages[i]` given the messages before it."""
+    prev = _render_or_empty(tokenizer, messages[:i])
+    full = render(tokenizer, messages[: i + 1])
+    if full.startswith(prev):
+        return full[len(prev) :]
+    # The template rewrote an earlier turn; render this message on its own.
+    for ctx in (_NEUTRAL, []):
+        try:
+            before = _render_or_empty(tokenizer, ctx)
+            after = render(tokenizer, [*ctx, messages[i]])
+        except Exception:  # some templates refuse a context without a user message
+            continue
+        if after.startswith(before):
+            return after[len(before) :]
+    raise PolicyError(
+        f"the chat template of {getattr(tokenizer, 'name_or_path', '?')!r} cannot render "
+        f"message {i} ({messages[i].get('role')}) on its own; give the tokenizer a template "
+        "that renders messages incrementally"
+    )
+
+
+def generation_prompt_text(tokenizer: Any, messages: Sequence[dict[str, Any]]) -> str:
+    """What the template appends to open an assistant turn after `messages`."""
+    context = list(messages) or _NEUTRAL
+    base = render(tokenizer, context)
+    with_gen = render(tokenizer, context, add_generation_prompt=True)
+    if not with_gen.startswith(base):
+        raise PolicyError("the chat template's generation prompt is not a suffix of the conversation")
+    return with_gen[len(base) :]
+
+
+def completion_suffix_ids(tokenizer: Any) -> list[int]:
+    """The ids that close an assistant turn in a rendered conversation (e.g. `<|im_end|>`, `\\n`).
+
+    Its first id is the end-of-turn token a model emits to stop.
+    """
+    msgs = [*_NEUTRAL, {"role": "assistant", "content": _SENTINEL}]
+    text = message_text(tokenizer, msgs, 1)
+    return _ids(tokenizer, text[text.rindex(_SENTINEL) + len(_SENTINEL) :])
+
+
+def end_of_turn_id(tokenizer: Any) -> int:
+    """The token that ends an assistant turn (first id of `completion_suffix_ids`, else eos)."""
+    suffix = completion_suffix_ids(tokenizer)
+    if suffix:
+        return suffix[0]
+    if tokenizer.eos_token_id is None:
+        raise PolicyError("the tokenizer has neither an end-of-turn token in its template nor an eos token")
+    return int(tokenizer.eos_token_id)
+
+
+def encode_chat_with_actions(
+    tokenizer: Any,
+    messages: Sequence[Message | dict[str, Any]],
+    action_ids: Sequence[list[int] | None] | None = None,
+    add_generation_prompt: bool = True,
+) -> list[int]:
+    """Prompt ids for `messages`, using the sampled ids of assistant turns where known.
+
+    `action_ids[j]` is the sampled ids of the j-th assistant message (None: tokenize its
+    text). Each message is its own segment (see the module docstring), so a prompt begins
+    with the ids of every earlier prompt of the episode plus the ids sampled after it.
+    """
+    msgs = list(messages)
+    ids: list[int] = []
+    suffix: list[int] | None = None
+    j = 0
+    for i, m in enumerate(msgs):
+        sampled = None
+        if m["role"] == "assistant":
+            if action_ids is not None and j < len(action_ids):
+                sampled = action_ids[j]
+            j += 1
+        if sampled is None:
+            ids += _ids(tokenizer, message_text(tokenizer, msgs, i))
+            continue
+        if suffix is None:
+            suffix = completion_suffix_ids(tokenizer)
+        closing = suffix[1:] if suffix and sampled and sampled[-1] == suffix[0] else suffix
+        ids += _ids(tokenizer, generation_prompt_text(tokenizer, msgs[:i])) + list(sampled) + closing
+    if add_generation_prompt:
+        ids += _ids(tokenizer, generation_prompt_text(tokenizer, msgs))
+    return ids
+
+
+def encode_chat(
+    tokenizer: Any, messages: Sequence[Message | dict[str, Any]], add_generation_prompt: bool = True
+) -> list[int]:
+    """Prompt ids for `messages`, one segment per message (assistant turns tokenized from text)."""
+    return encode_chat_with_actions(tokenizer, messages, None, add_generation_prompt)
+
+
+def target_ids(tokenizer: Any, text: str | None = None, token_ids: list[int] | None = None) -> list[int]:
+    """The ids a trainer should put labels on for one assistant turn (rule in the module docstring)."""
+    if token_ids is not None:
+        return list(token_ids)
+    if text is None:
+        raise ValueError("target_ids needs the turn's sampled token_ids or its text")
+    return _ids(tokenizer, text) + [end_of_turn_id(tokenizer)]

@@ -1,0 +1,253 @@
+"""`mentorgym/MathTools-v0`: arithmetic word problems with a python tool."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from gymnasium.error import ResetNeeded
+from mentorgym.envs.base import (
+    ANSWER_FORMAT,
+    Message,
+    StepResult,
+    TextEnv,
+    Tool,
+    format_tool_call,
+    parse_action,
+    run_tool_calls,
+    system,
+    tool,
+    tools_prompt,
+    user,
+)
+from mentorgym.envs.math_tools.answers import answers_match
+from mentorgym.envs.math_tools.problems import Problem, generate_problem, load_gsm8k
+from mentorgym.sandboxes.base import Sandbox
+
+from mentorgym.errors import ConfigError
+
+SYSTEM_PROMPT = (
+    "Solve the math word problem. Use the python tool to compute; print the result. "
+    "Give the final number as <answer>NUMBER</answer>."
+)
+PYTHON_EXAMPLE = format_tool_call("python", {"code": "print(2 + 3)"})
+MAX_CODE_CHARS = 100_000
+"""Longest code a python call takes (it travels as one command-line argument)."""
+EXPECTED = f"{PYTHON_EXAMPLE} or {ANSWER_FORMAT}"
+
+
+def _local_sandbox() -> Sandbox:
+    from mentorgym.sandboxes.local import LocalSandbox
+
+    return LocalSandbox()
+
+
+class MathToolsEnv(TextEnv):
+    """Arithmetic word problems (generated or GSM8K JSONL) solved with a python tool.
+
+    Generated problems (the default) come with the program that made them, which is the
+    expert's tool call. With `dataset=PATH` (GSM8K-format JSONL) the problems come from the
+    file, `num_tasks` is its size and there is no expert.
+
+    `reset(options={"index": k})` picks the k-th dataset problem; for generated problems
+    it picks the problem of seed k (so index k is the same problem in every run).
+    Without an index, the reset seed draws a problem at random.
+
+    Each episode gets its own sandbox from `sandbox_factory` (default: a `LocalSandbox`,
+    which is no security boundary), made at the first tool call and closed at the next
+    reset or close. A turn with an `<answer>` ends the episode (tool calls in that turn are
+    not run); reward 1 when it matches the expected number, else 0.
+
+    Args:
+        dataset: a GSM8K-format JSONL file; None to generate problems.
+        steps, max_value, fractions, percentages: difficulty of generated problems
+            (see `mentorgym.envs.math_tools.problems`).
+        max_tool_calls: python calls allowed per episode; later calls are refused with a
+            format error, and the episode goes on until an answer or the turn limit.
+        tool_timeout: seconds one python call may run.
+        python_cmd: the interpreter command in the sandbox; `"python3 -S"` starts several
+            times faster where site-packages are heavy, at the cost of third-party imports.
+        sandbox_factory: makes the sandbox for an episode, e.g.
+            `lambda: DockerSandbox(image=...)`.
+    """
+
+    def __init__(
+        self,
+        dataset: str | None = None,
+        *,
+        steps: int = 2,
+        max_value: int = 20,
+        fractions: bool = False,
+        percentages: bool = False,
+        max_tool_calls: int = 4,
+        tool_timeout: float = 10.0,
+        python_cmd: str = "python3",
+        sandbox_factory: Callable[[], Sandbox] | None = None,
+        render_mode: str | None = None,
+    ):
+        super().__init__(render_mode=render_mode)
+        if max_tool_calls < 0:
+            raise ConfigError(f"max_tool_calls must be 0 or more, got {max_tool_calls}")
+        self.difficulty = dict(
+            steps=steps, max_value=max_value, fractions=fractions, percentages=percentages
+        )
+        generate_problem(0, **self.difficulty)  # fail at construction on bad knobs
+        self.dataset = dataset
+        self.problems: list[Problem] | None = load_gsm8k(dataset) if dataset else None
+        self.num_tasks = len(self.problems) if self.problems is not None else None
+        self.max_tool_calls = max_tool_calls
+        self.tool_timeout = tool_timeout
+        self.python_cmd = python_cmd
+        self.sandbox_factory = sandbox_factory or _local_sandbox
+        self.python_tool = Tool(
+            name="python",
+            description=(
+                "Run Python 3 code and return what it prints (stdout and stderr). Each call "
+                "is a fresh process: print the values you need."
+            ),
+            parameters={
+                "type": "object",
+                "properties": {"code": {"type": "string", "description": "Python source"}},
+                "required": ["code"],
+            },
+            run=self._run_python,
+        )
+        self.system_prompt = SYSTEM_PROMPT + "\n\n" + tools_prompt([self.python_tool])
+        self.problem: Problem | None = None
+        self._sandbox: Sandbox | None = None
+        self._tool_calls = 0
+        self._action_rng = np.random.default_rng()
+
+    # --- gymnasium API --------------------------------------------------------------------
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[list[Message], dict[str, Any]]:
+        super().reset(seed=seed)
+        self._close_sandbox()
+        index = (options or {}).get("index")
+        if index is not None and (not isinstance(index, int | np.integer) or index < 0):
+            raise ConfigError(f"options['index'] must be a non-negative integer, got {index!r}")
+        if self.problems is not None:
+            if index is not None and index >= len(self.problems):
+                raise ConfigError(
+                    f"index {index} is out of range: {self.dataset} holds {len(self.problems)} "
+                    f"problems (0..{len(self.problems) - 1})"
+                )
+            k = (
+                int(index)
+                if index is not None
+                else int(self.np_random.integers(len(self.problems)))
+            )
+            self.problem = self.problems[k]
+        else:
+            k = int(index) if index is not None else int(self.np_random.integers(2**31 - 1))
+            self.problem = generate_problem(k, **self.difficulty)
+        self._tool_calls = 0
+        self._action_rng = np.random.default_rng(int(self.np_random.integers(2**63 - 1)))
+        obs = [system(self.system_prompt), user(self.problem.question)]
+        return obs, {"task_id": self.problem.task_id, "index": k}
+
+    def step(self, action: str) -> StepResult:
+        if self.problem is None:
+            raise ResetNeeded("call reset() before step()")
+        parsed = parse_action(action)
+        if parsed.error is not None:
+            return self._fail(self.format_error(parsed.error, EXPECTED))
+        if parsed.answer is not None:
+            correct = answers_match(parsed.answer, self.problem.answer)
+            info = {"success": correct, "answer": parsed.answer, "expected": self.problem.answer}
+            return [], float(correct), True, False, info
+        if not parsed.tool_calls:
+            return self._fail(
+                self.format_error("the turn has neither a tool call nor an answer", EXPECTED)
+            )
+        room = max(0, self.max_tool_calls - self._tool_calls)
+        calls, skipped = parsed.tool_calls[:room], len(parsed.tool_calls) - room
+        self._tool_calls += len(calls)
+        messages, bad = run_tool_calls(calls, [self.python_tool])
+        if bad:
+            # Say what a good call looks like right where the error is.
+            messages = [
+                tool(f"{m['content']} Write {EXPECTED}.")
+                if m["content"].startswith("Error:")
+                else m
+                for m in messages
+            ]
+        if skipped > 0:
+            problem = (
+                f"the limit of {self.max_tool_calls} tool calls per problem is reached, so "
+                f"{skipped} call(s) were not run; give your final answer"
+            )
+            refused, *_ = self.format_error(problem, ANSWER_FORMAT)
+            messages += refused
+            bad = True
+        info: dict[str, Any] = {"success": False, "tool_calls": self._tool_calls}
+        if bad:
+            info["format_error"] = True
+        return messages, 0.0, False, False, info
+
+    def close(self) -> None:
+        self._close_sandbox()
+        super().close()
+
+    # --- oracle, baseline, privileged context ----------------------------------------------
+
+    def expert_action(self) -> str | None:
+        """Generated problems: the solving program as a python call, then the answer."""
+        if self.problem is None or self.problem.program is None:
+            return None
+        if self._tool_calls == 0 and self.max_tool_calls > 0:
+            return format_tool_call("python", {"code": self.problem.program})
+        return f"<answer>{self.problem.answer}</answer>"
+
+    def random_action(self) -> str:
+        """An answer with a random small number (the random baseline)."""
+        return f"<answer>{int(self._action_rng.integers(0, 100))}</answer>"
+
+    def reference_solution(self) -> str | None:
+        """Worked steps and, for generated problems, the program; None before reset.
+
+        For privileged-context distillation: a teacher that sees this knows how to solve it.
+        """
+        if self.problem is None:
+            return None
+        parts = []
+        if self.problem.program is not None:
+            parts.append(f"Program:\n{self.problem.program}")
+        if self.problem.solution is not None:
+            parts.append(f"Steps:\n{self.problem.solution}")
+        parts.append(f"Answer: {self.problem.answer}")
+        return "\n".join(parts)
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _fail(self, result: StepResult) -> StepResult:
+        messages, reward, terminated, truncated, info = result
+        return messages, reward, terminated, truncated, {**info, "success": False}
+
+    def _run_python(self, arguments: dict[str, Any]) -> str:
+        code = arguments["code"]
+        if not isinstance(code, str):
+            raise ValueError(f'"code" must be a string of Python source, got {type(code).__name__}')
+        if len(code) > MAX_CODE_CHARS:
+            raise ValueError(f'"code" is {len(code)} characters; the limit is {MAX_CODE_CHARS}')
+        if self._sandbox is None:
+            self._sandbox = self.sandbox_factory()
+        # `python3 -c` needs nothing but a shell, so every Sandbox backend runs it the same way.
+        result = self._sandbox.exec(
+            f"{self.python_cmd} -c {shlex.quote(code)}", timeout=self.tool_timeout
+        )
+        out = result.output
+        if result.timed_out:
+            return f"{out}\n[timed out after {self.tool_timeout:g} s]".lstrip("\n")
+        if not out.strip():
+            out = "(no output: use print() to see a value)"
+        return out
+
+    def _close_sandbox(self) -> None:
+        if self._sandbox is not None:
+            sandbox, self._sandbox = self._sandbox, None
+            sandbox.close()

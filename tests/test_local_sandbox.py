@@ -1,0 +1,110 @@
+"""LocalSandbox: the Sandbox contract, its limits, and what it does with odd output."""
+
+from __future__ import annotations
+
+import os
+import resource
+
+import pytest
+from mentorgym.sandboxes.base import Sandbox
+from mentorgym.sandboxes.local import LocalSandbox, _user_task_count
+
+from mentorgym.errors import SandboxError
+
+
+@pytest.fixture
+def sb():
+    with LocalSandbox(memory_mb=512, output_limit=2_000) as s:
+        yield s
+
+
+def test_is_a_sandbox_and_runs_in_its_temp_dir(sb: LocalSandbox) -> None:
+    assert isinstance(sb, Sandbox)
+    r = sb.exec("pwd; echo out; echo err >&2; exit 3")
+    assert r.exit_code == 3 and not r.timed_out and not r.truncated
+    lines = r.output.splitlines()
+    assert os.path.realpath(lines[0]) == os.path.realpath(sb.root)
+    assert lines[1:] == ["out", "err"]
+
+
+def test_timeout_kills_the_group_and_keeps_output(sb: LocalSandbox, tmp_path) -> None:
+    marker = tmp_path / "child-survived"
+    # A background child that would write the marker after the timeout must die too.
+    r = sb.exec(f"(sleep 1.5; touch {marker}) & echo started; sleep 30", timeout=0.5)
+    assert r.timed_out and r.exit_code == -1
+    assert r.output.startswith("started")
+    sb.exec("sleep 2", timeout=1.6)  # outlast the child's sleep
+    assert not marker.exists()
+
+
+def test_background_jobs_do_not_hold_the_command(sb: LocalSandbox) -> None:
+    r = sb.exec("sleep 30 & echo done", timeout=20)
+    assert r.exit_code == 0 and not r.timed_out and r.output == "done\n"
+
+
+def test_memory_limit(sb: LocalSandbox) -> None:
+    r = sb.exec("python3 -c 'x = bytearray(1024 * 1024 * 1024); print(len(x))'")
+    assert r.exit_code != 0 and "MemoryError" in r.output
+    ok = sb.exec("python3 -c 'x = bytearray(16 * 1024 * 1024); print(len(x))'")
+    assert ok.exit_code == 0 and ok.output.strip() == str(16 * 1024 * 1024)
+
+
+def test_process_limit_is_set_relative_to_the_users_count() -> None:
+    # Root is exempt from RLIMIT_NPROC, so the limit's value is what every user can check.
+    with LocalSandbox(max_processes=50) as s:
+        r = s.exec(
+            "python3 -c 'import resource; print(resource.getrlimit(resource.RLIMIT_NPROC)[0])'"
+        )
+        before = _user_task_count(os.getuid())
+    assert before is not None
+    limit = int(r.output)
+    assert before + 50 - 20 <= limit <= before + 50 + 20  # other processes come and go
+    with LocalSandbox(max_processes=None, memory_mb=None) as s:
+        r = s.exec("python3 -c 'import resource; print(resource.getrlimit(resource.RLIMIT_AS)[0])'")
+    assert int(r.output) == resource.getrlimit(resource.RLIMIT_AS)[0]  # left as inherited
+
+
+def test_output_is_truncated_with_a_notice(sb: LocalSandbox) -> None:
+    r = sb.exec("python3 -c \"print('a' * 5000 + 'END')\"")
+    assert r.truncated and len(r.output) < 2_200
+    assert "output truncated" in r.output and r.output.rstrip().endswith("END")
+    # Far more than the reader keeps: drained, counted, and still cut to the limit.
+    big = sb.exec("python3 -c \"import sys; sys.stdout.write('b' * 1_000_000 + 'TAIL')\"")
+    assert big.truncated and len(big.output) < 2_200
+    assert "of 1000004 bytes cut" in big.output and big.output.endswith("TAIL")
+
+
+def test_non_utf8_output_is_replaced(sb: LocalSandbox) -> None:
+    r = sb.exec("printf 'a\\377\\376b'")
+    assert r.output == "a\ufffd\ufffdb"
+
+
+def test_files_are_relative_to_the_sandbox(sb: LocalSandbox) -> None:
+    sb.write_file("sub/dir/x.txt", "héllo")
+    assert sb.read_file("sub/dir/x.txt") == "héllo".encode()
+    assert sb.exec("cat sub/dir/x.txt").output == "héllo"
+    sb.write_file("b.bin", b"\x00\x01")
+    assert (sb.root / "b.bin").read_bytes() == b"\x00\x01"
+    with pytest.raises(FileNotFoundError):
+        sb.read_file("missing.txt")
+
+
+def test_python3_is_this_interpreter(sb: LocalSandbox) -> None:
+    import sys
+
+    r = sb.exec("python3 -c 'import sys; print(sys.version)'")
+    assert r.output.strip() == sys.version
+
+
+def test_close_twice_removes_dir_and_refuses_work() -> None:
+    s = LocalSandbox()
+    root = s.root
+    assert root.is_dir()
+    s.close()
+    s.close()
+    assert not root.exists()
+    with pytest.raises(SandboxError, match="closed"):
+        s.exec("true")
+    with LocalSandbox() as s2:
+        root2 = s2.root
+    assert not root2.exists()
