@@ -39,7 +39,9 @@ _SENTINEL = "\u2063MENTORGYM\u2063"
 _NEUTRAL: list[dict[str, Any]] = [{"role": "user", "content": "."}]
 
 
-def render(tokenizer: Any, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = False) -> str:
+def render(
+    tokenizer: Any, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = False
+) -> str:
     """The chat template's text for `messages` (no tokenization)."""
     if not getattr(tokenizer, "chat_template", None):
         raise PolicyError(
@@ -90,7 +92,9 @@ def generation_prompt_text(tokenizer: Any, messages: Sequence[dict[str, Any]]) -
     base = render(tokenizer, context)
     with_gen = render(tokenizer, context, add_generation_prompt=True)
     if not with_gen.startswith(base):
-        raise PolicyError("the chat template's generation prompt is not a suffix of the conversation")
+        raise PolicyError(
+            "the chat template's generation prompt is not a suffix of the conversation"
+        )
     return with_gen[len(base) :]
 
 
@@ -110,7 +114,9 @@ def end_of_turn_id(tokenizer: Any) -> int:
     if suffix:
         return suffix[0]
     if tokenizer.eos_token_id is None:
-        raise PolicyError("the tokenizer has neither an end-of-turn token in its template nor an eos token")
+        raise PolicyError(
+            "the tokenizer has neither an end-of-turn token in its template nor an eos token"
+        )
     return int(tokenizer.eos_token_id)
 
 
@@ -142,7 +148,9 @@ def encode_chat_with_actions(
         if suffix is None:
             suffix = completion_suffix_ids(tokenizer)
         closing = suffix[1:] if suffix and sampled and sampled[-1] == suffix[0] else suffix
-        ids += _ids(tokenizer, generation_prompt_text(tokenizer, msgs[:i])) + list(sampled) + closing
+        ids += (
+            _ids(tokenizer, generation_prompt_text(tokenizer, msgs[:i])) + list(sampled) + closing
+        )
     if add_generation_prompt:
         ids += _ids(tokenizer, generation_prompt_text(tokenizer, msgs))
     return ids
@@ -155,7 +163,9 @@ def encode_chat(
     return encode_chat_with_actions(tokenizer, messages, None, add_generation_prompt)
 
 
-def target_ids(tokenizer: Any, text: str | None = None, token_ids: list[int] | None = None) -> list[int]:
+def target_ids(
+    tokenizer: Any, text: str | None = None, token_ids: list[int] | None = None
+) -> list[int]:
     """The ids a trainer should put labels on for one assistant turn (rule in the module docstring)."""
     if token_ids is not None:
         return list(token_ids)

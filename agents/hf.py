@@ -94,7 +94,10 @@ class HFPolicy(BatchedPolicy):
         # Sampled ids of recent actions, by their text: an assistant message we wrote ourselves
         # is re-encoded as exactly the ids we sampled, not a re-tokenization.
         self._sampled: OrderedDict[str, list[int]] = OrderedDict()
-        self._keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
+        params = inspect.signature(model.forward).parameters
+        self._keep_arg = "logits_to_keep" in params
+        # transformers 5.x renamed `past_key_values` to `cache` (the old name is deprecated).
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
 
     # --- Policy ---------------------------------------------------------------------------
 
@@ -133,7 +136,9 @@ class HFPolicy(BatchedPolicy):
 
     # --- Teacher ----------------------------------------------------------------------------
 
-    def score(self, messages: list[Message], completion_token_ids: list[int], top_k: int = 0) -> Scores:
+    def score(
+        self, messages: list[Message], completion_token_ids: list[int], top_k: int = 0
+    ) -> Scores:
         """Logprobs of `completion_token_ids` as this model's reply to `messages` (temperature 1)."""
         return self.score_batch([(messages, completion_token_ids)], top_k=top_k)[0]
 
@@ -191,7 +196,9 @@ class HFPolicy(BatchedPolicy):
     def _hidden(self, input_BT: torch.Tensor, attn_BT: torch.Tensor) -> torch.Tensor:
         base = getattr(self.model, self.model.base_model_prefix, None)
         if base is None or self.model.get_output_embeddings() is None:
-            raise PolicyError(f"{self.name}: the model has no base model and output head to score with")
+            raise PolicyError(
+                f"{self.name}: the model has no base model and output head to score with"
+            )
         return base(input_ids=input_BT, attention_mask=attn_BT, use_cache=False).last_hidden_state
 
     def _head(self, hidden_XD: torch.Tensor) -> torch.Tensor:
@@ -227,7 +234,9 @@ class HFPolicy(BatchedPolicy):
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         with self._lock:
             gen = self._generator if seed is None else self._new_generator(seed)
-            return self._generate(prompt_ids, max_new_tokens, temperature, top_p, stop or [], top_logprobs, gen)
+            return self._generate(
+                prompt_ids, max_new_tokens, temperature, top_p, stop or [], top_logprobs, gen
+            )
 
     @torch.no_grad()
     def _generate(
@@ -280,7 +289,9 @@ class HFPolicy(BatchedPolicy):
                         done[b], finish[b], texts[b] = True, "stop", text[:cut]
             if all(done) or step == max_new_tokens - 1:
                 break
-            feed_B1 = torch.where(torch.tensor(done, device=self.device), self.pad_id, tok_B)[:, None]
+            feed_B1 = torch.where(torch.tensor(done, device=self.device), self.pad_id, tok_B)[
+                :, None
+            ]
             attn_BL = torch.cat([attn_BL, attn_BL.new_ones((B, 1))], dim=1)
             logits_BV = self._forward(feed_B1, attn_BL, next_pos_B1, cache)
             next_pos_B1 = next_pos_B1 + 1
@@ -300,18 +311,20 @@ class HFPolicy(BatchedPolicy):
         self, input_BL: torch.Tensor, attn_BS: torch.Tensor, pos_BL: torch.Tensor, cache: Any
     ) -> torch.Tensor:
         kwargs: dict[str, Any] = {"logits_to_keep": 1} if self._keep_arg else {}
+        kwargs[self._cache_arg] = cache
         out = self.model(
             input_ids=input_BL,
             attention_mask=attn_BS,
             position_ids=pos_BL,
-            past_key_values=cache,
             use_cache=True,
             **kwargs,
         )
         return out.logits[:, -1].float()
 
     def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return self.tokenizer.decode(
+            ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
 
     def _new_generator(self, seed: int) -> torch.Generator:
         device = next(self.model.parameters()).device if hasattr(self, "model") else "cpu"
@@ -343,15 +356,23 @@ def _top(logp_XV: torch.Tensor, k: int) -> list[dict[int, float]] | None:
     if k <= 0:
         return None
     vals_XK, idx_XK = logp_XV.topk(min(k, logp_XV.shape[-1]), dim=-1)
-    return [dict(zip(i, v, strict=True)) for i, v in zip(idx_XK.tolist(), vals_XK.tolist(), strict=True)]
+    return [
+        dict(zip(i, v, strict=True)) for i, v in zip(idx_XK.tolist(), vals_XK.tolist(), strict=True)
+    ]
 
 
 def _torch_dtype(dtype: str | None, device: str | None) -> torch.dtype:
     if dtype is None:
         return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
     try:
-        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-                "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
+        return {
+            "float32": torch.float32,
+            "fp32": torch.float32,
+            "bfloat16": torch.bfloat16,
+            "bf16": torch.bfloat16,
+            "float16": torch.float16,
+            "fp16": torch.float16,
+        }[dtype]
     except KeyError:
         raise PolicyError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16") from None
 
@@ -361,6 +382,10 @@ def _load(path_or_id: str, device: str | None, dtype: str | None, model: Any, to
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     local = Path(path_or_id).expanduser()
+    if not local.exists() and path_or_id.startswith(("/", ".", "~")):
+        raise PolicyError(
+            f"no checkpoint directory at {local}; build one with `mentorgym model tiny --out DIR`"
+        )
     src = str(local) if local.exists() else path_or_id
     try:
         if tokenizer is None:
@@ -379,7 +404,11 @@ def _load(path_or_id: str, device: str | None, dtype: str | None, model: Any, to
 
 
 def _pad_id(tokenizer: Any, model: Any) -> int:
-    for cand in (tokenizer.pad_token_id, getattr(model.config, "pad_token_id", None), tokenizer.eos_token_id):
+    for cand in (
+        tokenizer.pad_token_id,
+        getattr(model.config, "pad_token_id", None),
+        tokenizer.eos_token_id,
+    ):
         if isinstance(cand, int):
             return cand
     return 0

@@ -218,6 +218,9 @@ def _step(ep: _Episode, action: Action) -> _Episode:
         log.warning("episode %s: env.step raised %s: %s", ep.spec.key, type(e).__name__, e)
         messages, reward, terminated, truncated = [], 0.0, False, True
         info = {"error": f"{type(e).__name__}: {e}"}
+    if truncated and not terminated and hasattr(ep.env.unwrapped, "on_truncation"):
+        extra_reward, extra_info = ep.env.unwrapped.on_truncation()
+        reward, info = reward + extra_reward, {**info, **extra_info}
     env_s = time.perf_counter() - t0
     ep.traj.turns.append(Turn(
         observation=ep.observation,

@@ -100,7 +100,7 @@ CHAT_TEMPLATE = (
     "{%- if (message.content or '') or not loop.first %}{{- '\\n' }}{%- endif %}"
     "{%- if f.arguments is string %}{%- set args = f.arguments %}"
     "{%- else %}{%- set args = f.arguments | tojson %}{%- endif %}"
-    '{{- \'<tool_call>{"name": \' + (f.name | tojson) + \', "arguments": \' + args + \'}</tool_call>\' }}'
+    "{{- '<tool_call>{\"name\": ' + (f.name | tojson) + ', \"arguments\": ' + args + '}</tool_call>' }}"
     "{%- endfor %}"
     "{%- endif %}"
     "{{- '<|im_end|>\\n' }}"
@@ -143,6 +143,8 @@ def build_tiny(
     if size not in SIZES:
         raise ConfigError(f"unknown tiny model size {size!r}; choose one of {sorted(SIZES)}")
     out = Path(out)
+    if (out / "config.json").exists():
+        return out
     env_ids = DEFAULT_ENV_IDS if env_ids is None else env_ids
     spec = SIZES[size]
 
@@ -155,8 +157,14 @@ def build_tiny(
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        info = {"builder": "mentorgym.agents.tiny", "version": TINY_VERSION, "size": size,
-                "seed": seed, "corpus_envs": used_envs, "num_parameters": model.num_parameters()}
+        info = {
+            "builder": "mentorgym.agents.tiny",
+            "version": TINY_VERSION,
+            "size": size,
+            "seed": seed,
+            "corpus_envs": used_envs,
+            "num_parameters": model.num_parameters(),
+        }
         (tmp / "mentorgym_tiny.json").write_text(json.dumps(info, indent=1) + "\n")
         try:
             os.rename(tmp, out)  # atomic; fails if another process already put `out` there
@@ -183,7 +191,9 @@ def corpus(env_ids: list[str], seed: int = 0) -> tuple[list[str], list[str]]:
         try:
             env_texts = list(_env_texts(env_id, seed))
         except Exception as e:  # an env still being written must not break the model build
-            warnings.warn(f"tiny tokenizer: skipping {env_id} ({type(e).__name__}: {e})", stacklevel=2)
+            warnings.warn(
+                f"tiny tokenizer: skipping {env_id} ({type(e).__name__}: {e})", stacklevel=2
+            )
             continue
         texts.extend(env_texts)
         used.append(env_id)
@@ -228,13 +238,23 @@ def _env_texts(env_id: str, seed: int) -> Iterator[str]:
 
 def _builtin_texts(seed: int) -> Iterator[str]:
     """Text every tokenizer should know even before the envs exist: formats, grids, arithmetic."""
-    from mentorgym.envs.base import ANSWER_FORMAT, TOOL_CALL_FORMAT, Tool, format_tool_call, tools_prompt
+    from mentorgym.envs.base import (
+        ANSWER_FORMAT,
+        TOOL_CALL_FORMAT,
+        Tool,
+        format_tool_call,
+        tools_prompt,
+    )
 
     rng = random.Random(seed)
     python = Tool(
         name="python",
         description="Run Python code and return what it prints.",
-        parameters={"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]},
+        parameters={
+            "type": "object",
+            "properties": {"code": {"type": "string"}},
+            "required": ["code"],
+        },
         run=lambda args: "",
     )
     yield tools_prompt([python])
@@ -245,11 +265,17 @@ def _builtin_texts(seed: int) -> Iterator[str]:
         "Moves: Up, Down, Left, Right. Answer with one move, e.g. <answer>Up</answer>."
     )
     for _ in range(200):
-        yield _random_grid(rng) + "\n" + f"<answer>{rng.choice(['Up', 'Down', 'Left', 'Right'])}</answer>"
+        yield (
+            _random_grid(rng)
+            + "\n"
+            + f"<answer>{rng.choice(['Up', 'Down', 'Left', 'Right'])}</answer>"
+        )
     for _ in range(200):
         a, b, c = rng.randint(1, 999), rng.randint(1, 99), rng.randint(2, 12)
-        yield f"A shop sells {a} apples on Monday and {b} more on each of the next {c} days. " \
-              f"How many apples does it sell in total?"
+        yield (
+            f"A shop sells {a} apples on Monday and {b} more on each of the next {c} days. "
+            f"How many apples does it sell in total?"
+        )
         yield format_tool_call("python", {"code": f"total = {a} + {b} * {c}\nprint(total)"})
         yield f"{a + b * c}\n<answer>{a + b * c}</answer>"
         yield f"Error: tool \"python\" is missing required argument(s) ['code']. Format error: {c}/{b} = {c / b:.4f}"

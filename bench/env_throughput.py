@@ -58,7 +58,9 @@ def bench_mentorgym(wrapped: bool, min_s: float) -> tuple[float, float]:
 
     import mentorgym  # noqa: F401  (registers the ids)
 
-    env = gymnasium.make("mentorgym/Sokoban-v0", dim_room=DIM, num_boxes=BOXES, max_episode_steps=1000)
+    env = gymnasium.make(
+        "mentorgym/Sokoban-v0", dim_room=DIM, num_boxes=BOXES, max_episode_steps=1000
+    )
     target = env if wrapped else env.unwrapped
     actions = [f"<answer>{m}</answer>" for m in MOVES]
     target.reset(seed=0)
@@ -169,7 +171,11 @@ def main() -> None:
     mg_wrapped = bench_mentorgym(True, args.min_s)
     rows.append(("mentorgym (env.unwrapped)", *mg_raw))
     rows.append(("mentorgym (gymnasium.make)", *mg_wrapped))
-    peers = [("gem-llm", bench_gem), ("textarena", bench_textarena), ("gym-sokoban", bench_gym_sokoban)]
+    peers = [
+        ("gem-llm", bench_gem),
+        ("textarena", bench_textarena),
+        ("gym-sokoban", bench_gym_sokoban),
+    ]
     failed: list[str] = []
     for name, fn in peers:
         try:
@@ -177,7 +183,9 @@ def main() -> None:
         except Exception as e:  # a peer that cannot install or import is reported, not fatal
             failed.append(f"{name}: {type(e).__name__}: {e}")
             traceback.print_exc(limit=1)
-    print(f"{'env':30s} {'steps/s':>10s} {'resets/s':>10s}  {'step ratio':>10s} {'reset ratio':>11s}")
+    print(
+        f"{'env':30s} {'steps/s':>10s} {'resets/s':>10s}  {'step ratio':>10s} {'reset ratio':>11s}"
+    )
     for name, s, r in rows:
         print(f"{name:30s} {s:10.0f} {r:10.1f}  {mg_raw[0] / s:9.2f}x {mg_raw[1] / r:10.1f}x")
     peer_rows = rows[2:]

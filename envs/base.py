@@ -269,6 +269,11 @@ class TextEnv(gymnasium.Env[list[Message], str]):
         """A uniformly random legal-looking turn, for the `random` baseline agent."""
         return self.action_space.sample()
 
+    def on_truncation(self) -> tuple[float, dict[str, Any]]:
+        """Called by the rollout engine when the turn limit cuts the episode short. An env that
+        grades final states (SWE) scores the state as it stands; returns (extra reward, info)."""
+        return 0.0, {}
+
     def format_error(self, problem: str, expected: str = ANSWER_FORMAT) -> StepResult:
         """The reply to a turn that could not be understood: a message that says what to write."""
         msg = tool(f"Format error: {problem}. Write {expected}.")

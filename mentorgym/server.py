@@ -373,11 +373,13 @@ def create_app(
         gens = await generate([prompt] * req.n, params_of(req, max_tokens, k))
         # A policy that remembers its sampled ids by text (HFPolicy) re-encodes these turns
         # as exactly those ids when they come back as assistant messages.
+        # (On the model thread: it takes the policy's lock, which generation holds.)
         remember = getattr(policy, "_remember", None)
+        if remember is not None:
+            for g in gens:
+                await batcher.run_model(remember, g.text, g.token_ids)
         choices = []
         for i, g in enumerate(gens):
-            if remember is not None:
-                remember(g.text, g.token_ids)
             logprobs = None
             if req.logprobs:
                 content = []

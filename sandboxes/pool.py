@@ -12,8 +12,9 @@ import queue
 import threading
 from typing import Any
 
-from mentorgym.errors import SandboxError
 from mentorgym.sandboxes.docker import DockerSandbox
+
+from mentorgym.errors import SandboxError
 
 
 class SandboxPool:

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from mentorgym.errors import SandboxError
 from mentorgym.sandboxes.base import Sandbox
 from mentorgym.sandboxes.docker import RUN_ID, DockerSandbox, client, engine_available, reap
+
+from mentorgym.errors import SandboxError
 
 REASON = engine_available()
 pytestmark = [pytest.mark.docker, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
@@ -69,7 +69,7 @@ def test_timeout_kills_command_and_sandbox_stays_usable(sb: DockerSandbox) -> No
     assert r.timed_out and r.exit_code == -1
     assert "started" in r.output and "never" not in r.output
     assert "timed out" in r.output
-    after = sb.exec("pwd; ps -e -o comm= | grep -c sleep || true")
+    after = sb.exec("pwd; cat /proc/[0-9]*/comm 2>/dev/null | grep -c '^sleep$'")
     assert after.output.splitlines()[0] == "/tmp"
     assert after.output.splitlines()[1] == "1"  # only the container's own keep-alive sleep
     sb.exec("cd /")
@@ -78,7 +78,7 @@ def test_timeout_kills_command_and_sandbox_stays_usable(sb: DockerSandbox) -> No
 def test_timeout_of_a_builtin_loop_restarts_the_shell(sb: DockerSandbox) -> None:
     sb.exec("cd /tmp && export MG_KEPT=yes")
     r = sb.exec("while :; do :; done", timeout=1.0)
-    assert r.timed_out and "restarted" in r.output
+    assert r.timed_out and "new shell" in r.output
     assert sb.exec('pwd; echo "$MG_KEPT"').output == "/tmp\nyes\n"
     sb.exec("cd /")
 
@@ -284,7 +284,9 @@ def test_build_repo_image_is_deterministic(image: str, tmp_path: Path) -> None:
     repo = tmp_path / "toy"
     repo.mkdir()
     (repo / "calc.py").write_text("def add(a, b):\n    return a + b\n")
-    (repo / "test_calc.py").write_text("from calc import add\n\ndef test_add():\n    assert add(1, 2) == 3\n")
+    (repo / "test_calc.py").write_text(
+        "from calc import add\n\ndef test_add():\n    assert add(1, 2) == 3\n"
+    )
     tag = build_repo_image(repo, base=image)
     assert build_repo_image(repo, base=image) == tag
     heads = []

@@ -49,19 +49,27 @@ def test_memory_limit(sb: LocalSandbox) -> None:
     assert ok.exit_code == 0 and ok.output.strip() == str(16 * 1024 * 1024)
 
 
-def test_process_limit_is_set_relative_to_the_users_count() -> None:
-    # Root is exempt from RLIMIT_NPROC, so the limit's value is what every user can check.
+def child_limit(s: LocalSandbox, kind: str) -> int:
+    code = f"import resource; print(resource.getrlimit(resource.{kind})[0])"
+    return int(s.exec(f"python3 -c '{code}'").output)
+
+
+def test_process_limit_is_relative_to_the_users_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (_user_task_count(os.getuid()) or 0) >= 1  # this process at least
+    inherited = resource.getrlimit(resource.RLIMIT_NPROC)[0]
     with LocalSandbox(max_processes=50) as s:
-        r = s.exec(
-            "python3 -c 'import resource; print(resource.getrlimit(resource.RLIMIT_NPROC)[0])'"
-        )
-        before = _user_task_count(os.getuid())
-    assert before is not None
-    limit = int(r.output)
-    assert before + 50 - 20 <= limit <= before + 50 + 20  # other processes come and go
+        if os.getuid() == 0:  # the kernel exempts root, so none is set
+            assert child_limit(s, "RLIMIT_NPROC") == inherited
+        # As a user who runs nothing yet, the limit is exactly `max_processes`.
+        monkeypatch.setattr(os, "getuid", lambda: 54_321)
+        assert child_limit(s, "RLIMIT_NPROC") == 50
+
+
+def test_no_limits_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "getuid", lambda: 54_321)
     with LocalSandbox(max_processes=None, memory_mb=None) as s:
-        r = s.exec("python3 -c 'import resource; print(resource.getrlimit(resource.RLIMIT_AS)[0])'")
-    assert int(r.output) == resource.getrlimit(resource.RLIMIT_AS)[0]  # left as inherited
+        assert child_limit(s, "RLIMIT_AS") == resource.getrlimit(resource.RLIMIT_AS)[0]
+        assert child_limit(s, "RLIMIT_NPROC") == resource.getrlimit(resource.RLIMIT_NPROC)[0]
 
 
 def test_output_is_truncated_with_a_notice(sb: LocalSandbox) -> None:

@@ -37,6 +37,9 @@ class CountEnv(TextEnv):
     def expert_action(self):
         return f"<answer>{self.n + 1}</answer>"
 
+    def on_truncation(self):
+        return 0.5, {"graded_at": "turn_limit", "counted": self.n}
+
 
 gymnasium.register("test/Count-v0", entry_point=CountEnv, max_episode_steps=5)
 
@@ -77,6 +80,9 @@ def test_policy_calls_are_batched_across_episodes():
     assert all(t.truncated and not t.success for t in trajs)
     assert trajs[0].turns[0].token_ids == [1, 2] and trajs[0].turns[0].info["format_error"]
     assert summarize(trajs)["format_error_rate"] == 1.0
+    last = trajs[0].turns[-1]  # the turn limit cut the episode: the env graded the final state
+    assert last.info["graded_at"] == "turn_limit" and last.reward == 0.5
+    assert all("graded_at" not in t.info for t in trajs[0].turns[:-1])
 
 
 def test_mixture_records_actor_and_teacher_label_every_turn():

@@ -175,3 +175,24 @@ def test_rollout_through_the_server(server) -> None:
     assert len(trajs) == 4
     assert all(t.turns and t.turns[0].token_ids for t in trajs)
     assert summarize(trajs)["episodes"] == 4
+
+
+def test_sampled_turns_come_back_as_their_sampled_ids(client, server, policy) -> None:
+    r = client.chat.completions.create(
+        model="tiny",
+        messages=HISTORY,
+        max_tokens=6,
+        logprobs=True,
+        seed=5,
+        extra_body={"return_tokens_as_token_ids": True},
+    )
+    ids = [int(c.token.removeprefix("token_id:")) for c in r.choices[0].logprobs.content]
+    follow = [
+        *HISTORY,
+        {"role": "assistant", "content": r.choices[0].message.content},
+        {"role": "user", "content": "go on"},
+    ]
+    root = server.url.removesuffix("/v1")
+    tokens = httpx.post(f"{root}/tokenize", json={"messages": follow}).json()["tokens"]
+    prefix = policy.encode(HISTORY)
+    assert tokens[: len(prefix) + len(ids)] == prefix + ids

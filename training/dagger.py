@@ -78,6 +78,11 @@ class Config:
     """Seeds the model init, data order and the training env seeds."""
     max_seq_len: int = 1024
     """Longest example in tokens; longer contexts lose old messages (see data.py)."""
+    context_turns: int = 0
+    """The student sees only the last N observations (1: the current one; 0: all), in
+    training and in rollouts alike."""
+    system_prompt: bool = True
+    """Keep the env's system prompt in the student's context."""
     steps_per_iteration: int = 100
     """Optimizer steps on the aggregate after each iteration's rollouts."""
     batch_size: int = 32
@@ -249,6 +254,8 @@ def aggregate(
             target="teacher",
             weight=cfg.old_weight ** (i - j),
             meta={"iteration": j},
+            last_turns=cfg.context_turns,
+            system_prompt=cfg.system_prompt,
         )
         total.add(stats)
         examples += exs

@@ -99,6 +99,32 @@ def _chat() -> Any:
     return chat
 
 
+def window_messages(
+    messages: list[Message], last_turns: int, system_prompt: bool = True
+) -> list[Message]:
+    """The messages a windowed policy sees: (the system prompt +) the last `last_turns` turns.
+
+    `last_turns=1` keeps only the current observation (the messages after the last
+    assistant message); `k` keeps the last k observations and the k-1 actions between
+    them; `0` keeps everything. Training data and student rollouts apply the same window, so the
+    student is trained on exactly the contexts it will act from.
+    """
+    if last_turns <= 0 and system_prompt:
+        return messages
+    n_sys = 0
+    while n_sys < len(messages) and messages[n_sys]["role"] == "system":
+        n_sys += 1
+    head = messages[:n_sys] if system_prompt else []
+    rest = messages[n_sys:]
+    if last_turns <= 0:
+        return head + rest
+    asst = [i for i, m in enumerate(rest) if m["role"] == "assistant"]
+    if len(asst) < last_turns:
+        return head + rest
+    # Cut just after the action that precedes the oldest kept observation.
+    return head + rest[asst[-last_turns] + 1 :]
+
+
 def _segments(
     tokenizer: Any, messages: list[Message], action_ids: list[list[int] | None]
 ) -> list[list[int]]:
@@ -176,8 +202,14 @@ def examples_from_trajectories(
     target: Target = "teacher",
     weight: float = 1.0,
     meta: dict[str, Any] | None = None,
+    last_turns: int = 0,
+    system_prompt: bool = True,
 ) -> tuple[list[Example], BuildStats]:
-    """One example per labeled turn, with the truncation policy in the module docstring."""
+    """One example per labeled turn, with the truncation policy in the module docstring.
+
+    `last_turns` / `system_prompt` apply `window_messages` to every context first (the
+    student must act through the same window, see `sft.WindowedPolicy`).
+    """
     examples: list[Example] = []
     stats = BuildStats()
     chat = _chat()
@@ -187,7 +219,8 @@ def examples_from_trajectories(
         # The whole episode as messages; turn k's context is a prefix of it.
         full = context(traj, len(traj.turns) - 1)
         action_ids = [t.token_ids for t in traj.turns]
-        segs = _segments(tokenizer, full, action_ids)
+        windowed = last_turns > 0 or not system_prompt
+        segs = [] if windowed else _segments(tokenizer, full, action_ids)
         ends: list[int] = []  # message count of turn k's context
         n = 0
         for turn in traj.turns:

@@ -87,36 +87,56 @@ def _jsd_per_token(
     return beta * kl_t + (1 - beta) * kl_s
 
 
-class _ChunkedJSD(torch.autograd.Function):
-    """Loss and its gradient computed chunk by chunk in forward; backward only rescales.
+def _chunked_jsd(s_BTV: torch.Tensor, t_BTV: torch.Tensor, mask_BT: torch.Tensor, want_grad: bool,
+                 beta: float, temperature: float, top_k: int | None, top_k_from: str, chunk: int,
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Masked sum of per-token JSD and its gradient w.r.t. the student logits, one chunk of rows
+    at a time, visiting the flattened logits in place (no masked copy)."""
+    vocab = s_BTV.shape[-1]
+    s_NV, t_NV, m_N = s_BTV.reshape(-1, vocab), t_BTV.reshape(-1, vocab), mask_BT.reshape(-1)
+    grad_NV = torch.zeros_like(s_NV) if want_grad else None
+    total = torch.zeros((), dtype=torch.promote_types(s_BTV.dtype, torch.float32), device=s_BTV.device)
+    for i in range(0, s_NV.shape[0], chunk):
+        m_c = m_N[i : i + chunk]
+        if not bool(m_c.any()):
+            continue
+        with torch.enable_grad():
+            s_c = s_NV[i : i + chunk].detach().requires_grad_(want_grad)
+            per_c = _jsd_per_token(s_c, t_NV[i : i + chunk], beta, temperature, top_k, top_k_from)
+            loss_c = (per_c * m_c.to(per_c.dtype)).sum()
+            if grad_NV is not None:
+                (g,) = torch.autograd.grad(loss_c, s_c)
+                grad_NV[i : i + chunk] = g.to(grad_NV.dtype)
+        total += loss_c.detach()
+    return total, None if grad_NV is None else grad_NV.view_as(s_BTV)
 
-    Peak memory is one gradient the size of the student logits plus one chunk's temporaries,
-    instead of several B x T x V float tensors kept for autograd.
+
+class _ChunkedJSD(torch.autograd.Function):
+    """Loss and gradient computed chunk by chunk in forward; backward only rescales.
+
+    The gradient buffer, shaped like the student logits, is handed to autograd as the logits'
+    gradient, so peak memory is that one buffer plus a chunk's temporaries instead of several
+    B x T x V float tensors kept for autograd. A second backward through the same graph
+    (retain_graph) recomputes the gradient from the saved inputs.
     """
 
     @staticmethod
-    def forward(ctx, s_NV, t_NV, beta, temperature, top_k, top_k_from, chunk):  # type: ignore[override]
-        n = s_NV.shape[0]
-        grad_NV = torch.zeros_like(s_NV) if s_NV.requires_grad else None
-        total = torch.zeros((), dtype=torch.promote_types(s_NV.dtype, torch.float32), device=s_NV.device)
-        for i in range(0, n, chunk):
-            with torch.enable_grad():
-                s_c = s_NV[i : i + chunk].detach().requires_grad_(grad_NV is not None)
-                loss_c = _jsd_per_token(
-                    s_c, t_NV[i : i + chunk], beta, temperature, top_k, top_k_from
-                ).sum()
-                if grad_NV is not None:
-                    (g,) = torch.autograd.grad(loss_c, s_c)
-                    grad_NV[i : i + chunk] = g.to(grad_NV.dtype)
-            total += loss_c.detach()
-        ctx.save_for_backward(grad_NV if grad_NV is not None else torch.empty(0))
-        ctx.n = max(n, 1)
+    def forward(ctx, s_BTV, t_BTV, mask_BT, beta, temperature, top_k, top_k_from, chunk):  # type: ignore[override]
+        args = (beta, temperature, top_k, top_k_from, chunk)
+        total, grad = _chunked_jsd(s_BTV, t_BTV, mask_BT, s_BTV.requires_grad, *args)
+        ctx.save_for_backward(s_BTV, t_BTV, mask_BT)  # references to the caller's tensors, not copies
+        ctx.args, ctx.grad = args, grad
+        ctx.n = max(float(mask_BT.sum()), 1.0)
         return total / ctx.n
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        (grad_NV,) = ctx.saved_tensors
-        return grad_NV * (grad_out / ctx.n).to(grad_NV.dtype), None, None, None, None, None, None
+        grad, ctx.grad = ctx.grad, None
+        if grad is None:
+            s_BTV, t_BTV, mask_BT = ctx.saved_tensors
+            _, grad = _chunked_jsd(s_BTV, t_BTV, mask_BT, True, *ctx.args)
+        grad.mul_((grad_out / ctx.n).to(grad.dtype))
+        return grad, None, None, None, None, None, None, None
 
 
 def generalized_jsd(
@@ -142,10 +162,8 @@ def generalized_jsd(
         raise ValueError(f"beta must be in [0, 1], got {beta}")
     if top_k_from not in ("teacher", "student"):
         raise ValueError(f"top_k_from must be 'teacher' or 'student', got {top_k_from!r}")
-    keep_N = mask_BT.reshape(-1).bool()
-    s_NV = student_logits_BTV.reshape(-1, student_logits_BTV.shape[-1])[keep_N]
-    t_NV = teacher_logits_BTV.reshape(-1, teacher_logits_BTV.shape[-1])[keep_N].detach()
-    return _ChunkedJSD.apply(s_NV, t_NV, beta, temperature, top_k, top_k_from, chunk_size)
+    return _ChunkedJSD.apply(student_logits_BTV, teacher_logits_BTV.detach(), mask_BT.detach(), beta,
+                             temperature, top_k, top_k_from, chunk_size)
 
 
 class _FusedLinearJSD(torch.autograd.Function):

@@ -21,9 +21,17 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from mentorgym.agents.base import Action
 from mentorgym.agents.trajectory import Trajectory, read_trajectories
+from mentorgym.envs.base import Message
 from mentorgym.training import trainer as T
-from mentorgym.training.data import BuildStats, Example, examples_from_trajectories, iterate_batches
+from mentorgym.training.data import (
+    BuildStats,
+    Example,
+    examples_from_trajectories,
+    iterate_batches,
+    window_messages,
+)
 
 from mentorgym.errors import ConfigError
 
@@ -52,6 +60,11 @@ class Config:
     """Seeds the model init, data order and the first training env seed."""
     max_seq_len: int = 1024
     """Longest example in tokens; longer contexts lose old messages (see data.py)."""
+    context_turns: int = 0
+    """The student sees only the last N observations (1: the current one; 0: all), in
+    training and in rollouts alike."""
+    system_prompt: bool = True
+    """Keep the env's system prompt in the student's context."""
     steps: int = 300
     """Optimizer steps."""
     batch_size: int = 32
@@ -169,22 +182,52 @@ def load_student(path: str, cfg: Any, device: torch.device) -> tuple[torch.nn.Mo
     return model, tok
 
 
+@dataclass
+class WindowedPolicy:
+    """A policy that acts from `window_messages(history)`, the same window training used."""
+
+    inner: Any
+    last_turns: int
+    system_prompt: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def act(self, messages: list[Message]) -> Action:
+        return self.act_batch([messages])[0]
+
+    def act_batch(self, histories: list[list[Message]]) -> list[Action]:
+        return self.inner.act_batch(
+            [window_messages(h, self.last_turns, self.system_prompt) for h in histories]
+        )
+
+
+def windowed(policy: Any, cfg: Any) -> Any:
+    if cfg.context_turns <= 0 and cfg.system_prompt:
+        return policy
+    return WindowedPolicy(policy, cfg.context_turns, cfg.system_prompt)
+
+
 def student_policy(
     model: torch.nn.Module, tok: Any, cfg: Any, path: str, device: torch.device, temperature: float
 ) -> Any:
     """The in-training student as a Policy for rollouts, sharing the live weights."""
     from mentorgym.agents.hf import HFPolicy
 
-    return HFPolicy(
-        path,
-        temperature=temperature,
-        top_p=1.0,
-        max_new_tokens=cfg.max_new_tokens,
-        stop=None,
-        device=str(device),
-        seed=cfg.seed,
-        model=T.unwrap(model),
-        tokenizer=tok,
+    return windowed(
+        HFPolicy(
+            path,
+            temperature=temperature,
+            top_p=1.0,
+            max_new_tokens=cfg.max_new_tokens,
+            stop=None,
+            device=str(device),
+            seed=cfg.seed,
+            model=T.unwrap(model),
+            tokenizer=tok,
+        ),
+        cfg,
     )
 
 

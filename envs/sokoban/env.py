@@ -101,7 +101,9 @@ class SokobanEnv(TextEnv):
             if index is None:
                 index = int(self.np_random.integers(len(self.levels)))
             elif not 0 <= int(index) < len(self.levels):
-                raise ValueError(f"index {index} is out of range: the level file has {len(self.levels)} levels (0..{len(self.levels) - 1})")
+                raise ValueError(
+                    f"index {index} is out of range: the level file has {len(self.levels)} levels (0..{len(self.levels) - 1})"
+                )
             self._load(self.levels[int(index)])
             self.task_id = self.levels[int(index)].name or str(index)
         else:
@@ -193,7 +195,11 @@ class SokobanEnv(TextEnv):
             return f"the action must be a string of text, got {type(action).__name__}"
         answers = _ANSWER_RE.findall(action)
         if not answers:
-            return "no <answer>...</answer> found" if "<answer>" not in action else "unclosed <answer> tag"
+            return (
+                "no <answer>...</answer> found"
+                if "<answer>" not in action
+                else "unclosed <answer> tag"
+            )
         words = [w for w in _SPLIT_RE.split(answers[-1]) if w]
         if not words:
             return "the answer is empty"
@@ -204,7 +210,9 @@ class SokobanEnv(TextEnv):
                 return f"{w[:40]!r} is not a move"
             moves.append(d)
         if len(moves) > self.actions_per_turn:
-            return f"{len(moves)} moves given but at most {self.actions_per_turn} are allowed per turn"
+            return (
+                f"{len(moves)} moves given but at most {self.actions_per_turn} are allowed per turn"
+            )
         return moves
 
     # --- views and oracles ----------------------------------------------------------------------
@@ -235,9 +243,7 @@ class SokobanEnv(TextEnv):
         key = self.state()
         i = self._plan.get(key)
         if i is None:
-            plan = solve_level(
-                self.level, self.solver_time_limit_s, boxes=key[1], player=key[0]
-            )
+            plan = solve_level(self.level, self.solver_time_limit_s, boxes=key[1], player=key[0])
             if not plan:
                 return None
             self._plan_moves = [MOVES.index(m) for m in plan]
@@ -266,4 +272,8 @@ class SokobanEnv(TextEnv):
     def random_action(self) -> str:
         """A random direction (or several, up to `actions_per_turn`) in the answer format."""
         k = int(self.np_random.integers(1, self.actions_per_turn + 1))
-        return "<answer>" + " ".join(MOVES[int(d)] for d in self.np_random.integers(4, size=k)) + "</answer>"
+        return (
+            "<answer>"
+            + " ".join(MOVES[int(d)] for d in self.np_random.integers(4, size=k))
+            + "</answer>"
+        )

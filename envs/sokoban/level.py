@@ -81,7 +81,9 @@ def parse_level(text: str, name: str = "") -> Level:
     while rows and not rows[0].strip():
         rows.pop(0)
     if not rows:
-        raise ValueError(f"level {name!r} is empty; expected rows of '#', ' ', '$', '.', '@', '*', '+'")
+        raise ValueError(
+            f"level {name!r} is empty; expected rows of '#', ' ', '$', '.', '@', '*', '+'"
+        )
     width = max(len(r) for r in rows)
     walls = bytearray()
     targets: list[int] = []
@@ -104,7 +106,9 @@ def parse_level(text: str, name: str = "") -> Level:
             if ch in "@+":
                 players.append(i)
     if len(players) != 1:
-        raise ValueError(f"level {name!r} has {len(players)} players ('@' or '+'); it needs exactly one")
+        raise ValueError(
+            f"level {name!r} has {len(players)} players ('@' or '+'); it needs exactly one"
+        )
     if not boxes or len(boxes) != len(targets):
         raise ValueError(
             f"level {name!r} has {len(boxes)} boxes and {len(targets)} targets; "
@@ -145,10 +149,14 @@ def load_levels(path: str | Path) -> list[Level]:
     """Read a Boxoban-format level file; raises ValueError naming the file when it holds none."""
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"Sokoban level file {str(p)!r} does not exist; pass levels=PATH to a Boxoban-format file")
+        raise ValueError(
+            f"Sokoban level file {str(p)!r} does not exist; pass levels=PATH to a Boxoban-format file"
+        )
     levels = parse_levels(p.read_text())
     if not levels:
-        raise ValueError(f"Sokoban level file {str(p)!r} holds no levels; each level follows a '; N' line")
+        raise ValueError(
+            f"Sokoban level file {str(p)!r} holds no levels; each level follows a '; N' line"
+        )
     return levels
 
 
@@ -264,5 +272,9 @@ def generate_room(
                     best_state = (p, list(pos))
         if best_state is not None:
             p, boxes = best_state
-            return Level(width, height, bytes(walls), tuple(sorted(targets)), tuple(sorted(boxes)), p)
-    raise ValueError(f"could not generate a {height}x{width} room with {num_boxes} boxes; use a larger room")
+            return Level(
+                width, height, bytes(walls), tuple(sorted(targets)), tuple(sorted(boxes)), p
+            )
+    raise ValueError(
+        f"could not generate a {height}x{width} room with {num_boxes} boxes; use a larger room"
+    )

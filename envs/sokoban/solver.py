@@ -231,7 +231,9 @@ class _Search:
         targets = self.target_set
         counter = itertools.count()
         # parent[(norm, boxes)] = (parent key, box cell pushed, direction) or None
-        parent: dict[tuple[int, tuple[int, ...]], tuple[tuple[int, tuple[int, ...]], int, int] | None]
+        parent: dict[
+            tuple[int, tuple[int, ...]], tuple[tuple[int, tuple[int, ...]], int, int] | None
+        ]
         parent = {}
         heap = [(self._matching(boxes), 0, next(counter), player, boxes, None)]
         expanded = 0

@@ -269,6 +269,28 @@ class SWEEnv(TextEnv):
             info["grade_error"] = result.error
         return messages, float(result.resolved), True, False, info
 
+    def on_truncation(self) -> tuple[float, dict[str, Any]]:
+        """The turn limit ended the episode before a submit: grade the tree as it stands."""
+        if self._done or self.task is None:
+            return 0.0, {}
+        try:
+            result = self.grade()
+        except SandboxError as e:
+            return 0.0, self._info(error=f"the sandbox died while grading: {e}", success=False)
+        finally:
+            self._done = True
+            self._release()
+        info = self._info(
+            success=result.resolved,
+            resolved=result.resolved,
+            tests=result.tests,
+            model_patch=self._patch or "",
+            graded_at="turn_limit",
+        )
+        if result.error:
+            info["grade_error"] = result.error
+        return float(result.resolved), info
+
     def close(self) -> None:
         self._release()
 

@@ -154,17 +154,30 @@ def mutations_of_function(
 
     for node in walk(func):
         if isinstance(node, ast.Compare) and len(node.ops) == 1:
-            span_l, span_r = _span(node.left, lines, starts), _span(node.comparators[0], lines, starts)
+            span_l, span_r = (
+                _span(node.left, lines, starts),
+                _span(node.comparators[0], lines, starts),
+            )
             if span_l and span_r and node.left.lineno == node.comparators[0].lineno:
                 gap = source[span_l[1] : span_r[0]]
                 op = gap.strip()
                 if op in _CMP_FLIPS:
-                    add("flip_comparison", node, span_l[1], span_r[0], gap.replace(op, _CMP_FLIPS[op]))
+                    add(
+                        "flip_comparison",
+                        node,
+                        span_l[1],
+                        span_r[0],
+                        gap.replace(op, _CMP_FLIPS[op]),
+                    )
         elif isinstance(node, ast.BoolOp) and len(node.values) == 2:
             a, b = _span(node.values[0], lines, starts), _span(node.values[1], lines, starts)
             if a and b and node.values[0].lineno == node.values[1].lineno:
                 gap = source[a[1] : b[0]]
-                new = re.sub(r"\band\b", "or", gap) if isinstance(node.op, ast.And) else re.sub(r"\bor\b", "and", gap)
+                new = (
+                    re.sub(r"\band\b", "or", gap)
+                    if isinstance(node.op, ast.And)
+                    else re.sub(r"\bor\b", "and", gap)
+                )
                 if new != gap:
                     add("swap_bool_operator", node, a[1], b[0], new)
         elif (
@@ -288,7 +301,9 @@ def fix_patch(rel: str, mutated: str, original: str) -> str:
         fromfile=f"a/{rel}",
         tofile=f"b/{rel}",
     )
-    body = "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in diff)
+    body = "".join(
+        line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in diff
+    )
     return f"diff --git a/{rel} b/{rel}\n{body}"
 
 
@@ -412,12 +427,16 @@ def commit_mutated_tree(repo: Path, head: str, rel: str, text: str, ref: str) ->
     with tempfile.TemporaryDirectory() as tmp:
         env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
         _git(repo, "read-tree", head, env=env)
-        blob = subprocess.run(
-            ["git", "-C", str(repo), "hash-object", "-w", "--stdin"],
-            input=text.encode(),
-            capture_output=True,
-            check=True,
-        ).stdout.decode().strip()
+        blob = (
+            subprocess.run(
+                ["git", "-C", str(repo), "hash-object", "-w", "--stdin"],
+                input=text.encode(),
+                capture_output=True,
+                check=True,
+            )
+            .stdout.decode()
+            .strip()
+        )
         mode = _git(repo, "ls-tree", head, "--", rel).split()[0]
         _git(repo, "update-index", "--cacheinfo", f"{mode},{blob},{rel}", env=env)
         tree = _git(repo, "write-tree", env=env).strip()
@@ -430,14 +449,20 @@ def commit_mutated_tree(repo: Path, head: str, rel: str, text: str, ref: str) ->
 # problem statements
 
 
-def problem_statement(test_files: list[str], failing: list[str], output: str, total: int) -> str:
+def problem_statement(
+    test_files: list[str],
+    failing: list[str],
+    output: str,
+    total: int,
+    test_cmd: str = DEFAULT_TEST_CMD,
+) -> str:
     """A user-style report built from the failing tests and their assertion messages."""
     excerpts = failure_excerpts(output)
     shown = failing[:5]
     lines = [
         f"{len(failing)} test{'s' if len(failing) != 1 else ''} fail on a clean checkout",
         "",
-        f"I ran `{DEFAULT_TEST_CMD} {' '.join(test_files)}` on a fresh checkout and expected the "
+        f"I ran `{test_cmd} {' '.join(test_files)}` on a fresh checkout and expected the "
         f"whole suite to pass, but {len(failing)} of {total} tests fail:",
         "",
         *[f"- `{t}`" for t in shown],
@@ -509,7 +534,9 @@ def synthesize(
 
         reason = engine_available()
         if reason is not None:
-            raise ConfigError(f"{reason}; or pass sandbox='local' (`--sandbox local`) for trusted code")
+            raise ConfigError(
+                f"{reason}; or pass sandbox='local' (`--sandbox local`) for trusted code"
+            )
         image = image or build_repo_image(repo)
         runner = DockerRunner(image, head, test_cmd)
 
@@ -547,7 +574,9 @@ def synthesize(
         # The repo now holds the base commits; the default tag hashes only HEAD and the working
         # tree, so name the image after the commits to get one that contains them.
         key = hashlib.sha256(" ".join([head, *(t["base_commit"] for t in tasks)]).encode())
-        final = build_repo_image(repo, tag=f"mentorgym/testbed:{_slug(repo.name)}-synth-{key.hexdigest()[:16]}")
+        final = build_repo_image(
+            repo, tag=f"mentorgym/testbed:{_slug(repo.name)}-synth-{key.hexdigest()[:16]}"
+        )
         for t in tasks:
             t["image"] = final
     out = Path(out)
@@ -598,7 +627,9 @@ def _try_mutation(
     p2p = sorted(t for t in passing if passed(full.results, t))
     if not f2p:
         return None
-    key = hashlib.sha256(f"{head}\0{m.file}\0{m.start}\0{m.end}\0{m.text}".encode()).hexdigest()[:10]
+    key = hashlib.sha256(f"{head}\0{m.file}\0{m.start}\0{m.end}\0{m.text}".encode()).hexdigest()[
+        :10
+    ]
     instance_id = f"{_slug(repo.name)}__synth-{key}"
     base = commit_mutated_tree(repo, head, m.file, mutated, f"refs/mentorgym/synth/{instance_id}")
     f2p_files = sorted({t.split("::")[0] for t in f2p})
@@ -610,7 +641,7 @@ def _try_mutation(
         "test_patch": "",
         "FAIL_TO_PASS": f2p,
         "PASS_TO_PASS": p2p,
-        "problem_statement": problem_statement(f2p_files, f2p, full.output, len(passing)),
+        "problem_statement": problem_statement(f2p_files, f2p, full.output, len(passing), test_cmd),
         "version": "",
         "created_at": _git(repo, "show", "-s", "--format=%cI", head).strip(),
         "hints_text": "",

@@ -24,7 +24,7 @@ from mentorgym.envs.swe.builtin import BUGS, TASKS_PATH, Bug, git, prepare_repos
 from mentorgym.envs.swe.synth import parse_pytest_report, passed
 
 
-def test_patch_for(bug: Bug, repo: Path) -> str:
+def make_test_patch(bug: Bug, repo: Path) -> str:
     """The diff that appends the bug's hidden tests to its test file."""
     old = git(repo, "show", f"main:{bug.test_file}")
     if not old.endswith("\n"):
@@ -104,7 +104,7 @@ def make_task(bug: Bug, repo: Path) -> dict:
         "repo": f"mentorgym-builtin/{bug.lib}",
         "base_commit": base,
         "patch": git(repo, "diff", base, main),
-        "test_patch": test_patch_for(bug, repo),
+        "test_patch": make_test_patch(bug, repo),
         "FAIL_TO_PASS": [],
         "PASS_TO_PASS": [],
         "problem_statement": bug.problem_statement,
@@ -118,7 +118,9 @@ def make_task(bug: Bug, repo: Path) -> dict:
     task["FAIL_TO_PASS"] = sorted(
         t for t in with_gold if passed(with_gold, t) and not passed(at_base, t)
     )
-    task["PASS_TO_PASS"] = sorted(t for t in with_gold if passed(with_gold, t) and passed(at_base, t))
+    task["PASS_TO_PASS"] = sorted(
+        t for t in with_gold if passed(with_gold, t) and passed(at_base, t)
+    )
     broken = sorted(t for t in with_gold if not passed(with_gold, t))
     if broken or not task["FAIL_TO_PASS"]:
         raise RuntimeError(
@@ -150,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         for task in tasks:
             f.write(json.dumps(task, sort_keys=True) + "\n")
     for t in tasks:
-        print(f"{t['instance_id']}: {len(t['FAIL_TO_PASS'])} FAIL_TO_PASS, {len(t['PASS_TO_PASS'])} PASS_TO_PASS")
+        print(
+            f"{t['instance_id']}: {len(t['FAIL_TO_PASS'])} FAIL_TO_PASS, {len(t['PASS_TO_PASS'])} PASS_TO_PASS"
+        )
     print(f"wrote {len(tasks)} tasks to {args.out}")
     return 0
 

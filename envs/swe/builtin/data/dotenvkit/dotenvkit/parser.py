@@ -55,7 +55,9 @@ def _strip_comment(value: str) -> str:
     return (value[: m.start()] if m else value).strip()
 
 
-def parse(text: str, *, interpolate: bool = True, env: Mapping[str, str] | None = None) -> dict[str, str]:
+def parse(
+    text: str, *, interpolate: bool = True, env: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """Parse .env `text`. Later assignments win; `env` (default: none) backs up expansion."""
     result: dict[str, str] = {}
     lines = text.splitlines()
@@ -84,7 +86,9 @@ def parse(text: str, *, interpolate: bool = True, env: Mapping[str, str] | None 
                 raise DotenvError(f"unterminated {quote} quote in the value of {name}", start)
             rest = body[end + 1 :].strip()
             if rest and not rest.startswith("#"):
-                raise DotenvError(f"unexpected text after the closing quote of {name}: {rest!r}", start)
+                raise DotenvError(
+                    f"unexpected text after the closing quote of {name}: {rest!r}", start
+                )
             value = body[:end]
             if quote == '"':
                 value = _unescape_double(value)

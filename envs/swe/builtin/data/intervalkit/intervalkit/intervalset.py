@@ -75,7 +75,7 @@ class IntervalSet:
         """The holes between consecutive intervals of the set."""
         return [
             Interval(a.hi, b.lo, not a.hi_closed, not b.lo_closed)
-            for a, b in zip(self._items, self._items[1:])
+            for a, b in zip(self._items, self._items[1:], strict=False)
         ]
 
     def __str__(self) -> str:

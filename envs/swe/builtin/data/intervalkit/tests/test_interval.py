@@ -1,5 +1,4 @@
 import pytest
-
 from intervalkit import Interval, parse_interval
 
 

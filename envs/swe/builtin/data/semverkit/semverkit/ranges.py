@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from semverkit.version import InvalidVersion, Version
 
 _OPS = ("<=", ">=", "<", ">", "=")
-_PARTIAL_RE = re.compile(r"^v?(\d+|[xX*])(?:\.(\d+|[xX*]))?(?:\.(\d+|[xX*]))?(?:-([0-9A-Za-z.-]+))?$")
+_PARTIAL_RE = re.compile(
+    r"^v?(\d+|[xX*])(?:\.(\d+|[xX*]))?(?:\.(\d+|[xX*]))?(?:-([0-9A-Za-z.-]+))?$"
+)
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,9 @@ class Range:
         self.text = text
         self.sets = [_parse_set(part) for part in text.split("||")]
 
-    def _set_matches(self, comparators: list[Comparator], v: Version, include_prerelease: bool) -> bool:
+    def _set_matches(
+        self, comparators: list[Comparator], v: Version, include_prerelease: bool
+    ) -> bool:
         if not all(c.test(v) for c in comparators):
             return False
         if not v.is_prerelease or include_prerelease:

@@ -31,7 +31,7 @@ def _cmp_prerelease(a: tuple[str, ...], b: tuple[str, ...]) -> int:
         return 1
     if not b:
         return -1
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if x == y:
             continue
         x_num, y_num = x.isdigit(), y.isdigit()

@@ -1,5 +1,4 @@
 import pytest
-
 from semverkit import InvalidVersion, Version
 
 
