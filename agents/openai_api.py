@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from mentorgym.agents.base import Action, BatchedPolicy, Scores
 from mentorgym.envs.base import Message
-
 from mentorgym.errors import PolicyError
 
 _TOKEN_ID_PREFIX = "token_id:"

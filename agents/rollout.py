@@ -267,7 +267,13 @@ class _Progress:
     """A rich progress bar: episodes done, success so far, turns per second."""
 
     def __init__(self, total: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self._progress = Progress(
             TextColumn("rollout"), BarColumn(), MofNCompleteColumn(),

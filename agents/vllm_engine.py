@@ -19,7 +19,6 @@ from typing import Any
 
 from mentorgym.agents.base import Action, BatchedPolicy, Scores
 from mentorgym.envs.base import Message
-
 from mentorgym.errors import PolicyError
 
 VLLM_MISSING = "vLLM is not installed: pip install 'mentorgym[vllm]' (needs a CUDA GPU)"

@@ -17,7 +17,6 @@ import time
 from mentorgym.agents.hf import HFPolicy
 from mentorgym.agents.openai_api import OpenAIPolicy
 from mentorgym.agents.tiny import default_tiny_path
-
 from mentorgym.server import BackgroundServer, create_app
 
 

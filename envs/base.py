@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
 import gymnasium
-import numpy as np
 from gymnasium import spaces
 
 Role = Literal["system", "user", "assistant", "tool"]

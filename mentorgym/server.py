@@ -29,7 +29,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -148,14 +148,20 @@ class APIError(Exception):
 
 @dataclass(frozen=True)
 class GenParams:
-    """Sampling settings; requests with equal params share one `generate` call."""
+    """Sampling settings; requests with equal params share one `generate` call.
+
+    `seed` is not part of the grouping: one batched `generate` has one random generator, so
+    a batch is seeded by the first seed among its requests. A seeded request is therefore
+    reproducible when it runs alone (or with the same companions), not in every batch;
+    clients that send a fresh seed per request (the `openai:` backend) still batch.
+    """
 
     max_new_tokens: int
     temperature: float
     top_p: float
     stop: tuple[str, ...] = ()
     top_logprobs: int = 0
-    seed: int | None = None
+    seed: int | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass
@@ -229,7 +235,8 @@ class Batcher:
             for item in batch:
                 groups.setdefault(item.params, []).append(item)
             for params, items in groups.items():
-                await self._run_group(params, items)
+                seed = next((i.params.seed for i in items if i.params.seed is not None), None)
+                await self._run_group(replace(params, seed=seed), items)
 
     async def _run_group(self, params: GenParams, items: list[_Pending]) -> None:
         prompts = [p for item in items for p in item.prompts]

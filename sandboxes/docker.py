@@ -18,11 +18,16 @@ process; `reap()` removes those whose owner is gone.
 from __future__ import annotations
 
 import atexit
+import io
 import os
 import queue
+import secrets
 import select
+import shlex
 import socket
 import struct
+import tarfile
+import tempfile
 import threading
 import time
 import uuid
@@ -34,7 +39,8 @@ import docker.errors
 import docker.models.containers
 import requests.exceptions
 
-from mentorgym.errors import DockerUnavailableError
+from mentorgym.errors import DockerUnavailableError, SandboxError
+from mentorgym.sandboxes.base import DEFAULT_OUTPUT_LIMIT, ExecResult
 
 LABEL = "mentorgym"
 RUN_ID = os.environ.get("MENTORGYM_RUN_ID") or uuid.uuid4().hex[:12]
@@ -212,6 +218,401 @@ class _Stream:
             self._frame_left -= n
         return bytes(out)
 
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class _Collector:
+    """Keeps the head and tail of a stream of bytes so memory stays flat for any output size."""
+
+    def __init__(self, limit: int):
+        self.head_cap = limit * 2 // 3
+        self.tail_cap = limit - self.head_cap
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def add(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self.head_cap - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self.tail += data
+            if len(self.tail) > 2 * self.tail_cap:
+                del self.tail[: len(self.tail) - self.tail_cap]
+
+    def text(self) -> tuple[str, bool]:
+        if len(self.tail) > self.tail_cap:
+            del self.tail[: len(self.tail) - self.tail_cap]
+        head = self.head.decode("utf-8", errors="replace")
+        tail = self.tail.decode("utf-8", errors="replace")
+        cut = self.total - len(self.head) - len(self.tail)
+        if cut <= 0:
+            return head + tail, False
+        notice = f"\n[... output truncated: {cut} of {self.total} bytes cut ...]\n"
+        return head + notice + tail, True
+
+
+# Runs in the control shell: stop, then kill, every process but the ones to keep, using
+# only builtins (a glob over /proc, `read`, `kill`) so that no fork is needed.
+_KILLER_FN = r"""
+mg_kill() {
+  local keep=" 1 $$ $MG_BASE $* " p pid n round
+  for round in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+    n=0
+    for p in /proc/[0-9]*; do
+      pid=${p#/proc/}
+      case "$keep" in *" $pid "*) continue ;; esac
+      kill -STOP "$pid" 2>/dev/null && n=$((n+1))
+    done
+    [ "$n" -eq 0 ] && break
+  done
+  for p in /proc/[0-9]*; do
+    pid=${p#/proc/}
+    case "$keep" in *" $pid "*) continue ;; esac
+    kill -KILL "$pid" 2>/dev/null; kill -CONT "$pid" 2>/dev/null
+  done
+  printf 'MG_KILLED\n'
+}
+mg_oom() {
+  local line v=0
+  if [ -r /sys/fs/cgroup/memory.events ]; then
+    while read -r line; do case "$line" in "oom_kill "*) v=${line#oom_kill } ;; esac
+    done < /sys/fs/cgroup/memory.events
+  elif [ -r /sys/fs/cgroup/memory/memory.oom_control ]; then
+    while read -r line; do case "$line" in "oom_kill "*) v=${line#oom_kill } ;; esac
+    done < /sys/fs/cgroup/memory/memory.oom_control
+  fi
+  printf 'MG_OOM %s\n' "$v"
+}
+[ -n "$MG_BASE" ] || for p in /proc/[0-9]*; do MG_BASE="$MG_BASE ${p#/proc/}"; done
+printf 'MG_READY %s\n' "$MG_BASE"
+"""
+
+
+class DockerSandbox:
+    """A started container with a persistent bash inside; see the module docstring.
+
+    `exec` never raises for what a command does (non-zero exit, timeout, binary output,
+    out of memory); it raises `SandboxError` only when the container itself is gone.
+    """
+
+    def __init__(
+        self,
+        image: str,
+        *,
+        workdir: str = "/",
+        network: bool = False,
+        mem_limit: str = "2g",
+        pids_limit: int = 512,
+        cpus: float = 1.0,
+        env: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
+        output_limit: int = DEFAULT_OUTPUT_LIMIT,
+    ):
+        c = client()
+        _reap_once()
+        self.image = image
+        self.workdir = workdir
+        self.mem_limit = mem_limit
+        self.output_limit = output_limit
+        self._lock = threading.Lock()
+        self._closed = False
+        self._shell: _Stream | None = None
+        self._control: _Stream | None = None
+        self._shell_pid = ""
+        self._base_pids = ""
+        self._oom_seen = 0
+        self._nonce = secrets.token_hex(6)
+        self._count = 0
+        try:
+            self.container = c.containers.run(
+                image,
+                command=["sleep", "infinity"],
+                detach=True,
+                init=True,
+                working_dir=workdir,
+                network_mode="bridge" if network else "none",
+                mem_limit=mem_limit,
+                memswap_limit=mem_limit,
+                pids_limit=pids_limit,
+                nano_cpus=int(cpus * 1e9),
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                environment=env or {},
+                labels={**owner_labels(), **(labels or {})},
+            )
+        except docker.errors.ImageNotFound:
+            raise SandboxError(
+                f"image {image} does not exist: build the base image with "
+                "`mentorgym sandbox build-base` (or scripts/docker_up.sh)"
+            ) from None
+        except docker.errors.APIError as e:
+            raise SandboxError(f"could not start a container from {image}: {e}") from None
+        self.id: str = self.container.id
+        try:
+            self._control = self._start_control()
+            self._shell = self._start_shell()
+        except BaseException:
+            self.close()
+            raise
+
+    # --- shells ------------------------------------------------------------------------
+
+    def _start_control(self) -> _Stream:
+        stream = _Stream(self.container.client.api, self.id, ["bash", "--norc", "-s"], "/")
+        # The processes alive before any command ran (init, `sleep`) are never killed; a
+        # restarted control shell inherits the list its first incarnation took.
+        stream.send(f"MG_BASE={shlex.quote(self._base_pids)}\n".encode() + _KILLER_FN.encode())
+        self._base_pids = self._expect(stream, b"MG_READY ", 20.0)[len(b"MG_READY ") :].decode()
+        return stream
+
+    def _start_shell(self) -> _Stream:
+        """Start the command shell, restoring cwd and exports saved after the last command."""
+        stream = _Stream(self.container.client.api, self.id, ["bash", "--norc", "-s"], "/")
+        restore = f"[ -r {_STATE_FILE} ] && . {_STATE_FILE} 2>/dev/null\n" if self._count else ""
+        cd = f"cd {shlex.quote(self.workdir)} 2>/dev/null\n" if not self._count else ""
+        stream.send(f"exec 2>&1\n{cd}{restore}printf 'MG_READY %s\\n' \"$$\"\n".encode())
+        line = self._expect(stream, b"MG_READY ", 20.0)
+        self._shell_pid = line.split()[-1].decode()
+        return stream
+
+    def _expect(self, stream: _Stream, prefix: bytes, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        buf = b""
+        while True:
+            idx = buf.find(prefix)
+            if idx >= 0 and b"\n" in buf[idx:]:
+                return buf[idx:].split(b"\n", 1)[0]
+            chunk = stream.read(deadline)
+            if chunk is None:
+                raise SandboxError(self._death_reason("a shell in the container exited"))
+            if chunk == b"":
+                raise SandboxError(
+                    f"a shell in container {self.id[:12]} did not answer within {timeout:.0f} s"
+                )
+            buf += chunk
+
+    # --- the Sandbox protocol --------------------------------------------------------------
+
+    def exec(self, cmd: str, timeout: float = 30.0) -> ExecResult:
+        """Run `cmd` in the persistent shell (stdout and stderr interleaved, stdin empty)."""
+        with self._lock:
+            if self._closed:
+                raise SandboxError("this sandbox is closed; create a new one")
+            if self._shell is None or self._shell.eof:
+                self._shell = self._restart_shell()
+            self._count += 1
+            marker = f"__MG_{self._nonce}_{self._count}__ ".encode()
+            # Braces keep the command in this shell (so cd/export persist) while the
+            # redirections apply only to it; the state file lets a restarted shell resume.
+            script = (
+                f"{{ eval {shlex.quote(cmd)}\n}} </dev/null; __mg_rc=$?; "
+                f"{{ printf 'cd %q\\n' \"$PWD\"; export -p; }} >{_STATE_FILE} 2>/dev/null; "
+                f"printf '\\n%s%d\\n' '{marker.decode()}' \"$__mg_rc\"\n"
+            )
+            try:
+                self._shell.send(script.encode())
+            except OSError:
+                raise SandboxError(self._death_reason("the shell's connection broke")) from None
+            return self._collect(marker, timeout)
+
+    def _collect(self, marker: bytes, timeout: float) -> ExecResult:
+        assert self._shell is not None
+        out = _Collector(self.output_limit)
+        pending = bytearray()
+        keep = len(marker) + 24  # enough to hold a marker line split across reads
+        deadline = time.monotonic() + timeout
+        while True:
+            chunk = self._shell.read(deadline)
+            if chunk is None:  # the shell exited: `exit`, a kill, or the container died
+                out.add(bytes(pending))
+                if not self._container_running():
+                    raise SandboxError(self._death_reason("the container stopped"))
+                self._shell = self._restart_shell()
+                text, truncated = out.text()
+                note = "\n[the shell exited; a new one was started in the last directory]"
+                return ExecResult(0, text + note, False, truncated)
+            if chunk == b"":
+                # Kill the command with the shell that runs it, so the rest of its list
+                # (`sleep 99; rm -rf x`) never runs, then resume in a fresh shell from the
+                # directory and exports saved after the previous command.
+                if not self._container_running():
+                    raise SandboxError(self._death_reason("the container stopped"))
+                out.add(bytes(pending))
+                self._kill_all(keep_shell=False)
+                self._shell.close()
+                self._shell = self._restart_shell()
+                text, truncated = out.text()
+                notice = (
+                    f"\n[timed out after {timeout:g} s: the command was killed; a new shell "
+                    "started with the directory and exported variables of the previous command]"
+                )
+                return ExecResult(-1, text + notice, True, truncated)
+            pending += chunk
+            idx = pending.find(b"\n" + marker)
+            if idx >= 0 and pending.find(b"\n", idx + 1 + len(marker)) >= 0:
+                out.add(bytes(pending[:idx]))
+                end = pending.index(b"\n", idx + 1 + len(marker))
+                code = int(pending[idx + 1 + len(marker) : end])
+                break
+            if len(pending) > keep:
+                out.add(bytes(pending[:-keep]))
+                del pending[:-keep]
+        text, truncated = out.text()
+        oom = False
+        notice = ""
+        if code == 137 and self._oom_kills() > self._oom_seen:
+            self._oom_seen = self._oom_kills()
+            oom = True
+            notice = f"\n[killed: out of memory (the sandbox's limit is {self.mem_limit})]"
+        return ExecResult(code, text + notice, False, truncated, oom)
+
+    def _restart_shell(self) -> _Stream:
+        try:
+            return self._start_shell()
+        except (docker.errors.APIError, OSError) as e:
+            raise SandboxError(self._death_reason(f"a new shell could not start ({e})")) from None
+
+    def _control_shell(self) -> _Stream:
+        if self._control is None or self._control.eof:
+            # A command killed the control shell (pkill bash, kill -1): start another.
+            self._control = self._start_control()
+        return self._control
+
+    def _kill_all(self, keep_shell: bool) -> None:
+        """Kill every process in the container except init, `sleep`, the shells we keep."""
+        try:
+            control = self._control_shell()
+            control.send(f"mg_kill {self._shell_pid if keep_shell else ''}\n".encode())
+            self._expect(control, b"MG_KILLED", 10.0)
+        except (SandboxError, OSError, docker.errors.APIError):
+            if not self._container_running():
+                raise SandboxError(self._death_reason("the container stopped")) from None
+            raise
+
+    def _oom_kills(self) -> int:
+        try:
+            control = self._control_shell()
+            control.send(b"mg_oom\n")
+            return int(self._expect(control, b"MG_OOM ", 5.0).split()[-1] or 0)
+        except (SandboxError, OSError, ValueError, docker.errors.APIError):
+            return 0
+
+    def _container_running(self) -> bool:
+        try:
+            self.container.reload()
+        except docker.errors.NotFound:
+            return False
+        except (docker.errors.APIError, requests.exceptions.RequestException):
+            return False
+        return self.container.status == "running"
+
+    def _death_reason(self, what: str) -> str:
+        try:
+            self.container.reload()
+        except docker.errors.NotFound:
+            return f"{what}: container {self.id[:12]} was removed (from outside this sandbox)"
+        except (docker.errors.APIError, requests.exceptions.RequestException) as e:
+            return f"{what}: the Docker engine stopped answering ({e})"
+        state = self.container.attrs.get("State", {})
+        if state.get("Status") in ("removing", "dead"):
+            return f"{what}: container {self.id[:12]} was removed (from outside this sandbox)"
+        if state.get("OOMKilled"):
+            return f"{what}: container {self.id[:12]} was killed for memory ({self.mem_limit})"
+        if state.get("Status") != "running":
+            return (
+                f"{what}: container {self.id[:12]} is {state.get('Status')} "
+                f"(exit code {state.get('ExitCode')}; every process in it was killed)"
+            )
+        return f"{what} (container {self.id[:12]} is still running)"
+
+    def alive(self) -> bool:
+        """Whether the container still runs and this sandbox is open."""
+        return not self._closed and self._container_running()
+
+    def read_file(self, path: str) -> bytes:
+        """The bytes of a file in the container; raises FileNotFoundError when it is absent."""
+        self._check_open()
+        try:
+            stream, _ = self.container.get_archive(path)
+        except docker.errors.NotFound:
+            if not self._container_running():
+                raise SandboxError(self._death_reason("read_file failed")) from None
+            raise FileNotFoundError(f"{path} does not exist in the sandbox") from None
+        data = io.BytesIO(b"".join(stream))
+        with tarfile.open(fileobj=data) as tar:
+            member = tar.next()
+            if member is None or not member.isfile():
+                raise IsADirectoryError(f"{path} is not a regular file in the sandbox")
+            f = tar.extractfile(member)
+            assert f is not None
+            return f.read()
+
+    def write_file(self, path: str, content: str | bytes) -> None:
+        """Write `content` to `path` (parents created), owned by root, mode 0644."""
+        self._check_open()
+        data = content.encode() if isinstance(content, str) else content
+        parent, name = os.path.split(path.rstrip("/"))
+        if not name:
+            raise ValueError(f"write_file needs a file path, got {path!r}")
+        if not parent.startswith("/"):
+            parent = os.path.join(self.workdir, parent)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            info.mtime = int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+        self._put_archive(parent, buf.getvalue())
+
+    def put_dir(self, local_dir: str | Path, container_dir: str) -> None:
+        """Copy the contents of `local_dir` into `container_dir` (created if missing)."""
+        self._check_open()
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for entry in sorted(Path(local_dir).iterdir()):
+                tar.add(str(entry), arcname=entry.name, filter=_root_owned)
+        self._put_archive(container_dir, buf.getvalue())
+
+    def get_dir(self, container_dir: str, local_dir: str | Path) -> None:
+        """Copy the contents of `container_dir` into `local_dir` (created if missing)."""
+        self._check_open()
+        try:
+            stream, _ = self.container.get_archive(container_dir.rstrip("/") + "/.")
+        except docker.errors.NotFound:
+            raise FileNotFoundError(f"{container_dir} does not exist in the sandbox") from None
+        Path(local_dir).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile() as f:
+            for block in stream:
+                f.write(block)
+            f.seek(0)
+            with tarfile.open(fileobj=f) as tar:
+                tar.extractall(local_dir, filter="data")
+
+    def _put_archive(self, parent: str, data: bytes) -> None:
+        try:
+            ok = self.container.put_archive(parent, data)
+        except docker.errors.NotFound:
+            if not self._container_running():
+                raise SandboxError(self._death_reason("writing failed")) from None
+            mk = self.exec(f"mkdir -p {shlex.quote(parent)}", timeout=10)
+            if mk.exit_code != 0:
+                raise OSError(f"cannot create {parent} in the sandbox: {mk.output}") from None
+            ok = self.container.put_archive(parent, data)
+        if not ok:
+            raise OSError(f"copying into {parent} in the sandbox failed")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SandboxError("this sandbox is closed; create a new one")
+
     def close(self, wait: bool = True) -> None:
         """Kill and remove the container; safe twice and from a `finally`.
 
@@ -254,7 +655,9 @@ class _Stream:
                 pass
 
 
-def _root_owned(info):  # type: ignore[no-untyped-def]
+def _root_owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    # Files must be root's: with every capability dropped, root in the container cannot
+    # write files that another uid owns.
     info.uid = info.gid = 0
     info.uname = info.gname = "root"
     return info

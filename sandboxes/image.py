@@ -24,9 +24,9 @@ from pathlib import Path
 
 import docker
 import docker.errors
-from mentorgym.sandboxes.docker import client
 
 from mentorgym.errors import SandboxError
+from mentorgym.sandboxes.docker import client
 
 BASE_TAG = "mentorgym/base:latest"
 SUITE = "bookworm"

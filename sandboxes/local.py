@@ -43,9 +43,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from mentorgym.sandboxes.base import DEFAULT_OUTPUT_LIMIT, ExecResult, truncate_output
-
 from mentorgym.errors import SandboxError
+from mentorgym.sandboxes.base import DEFAULT_OUTPUT_LIMIT, ExecResult, truncate_output
 
 _GRACE_S = 0.2
 """How long output is still read after the shell exits, before its leftover processes die."""

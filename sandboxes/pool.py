@@ -12,9 +12,8 @@ import queue
 import threading
 from typing import Any
 
-from mentorgym.sandboxes.docker import DockerSandbox
-
 from mentorgym.errors import SandboxError
+from mentorgym.sandboxes.docker import DockerSandbox
 
 
 class SandboxPool:

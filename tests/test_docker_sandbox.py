@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mentorgym.sandboxes.base import Sandbox
-from mentorgym.sandboxes.docker import RUN_ID, DockerSandbox, client, engine_available, reap
 
 from mentorgym.errors import SandboxError
+from mentorgym.sandboxes.base import Sandbox
+from mentorgym.sandboxes.docker import RUN_ID, DockerSandbox, client, engine_available, reap
 
 REASON = engine_available()
 pytestmark = [pytest.mark.docker, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
@@ -204,6 +204,17 @@ def test_no_container_left_after_exception_in_with(image: str) -> None:
             ids.append(box.id)
             raise RuntimeError("boom")
     assert not _exists(ids[0])
+
+
+def test_close_without_waiting_removes_in_background(image: str) -> None:
+    from mentorgym.sandboxes.docker import drain_removals
+
+    box = DockerSandbox(image)
+    box.close(wait=False)
+    with pytest.raises(SandboxError, match="closed"):
+        box.exec("true")
+    drain_removals()
+    assert not _exists(box.id)
 
 
 def test_reap_after_sigkill_of_driver(image: str, tmp_path: Path) -> None:

@@ -9,7 +9,14 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import mentorgym
-from mentorgym.envs.base import MessagesSpace, TextSpace, format_tool_call, parse_action, run_tool_calls, Tool
+from mentorgym.envs.base import (
+    MessagesSpace,
+    TextSpace,
+    Tool,
+    format_tool_call,
+    parse_action,
+    run_tool_calls,
+)
 from mentorgym.envs.registry import list_envs
 
 

@@ -157,8 +157,8 @@ def test_skill_sd_formula_gradcheck_and_reverse_kl_gradient():
     new = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
     old, teacher = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
     mask = torch.tensor([[1, 1, 0], [1, 1, 1]], dtype=torch.float64)
-    l = new - teacher
-    direct = (torch.exp(new - old) * (torch.exp(-l) - 1 + l) * mask).sum() / mask.sum()
+    log_ratio = new - teacher
+    direct = (torch.exp(new - old) * (torch.exp(-log_ratio) - 1 + log_ratio) * mask).sum() / mask.sum()
     assert torch.allclose(skill_sd_loss(new, old, teacher, mask), direct)
     assert torch.autograd.gradcheck(lambda x: skill_sd_loss(x, old, teacher, mask), (new,))
     # Expected over y ~ pi_old = pi_theta (enumerating the vocabulary), the gradient equals that of

@@ -9,9 +9,9 @@ import json
 
 import httpx
 import pytest
+
 from mentorgym.agents.base import Policy, Teacher
 from mentorgym.agents.openai_api import OpenAIPolicy
-
 from mentorgym.errors import PolicyError
 
 URL = "http://model.test/v1"

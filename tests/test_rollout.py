@@ -90,7 +90,7 @@ def test_mixture_records_actor_and_teacher_label_every_turn():
     actors = {turn.actor for t in trajs for turn in t.turns}
     assert actors == {"student", "teacher"}
     for t in trajs:
-        for k, turn in enumerate(t.turns):
+        for turn in t.turns:
             assert turn.teacher_action is not None
             if turn.actor == "teacher":
                 assert turn.teacher_action == turn.action

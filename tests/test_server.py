@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from mentorgym.agents.openai_api import OpenAIPolicy
 
+from mentorgym.agents.openai_api import OpenAIPolicy
 from mentorgym.server import BackgroundServer, create_app
 
 openai = pytest.importorskip("openai")
@@ -145,7 +145,8 @@ def test_concurrent_requests_share_one_generate_call(policy) -> None:
     # A long window and max_batch = the request count: the batch closes when the 8th arrives.
     app = create_app(policy, "tiny", max_batch=8, batch_window_s=30.0)
     with BackgroundServer(app) as srv:
-        remote = OpenAIPolicy(srv.url, "tiny", max_tokens=4, max_concurrency=8)
+        # A fresh seed per request (seed=1 gives 1, 2, ...) must not split the batch.
+        remote = OpenAIPolicy(srv.url, "tiny", max_tokens=4, max_concurrency=8, seed=1)
         actions = remote.act_batch([HISTORY] * 8)
     assert len(actions) == 8 and all(a.token_ids for a in actions)
     assert app.state.batcher.generate_calls == 1

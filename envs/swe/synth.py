@@ -387,11 +387,24 @@ class DockerRunner:
     def __init__(self, image: str, head: str, test_cmd: str) -> None:
         from mentorgym.sandboxes.docker import DockerSandbox
 
+        self.image = image
         self.box = DockerSandbox(image, workdir="/testbed")
         self.head = head
         self.test_cmd = test_cmd
 
     def run(self, overrides: dict[str, str], args: list[str], timeout: float) -> RunResult:
+        from mentorgym.errors import SandboxError
+        from mentorgym.sandboxes.docker import DockerSandbox
+
+        try:
+            return self._run(overrides, args, timeout)
+        except SandboxError:
+            # The container died or was reaped from outside: start a fresh one and retry once.
+            self.box.close()
+            self.box = DockerSandbox(self.image, workdir="/testbed")
+            return self._run(overrides, args, timeout)
+
+    def _run(self, overrides: dict[str, str], args: list[str], timeout: float) -> RunResult:
         self.box.exec(f"cd /testbed && git checkout -qf {self.head} && git clean -fdxq", 60)
         for rel, text in overrides.items():
             self.box.write_file(f"/testbed/{rel}", text)
