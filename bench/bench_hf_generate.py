@@ -29,7 +29,7 @@ def prompts_for(policy: HFPolicy, n: int) -> list[list[int]]:
     for i in range(n):
         msgs = [
             {"role": "system", "content": "You play Sokoban. Answer with <answer>MOVE</answer>."},
-            {"role": "user", "content": GRID + "\nStep %d." % i + " Think." * (i % 7)},
+            {"role": "user", "content": GRID + f"\nStep {i}." + " Think." * (i % 7)},
         ]
         out.append(policy.encode(msgs))
     return out
@@ -74,14 +74,18 @@ def hf_generate(policy: HFPolicy, prompts: list[list[int]], new: int) -> list[li
     return out[:, L:].tolist()
 
 
-def timed(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
-    fn()  # warm-up
-    best, result = float("inf"), None
+def timed(fns: dict[str, Callable[[], object]], repeats: int) -> tuple[dict[str, float], dict]:
+    """Best time of each fn over `repeats` rounds, interleaved so machine load hits all alike."""
+    best = {name: float("inf") for name in fns}
+    results: dict[str, object] = {}
+    for fn in fns.values():
+        fn()  # warm-up
     for _ in range(repeats):
-        t = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, result
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            results[name] = fn()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return best, results
 
 
 def main() -> None:
@@ -102,11 +106,22 @@ def main() -> None:
     n_tok = args.batch * args.new
     gen = dict(max_new_tokens=args.new, temperature=0.0, top_p=1.0)
 
-    t_batch, ours = timed(lambda: policy.generate(prompts, **gen), args.repeats)
-    t_single, _ = timed(lambda: [policy.generate([p], **gen) for p in prompts], 1)
-    t_nocache, _ = timed(lambda: no_cache_loop(policy, prompts, args.new), 1)
-    t_hf, theirs = timed(lambda: hf_generate(policy, prompts, args.new), args.repeats)
-    same = sum(g.token_ids == t for g, t in zip(ours, theirs, strict=True))
+    fast, out = timed(
+        {
+            "batch": lambda: policy.generate(prompts, **gen),
+            "hf": lambda: hf_generate(policy, prompts, args.new),
+        },
+        args.repeats,
+    )
+    slow, _ = timed(
+        {
+            "single": lambda: [policy.generate([p], **gen) for p in prompts],
+            "nocache": lambda: no_cache_loop(policy, prompts, args.new),
+        },
+        1,
+    )
+    t_batch, t_hf, t_single, t_nocache = fast["batch"], fast["hf"], slow["single"], slow["nocache"]
+    same = sum(g.token_ids == t for g, t in zip(out["batch"], out["hf"], strict=True))
 
     print(f"model={path} device={policy.device} batch={args.batch} new_tokens={args.new}")
     print(f"prompt lengths {min(map(len, prompts))}..{max(map(len, prompts))} tokens")

@@ -169,7 +169,8 @@ def cmd_sandbox_build_base(args: argparse.Namespace) -> None:
 def cmd_swe_synth(args: argparse.Namespace) -> None:
     from mentorgym.envs.swe.synth import synthesize
 
-    tasks = synthesize(Path(args.repo), args.n, Path(args.out), seed=args.seed)
+    tasks = synthesize(Path(args.repo), args.n, Path(args.out), seed=args.seed, image=args.image,
+                       sandbox=args.sandbox)
     print(f"wrote {len(tasks)} validated task(s) to {args.out}")
 
 
@@ -260,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=10)
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sandbox", choices=["docker", "local"], default="docker",
+                   help="where tests run; local is no security boundary")
+    p.add_argument("--image", default=None, help="an image holding this repository at /testbed (default: built from the repo)")
     p.set_defaults(func=cmd_swe_synth)
     p = swe.add_parser("export-preds", help="trajectories to swebench predictions JSONL")
     p.add_argument("trajectories")

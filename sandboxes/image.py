@@ -252,7 +252,9 @@ def build_repo_image(repo_dir: str | Path, *, base: str = BASE_TAG, tag: str | N
             _git(work, "add", "-A")
             _git(work, "commit", "-q", "--allow-empty", "-m", "mentorgym testbed")
         head = _git(work, "rev-parse", "HEAD", check=False).strip()
-        digest = hashlib.sha256(f"{base_id}\n{head}\n".encode())
+        # Every ref, not only HEAD: tasks add base commits on refs of their own (swe synth).
+        refs = _git(work, "show-ref", check=False).strip()
+        digest = hashlib.sha256(f"{base_id}\n{head}\n{refs}\n".encode())
         _hash_tree(work, digest)
         tag = (
             tag or f"mentorgym/testbed:{src.name.lower()[:40] or 'repo'}-{digest.hexdigest()[:16]}"

@@ -267,3 +267,28 @@ def test_missing_checkpoints_raise_policy_errors(
         HFPolicy("mentorgym-test/no-such-model")
     with pytest.raises(ValueError, match="at least one token"):
         HFPolicy.generate(object.__new__(HFPolicy), [[]], max_new_tokens=1, temperature=1, top_p=1)
+
+
+def test_templates_that_rewrite_earlier_turns_keep_earlier_ids(policy: HFPolicy) -> None:
+    import copy
+
+    tok = copy.deepcopy(policy.tokenizer)
+    # Like Qwen3 stripping <think>: assistant turns before the last user message lose their text.
+    tok.chat_template = (
+        "{%- set ns = namespace(last=0) %}"
+        "{%- for m in messages %}{%- if m.role == 'user' %}{%- set ns.last = loop.index0 %}{%- endif %}"
+        "{%- endfor %}"
+        "{%- for m in messages %}"
+        "{%- set c = '' if (m.role == 'assistant' and loop.index0 < ns.last) else m.content %}"
+        "{{- '<|im_start|>' + m.role + '\\n' + c + '<|im_end|>\\n' }}"
+        "{%- endfor %}"
+        "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+    )
+    msgs = [user("first"), assistant("<answer>Up</answer>")]
+    before = encode_chat(tok, msgs, add_generation_prompt=False)
+    after = encode_chat(tok, [*msgs, user("second")])
+    assert after[: len(before)] == before
+    assert (
+        after[len(before) :]
+        == tok("<|im_start|>user\nsecond<|im_end|>\n<|im_start|>assistant\n")["input_ids"]
+    )

@@ -172,7 +172,7 @@ def test_rollout_through_the_server(server) -> None:
         make("mentorgym/MathTools-v0").close()
     except Exception as e:  # the env is another engineer's; this test is about the wire
         pytest.skip(f"mentorgym/MathTools-v0 cannot be made yet: {type(e).__name__}: {e}")
-    trajs = run("mentorgym/MathTools-v0", OpenAIPolicy(server.url, "tiny", max_tokens=24), n=4)
+    trajs = run("mentorgym/MathTools-v0", OpenAIPolicy(server.url, "tiny", max_tokens=12), n=4)
     assert len(trajs) == 4
     assert all(t.turns and t.turns[0].token_ids for t in trajs)
     assert summarize(trajs)["episodes"] == 4

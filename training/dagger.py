@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import torch.distributed as dist
+
 from mentorgym.agents.trajectory import Trajectory, read_trajectories
+from mentorgym.errors import ConfigError
 from mentorgym.training import sft
 from mentorgym.training import trainer as T
 from mentorgym.training.data import BuildStats, Example, dedupe, examples_from_trajectories
-
-from mentorgym.errors import ConfigError
 
 
 @dataclass

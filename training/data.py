@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+
 from mentorgym.agents.trajectory import Trajectory, context
 from mentorgym.envs.base import Message
 
@@ -236,13 +237,20 @@ def examples_from_trajectories(
             exact = turn.token_ids is not None and text == turn.action
             tgt = chat.target_ids(tokenizer, text=text, token_ids=turn.token_ids if exact else None)
             msgs = full[: ends[k]]
-            ctx = [i for seg in segs[: ends[k]] for i in seg]
-            ctx += chat._ids(tokenizer, chat.generation_prompt_text(tokenizer, msgs))
+            kept = action_ids[:k]
+            if windowed:
+                msgs = window_messages(msgs, last_turns, system_prompt)
+                n_asst = sum(m["role"] == "assistant" for m in msgs)
+                kept = action_ids[k - n_asst : k]
+                ctx = chat.encode_chat_with_actions(
+                    tokenizer, msgs, kept, add_generation_prompt=True
+                )
+            else:
+                ctx = [i for seg in segs[: ends[k]] for i in seg]
+                ctx += chat._ids(tokenizer, chat.generation_prompt_text(tokenizer, msgs))
             truncated = False
             if len(ctx) + len(tgt) > max_seq_len:
-                ctx, truncated = _fit_context(
-                    msgs, action_ids[:k], len(tgt), tokenizer, max_seq_len
-                )
+                ctx, truncated = _fit_context(msgs, kept, len(tgt), tokenizer, max_seq_len)
             if ctx is None:
                 stats.dropped += 1
                 continue

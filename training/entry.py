@@ -12,9 +12,8 @@ import os
 import time
 from pathlib import Path
 
-from mentorgym.training.config import algorithm_module, dump_config, echo_config, load_config
-
 from mentorgym.errors import ConfigError
+from mentorgym.training.config import algorithm_module, dump_config, echo_config, load_config
 
 
 def default_run_dir(config_path: str) -> Path:

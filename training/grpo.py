@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
 from mentorgym.agents.trajectory import Trajectory
 from mentorgym.training import onpolicy as O
 from mentorgym.training.losses import clipped_pg_loss, grpo_advantages

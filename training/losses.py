@@ -87,15 +87,25 @@ def _jsd_per_token(
     return beta * kl_t + (1 - beta) * kl_s
 
 
-def _chunked_jsd(s_BTV: torch.Tensor, t_BTV: torch.Tensor, mask_BT: torch.Tensor, want_grad: bool,
-                 beta: float, temperature: float, top_k: int | None, top_k_from: str, chunk: int,
-                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _chunked_jsd(
+    s_BTV: torch.Tensor,
+    t_BTV: torch.Tensor,
+    mask_BT: torch.Tensor,
+    want_grad: bool,
+    beta: float,
+    temperature: float,
+    top_k: int | None,
+    top_k_from: str,
+    chunk: int,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Masked sum of per-token JSD and its gradient w.r.t. the student logits, one chunk of rows
     at a time, visiting the flattened logits in place (no masked copy)."""
     vocab = s_BTV.shape[-1]
     s_NV, t_NV, m_N = s_BTV.reshape(-1, vocab), t_BTV.reshape(-1, vocab), mask_BT.reshape(-1)
     grad_NV = torch.zeros_like(s_NV) if want_grad else None
-    total = torch.zeros((), dtype=torch.promote_types(s_BTV.dtype, torch.float32), device=s_BTV.device)
+    total = torch.zeros(
+        (), dtype=torch.promote_types(s_BTV.dtype, torch.float32), device=s_BTV.device
+    )
     for i in range(0, s_NV.shape[0], chunk):
         m_c = m_N[i : i + chunk]
         if not bool(m_c.any()):
@@ -124,7 +134,9 @@ class _ChunkedJSD(torch.autograd.Function):
     def forward(ctx, s_BTV, t_BTV, mask_BT, beta, temperature, top_k, top_k_from, chunk):  # type: ignore[override]
         args = (beta, temperature, top_k, top_k_from, chunk)
         total, grad = _chunked_jsd(s_BTV, t_BTV, mask_BT, s_BTV.requires_grad, *args)
-        ctx.save_for_backward(s_BTV, t_BTV, mask_BT)  # references to the caller's tensors, not copies
+        ctx.save_for_backward(
+            s_BTV, t_BTV, mask_BT
+        )  # references to the caller's tensors, not copies
         ctx.args, ctx.grad = args, grad
         ctx.n = max(float(mask_BT.sum()), 1.0)
         return total / ctx.n
@@ -162,8 +174,16 @@ def generalized_jsd(
         raise ValueError(f"beta must be in [0, 1], got {beta}")
     if top_k_from not in ("teacher", "student"):
         raise ValueError(f"top_k_from must be 'teacher' or 'student', got {top_k_from!r}")
-    return _ChunkedJSD.apply(student_logits_BTV, teacher_logits_BTV.detach(), mask_BT.detach(), beta,
-                             temperature, top_k, top_k_from, chunk_size)
+    return _ChunkedJSD.apply(
+        student_logits_BTV,
+        teacher_logits_BTV.detach(),
+        mask_BT.detach(),
+        beta,
+        temperature,
+        top_k,
+        top_k_from,
+        chunk_size,
+    )
 
 
 class _FusedLinearJSD(torch.autograd.Function):

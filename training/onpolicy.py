@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from mentorgym.agents.trajectory import Trajectory, context
 from mentorgym.envs.base import Message
+from mentorgym.errors import ConfigError
 from mentorgym.training import sft
 from mentorgym.training import trainer as T
 from mentorgym.training.losses import token_logprobs
-
-from mentorgym.errors import ConfigError
 
 
 @dataclass
@@ -174,6 +174,27 @@ def sample(s: sft.Setup, cfg: OnPolicyConfig, step: int) -> list[list[Trajectory
     ]
     s.model.train()
     return [[members[g][i] for g in range(cfg.group_size)] for i in range(len(seeds))]
+
+
+def evaluate(s: sft.Setup, cfg: OnPolicyConfig, out: Path | None) -> dict[str, Any]:
+    """The pure student on `eval_episodes` held-out seeds from `eval_seed` (full context, as
+    it is sampled in training)."""
+    from mentorgym.agents.rollout import run, summarize
+
+    s.model.eval()
+    policy = student_sampler(s, cfg, -1, cfg.eval_temperature)
+    trajs = run(
+        cfg.env_id,
+        policy,
+        cfg.eval_episodes,
+        seed=cfg.eval_seed,
+        env_kwargs=cfg.env_kwargs,
+        out=out,
+        concurrency=cfg.concurrency,
+        progress=cfg.progress,
+    )
+    s.model.train()
+    return summarize(trajs)
 
 
 def episode_reward(traj: Trajectory, kind: str) -> float:
@@ -557,9 +578,7 @@ def train_loop(
         if cfg.eval_episodes > 0 and (
             last or (cfg.eval_every and state.step % cfg.eval_every == 0)
         ):
-            summary = sft.evaluate(
-                s.model, s.tok, cfg, s.path, s.device, run_dir / f"eval_step{state.step:05d}.jsonl"
-            )
+            summary = evaluate(s, cfg, run_dir / f"eval_step{state.step:05d}.jsonl")
             s.metrics.log(
                 {
                     "kind": "eval",

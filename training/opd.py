@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from mentorgym.agents.trajectory import Trajectory
+from mentorgym.errors import ConfigError
 from mentorgym.training import onpolicy as O
 from mentorgym.training.losses import fused_linear_jsd, sampled_token_distill_loss
-
-from mentorgym.errors import ConfigError
 
 
 @dataclass
@@ -78,12 +78,19 @@ def load_teacher(spec: str, s: Any) -> Any:
 
 
 def teacher_logprobs(
-    teacher: Any, s: Any, cfg: O.OnPolicyConfig, trajs: list[Trajectory], eps: list[O.Episode],
-    b: O.Batch, want_hidden: bool = False,
+    teacher: Any,
+    s: Any,
+    cfg: O.OnPolicyConfig,
+    trajs: list[Trajectory],
+    eps: list[O.Episode],
+    b: O.Batch,
+    want_hidden: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The teacher's logprobs of the batch's tokens (B x L), and its hidden states if asked."""
     if isinstance(teacher, torch.nn.Module):
-        return O.teacher_view(teacher, s.tok, trajs, eps, [None] * len(eps), cfg, s.device, want_hidden)
+        return O.teacher_view(
+            teacher, s.tok, trajs, eps, [None] * len(eps), cfg, s.device, want_hidden
+        )
     lp_BL = O.external_teacher_logprobs(teacher, trajs, eps, b.mask_BL.shape[1])
     return lp_BL.to(s.device), None
 
@@ -93,25 +100,39 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     s = O.setup(cfg, run_dir)
     teacher = load_teacher(cfg.teacher, s)
-    print(f"teacher: {cfg.teacher} ({'in process' if isinstance(teacher, torch.nn.Module) else 'remote'}), loss: {cfg.loss}")
+    print(
+        f"teacher: {cfg.teacher} ({'in process' if isinstance(teacher, torch.nn.Module) else 'remote'}), loss: {cfg.loss}"
+    )
 
     def loss_fn(step: int, groups: list[list[Trajectory]]) -> tuple[float, dict[str, float]]:
         trajs = [t for g in groups for t in g]
 
-        def micro(idx: list[int], eps: list[O.Episode], b: O.Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        def micro(
+            idx: list[int], eps: list[O.Episode], b: O.Batch
+        ) -> tuple[torch.Tensor, dict[str, float]]:
             sub = [trajs[i] for i in idx]
-            lp_t_BL, t_hidden_BLH = teacher_logprobs(teacher, s, cfg, sub, eps, b, cfg.loss == "jsd")
+            lp_t_BL, t_hidden_BLH = teacher_logprobs(
+                teacher, s, cfg, sub, eps, b, cfg.loss == "jsd"
+            )
             hidden_BLH = O.hidden_at(s.model, b.input_ids_BT, b.attention_mask_BT, b.pos_BL)
             # The reverse-KL estimate on the sampled tokens, logged in both modes.
             kl = float(((b.logp_old_BL - lp_t_BL) * b.mask_BL).sum() / b.mask_BL.sum().clamp_min(1))
             if cfg.loss == "jsd":
                 assert t_hidden_BLH is not None
                 loss = fused_linear_jsd(
-                    hidden_BLH, O.lm_head(s.model), t_hidden_BLH, O.lm_head(teacher), b.mask_BL,
-                    cfg.jsd_beta, cfg.rollout_temperature, chunk_size=cfg.jsd_chunk,
+                    hidden_BLH,
+                    O.lm_head(s.model),
+                    t_hidden_BLH,
+                    O.lm_head(teacher),
+                    b.mask_BL,
+                    cfg.jsd_beta,
+                    cfg.rollout_temperature,
+                    chunk_size=cfg.jsd_chunk,
                 )
             else:
-                logp_BL = O.logprobs_from_hidden(s.model, hidden_BLH, b.target_BL, cfg.rollout_temperature)
+                logp_BL = O.logprobs_from_hidden(
+                    s.model, hidden_BLH, b.target_BL, cfg.rollout_temperature
+                )
                 loss = sampled_token_distill_loss(
                     logp_BL, b.logp_old_BL, lp_t_BL, b.mask_BL, cfg.clip_eps or None
                 )

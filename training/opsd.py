@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from mentorgym.agents.trajectory import Trajectory
+from mentorgym.errors import ConfigError
 from mentorgym.training import onpolicy as O
 from mentorgym.training.losses import fused_linear_jsd, sampled_token_distill_loss
-
-from mentorgym.errors import ConfigError
 
 
 @dataclass
@@ -75,7 +75,9 @@ def privileged_context(env: Any, seed: int | None, max_moves: int) -> str:
         _, _, terminated, truncated, _ = env.step(action)
         if terminated or truncated:
             break
-    return "Privileged expert plan from the start (the student does not see this):\n" + " ".join(plan)
+    return "Privileged expert plan from the start (the student does not see this):\n" + " ".join(
+        plan
+    )
 
 
 class PrivilegedNotes:
@@ -104,7 +106,9 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
     def loss_fn(step: int, groups: list[list[Trajectory]]) -> tuple[float, dict[str, float]]:
         trajs = [t for g in groups for t in g]
 
-        def micro(idx: list[int], eps: list[O.Episode], b: O.Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        def micro(
+            idx: list[int], eps: list[O.Episode], b: O.Batch
+        ) -> tuple[torch.Tensor, dict[str, float]]:
             sub = [trajs[i] for i in idx]
             lp_t_BL, t_hidden_BLH = O.teacher_view(
                 teacher, s.tok, sub, eps, [notes(t) for t in sub], cfg, s.device, cfg.loss == "jsd"
@@ -115,12 +119,21 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
             if cfg.loss == "jsd":
                 assert t_hidden_BLH is not None
                 loss = fused_linear_jsd(
-                    hidden_BLH, O.lm_head(s.model), t_hidden_BLH, O.lm_head(teacher).detach(),
-                    b.mask_BL, cfg.jsd_beta, cfg.rollout_temperature,
+                    hidden_BLH,
+                    O.lm_head(s.model),
+                    t_hidden_BLH,
+                    O.lm_head(teacher).detach(),
+                    b.mask_BL,
+                    cfg.jsd_beta,
+                    cfg.rollout_temperature,
                 )
             else:
-                logp_BL = O.logprobs_from_hidden(s.model, hidden_BLH, b.target_BL, cfg.rollout_temperature)
-                loss = sampled_token_distill_loss(logp_BL, b.logp_old_BL, lp_t_BL, b.mask_BL, cfg.clip_eps or None)
+                logp_BL = O.logprobs_from_hidden(
+                    s.model, hidden_BLH, b.target_BL, cfg.rollout_temperature
+                )
+                loss = sampled_token_distill_loss(
+                    logp_BL, b.logp_old_BL, lp_t_BL, b.mask_BL, cfg.clip_eps or None
+                )
             return loss, {"sampled_reverse_kl": kl}
 
         return O.accumulate(s, cfg, trajs, micro)
@@ -136,7 +149,10 @@ def dry_run(cfg: Config) -> list[str]:
     lines = O.dry_run_lines(cfg, f"opsd ({cfg.loss}, teacher weights {cfg.teacher_weights})")
     notes = PrivilegedNotes(cfg)
     try:
-        lines.append("privileged context of the first training seed:\n" + notes(Trajectory(cfg.env_id, seed=cfg.seed)))
+        lines.append(
+            "privileged context of the first training seed:\n"
+            + notes(Trajectory(cfg.env_id, seed=cfg.seed))
+        )
     finally:
         notes.env.close()
     return lines

@@ -21,9 +21,11 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
 from mentorgym.agents.base import Action
 from mentorgym.agents.trajectory import Trajectory, read_trajectories
 from mentorgym.envs.base import Message
+from mentorgym.errors import ConfigError
 from mentorgym.training import trainer as T
 from mentorgym.training.data import (
     BuildStats,
@@ -32,8 +34,6 @@ from mentorgym.training.data import (
     iterate_batches,
     window_messages,
 )
-
-from mentorgym.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

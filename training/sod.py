@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
 from mentorgym.agents.trajectory import Trajectory
+from mentorgym.errors import ConfigError
 from mentorgym.training import grpo
 from mentorgym.training import onpolicy as O
 from mentorgym.training.losses import clipped_pg_loss, sod_advantages, sod_step_weights
 from mentorgym.training.opd import load_teacher, teacher_logprobs
-
-from mentorgym.errors import ConfigError
 
 
 @dataclass
@@ -64,16 +64,26 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
         trajs = [t for g in groups for t in g]
         adv = grpo.group_advantages(groups, cfg.reward, cfg.scale_advantages)
 
-        def micro(idx: list[int], eps: list[O.Episode], b: O.Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        def micro(
+            idx: list[int], eps: list[O.Episode], b: O.Batch
+        ) -> tuple[torch.Tensor, dict[str, float]]:
             lp_t_BL, _ = teacher_logprobs(teacher, s, cfg, [trajs[i] for i in idx], eps, b)
             hidden_BLH = O.hidden_at(s.model, b.input_ids_BT, b.attention_mask_BT, b.pos_BL)
-            logp_BL = O.logprobs_from_hidden(s.model, hidden_BLH, b.target_BL, cfg.rollout_temperature)
-            adv_B = None if cfg.pure_distill else torch.tensor([adv[i] for i in idx], device=logp_BL.device)
+            logp_BL = O.logprobs_from_hidden(
+                s.model, hidden_BLH, b.target_BL, cfg.rollout_temperature
+            )
+            adv_B = (
+                None
+                if cfg.pure_distill
+                else torch.tensor([adv[i] for i in idx], device=logp_BL.device)
+            )
             step_ids_BL = b.step_ids_BL.masked_fill(b.mask_BL == 0, -1)
             adv_BL = sod_advantages(
                 adv_B, b.logp_old_BL, lp_t_BL, step_ids_BL, cfg.distill_coef, cfg.eps, cfg.delta
             )
-            loss = clipped_pg_loss(logp_BL, b.logp_old_BL, adv_BL, b.mask_BL, cfg.clip_low, cfg.clip_high)
+            loss = clipped_pg_loss(
+                logp_BL, b.logp_old_BL, adv_BL, b.mask_BL, cfg.clip_low, cfg.clip_high
+            )
             w_BL = sod_step_weights(b.logp_old_BL, lp_t_BL, step_ids_BL, cfg.eps, cfg.delta)
             n = b.mask_BL.sum().clamp_min(1)
             return loss, {

@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from mentorgym.training.data import Example, collate
-from mentorgym.training.losses import masked_cross_entropy
 
 from mentorgym.errors import ConfigError
+from mentorgym.training.data import Example, collate
+from mentorgym.training.losses import masked_cross_entropy
 
 
 @dataclass

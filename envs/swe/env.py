@@ -46,6 +46,8 @@ from mentorgym.envs.swe.grading import GradeResult, grade_log
 from mentorgym.envs.swe.tasks import ensure_image, load_tasks
 from mentorgym.envs.swe.tools import DEFAULT_TOOL_OUTPUT_LIMIT, BashTool, EditorTool, submit_tool
 from mentorgym.sandboxes.base import Sandbox
+from mentorgym.sandboxes.docker import DockerSandbox
+from mentorgym.sandboxes.pool import get_pool
 
 from mentorgym.errors import ConfigError, SandboxError
 
@@ -137,19 +139,17 @@ class SWEEnv(TextEnv):
 
     # --- containers ------------------------------------------------------------------------
 
-    def _acquire(self, image: str) -> Sandbox:
-        try:
-            from mentorgym.sandboxes.pool import get_pool
-        except ImportError:  # no pool module: start containers one by one
-            from mentorgym.sandboxes.docker import DockerSandbox
-
-            return DockerSandbox(image, workdir=TESTBED, **self.container_kwargs)
+    def _acquire(self, image: str) -> DockerSandbox:
         return get_pool(image, self.pool_size, workdir=TESTBED, **self.container_kwargs).acquire()
 
     def _checkout(self, sb: Sandbox, task: dict[str, Any]) -> None:
         base = shlex.quote(task["base_commit"])
         r = sb.exec(
-            f"cd {TESTBED} && git -c safe.directory='*' checkout -qf {base} && git clean -fdxq",
+            f"cd {TESTBED} && git -c safe.directory='*' checkout -qf {base} && git clean -fdxq"
+            # One image serves every task of a repository: drop the other refs and reflogs so
+            # `git log --all` or `git diff main` cannot show the agent the fixed code.
+            " && git for-each-ref --format='%(refname)' | xargs -r -n1 git update-ref -d"
+            " && rm -rf .git/logs",
             timeout=120,
         )
         if r.exit_code != 0:
@@ -161,7 +161,9 @@ class SWEEnv(TextEnv):
     def _release(self) -> None:
         if self.sandbox is not None:
             sb, self.sandbox = self.sandbox, None
-            sb.close()
+            # Removal happens in the background (~250 ms of engine time off each reset);
+            # exit and the next reap() collect any that a hard kill interrupted.
+            sb.close(wait=False)
 
     # --- Gymnasium API -------------------------------------------------------------------------
 
@@ -398,7 +400,7 @@ class SWEEnv(TextEnv):
                 log += "\n>>>>> Tests Timed Out\n"
             return log
         finally:
-            sb.close()
+            sb.close(wait=False)
 
     # --- the oracle ----------------------------------------------------------------------------
 

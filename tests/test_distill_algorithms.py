@@ -1,0 +1,284 @@
+"""The on-policy family (GRPO, OPD, SOD, Skill-SD, OPSD): token bookkeeping, skills, and a
+two-step end-to-end run of each on the tiny model, on CPU, writing a checkpoint HFPolicy loads.
+
+The smoke runs use a short-horizon Sokoban registered here (3 turns) and 4-token turns so
+that each takes seconds; one math run covers the tool env and OPSD's reference solution.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import gymnasium
+import pytest
+import torch
+
+from mentorgym.agents.trajectory import Trajectory, Turn
+from mentorgym.training.config import build_config
+
+SHORT_SOKOBAN = "mentorgym-test/SokobanShort-v0"
+if SHORT_SOKOBAN not in gymnasium.registry:
+    gymnasium.register(
+        id=SHORT_SOKOBAN,
+        entry_point="mentorgym.envs.sokoban:SokobanEnv",
+        max_episode_steps=3,
+        kwargs={"dim_room": (6, 6), "num_boxes": 1},
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_path() -> str:
+    from mentorgym.agents.tiny import default_tiny_path
+
+    return str(default_tiny_path())
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_path: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_path)
+
+
+def _cfg(algo: str, tiny_path: str, **over):
+    module = importlib.import_module(f"mentorgym.training.{algo}")
+    values = dict(
+        env_id=SHORT_SOKOBAN,
+        student=tiny_path,
+        steps=2,
+        tasks_per_step=2,
+        group_size=2,
+        max_new_tokens=4,
+        eval_episodes=2,
+        save_every=1,
+        concurrency=4,
+        batch_size=2,
+        lr=1e-3,
+    )
+    values.update(over)
+    return module, build_config(module.Config, values)
+
+
+# --- token bookkeeping ---------------------------------------------------------------------------
+
+
+def test_episode_encoding_uses_sampled_ids_and_matches_sampler_logprobs(tiny_path, tok):
+    """The training-side logprobs of the exact sampled ids equal the sampler's (temperature 1):
+    the episode sequence is what the policy saw, token for token."""
+    from mentorgym.agents.hf import HFPolicy
+    from mentorgym.agents.rollout import run
+    from mentorgym.training import onpolicy as O
+
+    policy = HFPolicy(tiny_path, temperature=1.0, max_new_tokens=6, device="cpu", seed=3)
+    trajs = run(SHORT_SOKOBAN, policy, 2, seed=5)
+    eps = [O.encode_episode(tok, t, 4096) for t in trajs]
+    for ep, traj in zip(eps, trajs):
+        assert len(ep.spans) == len(traj.turns)
+        for (a, b), k in zip(ep.spans, ep.turns):
+            assert ep.ids[a:b] == traj.turns[k].token_ids
+    batch = O.make_batch(eps, trajs, tok.pad_token_id, torch.device("cpu"))
+    with torch.no_grad():
+        h = O.hidden_at(policy.model, batch.input_ids_BT, batch.attention_mask_BT, batch.pos_BL)
+        lp_BL = O.logprobs_from_hidden(policy.model, h, batch.target_BL, 1.0)
+    diff = ((lp_BL - batch.logp_old_BL).abs() * batch.mask_BL).max()
+    assert diff < 1e-3
+    # step ids number the turns of each episode
+    assert batch.step_ids_BL[0][batch.mask_BL[0] > 0].unique().tolist() == list(range(len(trajs[0].turns)))
+
+
+def test_note_moves_positions_not_ids(tok):
+    from mentorgym.training import onpolicy as O
+
+    ids = tok("<answer>Up</answer>", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    traj = Trajectory(
+        "x",
+        seed=1,
+        turns=[
+            Turn([{"role": "system", "content": "sys"}, {"role": "user", "content": "go"}], "student", "<answer>Up</answer>", token_ids=ids, logprobs=[-1.0] * len(ids)),
+            Turn([{"role": "user", "content": "again"}], "student", "<answer>Up</answer>", token_ids=ids, logprobs=[-1.0] * len(ids)),
+        ],
+    )
+    plain = O.encode_episode(tok, traj, 4096)
+    noted = O.encode_episode(tok, traj, 4096, note="secret plan: Up Up")
+    shift = len(noted.ids) - len(plain.ids)
+    assert shift > 0
+    assert [(a + shift, b + shift) for a, b in plain.spans] == noted.spans
+    assert all(noted.ids[a:b] == ids for a, b in noted.spans)
+    # a sequence limit drops whole turns and counts them
+    cut = O.encode_episode(tok, traj, plain.spans[1][0] + 1)
+    assert cut.turns == [0] and cut.dropped_turns == 1
+
+
+# --- skills -----------------------------------------------------------------------------------------
+
+
+def test_parse_skill_json_handles_invalid_replies():
+    from mentorgym.training.skill_sd import parse_skill_json
+
+    good = 'Sure! {"success_analysis": "a", "mistake_analysis": "b", "golden_workflow": "c"} done'
+    skill = parse_skill_json(good)
+    assert skill is not None and (skill.success_analysis, skill.golden_workflow) == ("a", "c")
+    assert parse_skill_json("no json here") is None
+    assert parse_skill_json('{"success_analysis": "a"}') is None
+    assert parse_skill_json('{"success_analysis": "a", "mistake_analysis": 3, "golden_workflow": "c"}') is None
+    assert parse_skill_json('{broken {"success_analysis": "x", "mistake_analysis": "y", "golden_workflow": "z"}') is not None
+
+
+def test_llm_summarizer_counts_invalid_json():
+    from mentorgym.agents.base import Action, BatchedPolicy
+    from mentorgym.training.skill_sd import LLMSummarizer
+
+    class Fixed(BatchedPolicy):
+        name = "fixed"
+
+        def __init__(self, text: str):
+            self.text = text
+
+        def act(self, messages):
+            assert "JSON" in messages[0]["content"] and "[assistant] <answer>Up</answer>" in messages[1]["content"]
+            return Action(self.text)
+
+    traj = Trajectory("x", seed=0, turns=[Turn([{"role": "user", "content": "grid"}], "student", "<answer>Up</answer>")])
+    bad = LLMSummarizer(Fixed("I think it went fine."))
+    assert bad.summarize(traj) is None and bad.invalid == 1
+    ok = LLMSummarizer(Fixed('{"success_analysis": "s", "mistake_analysis": "m", "golden_workflow": "g"}'))
+    assert ok.summarize(traj).mistake_analysis == "m" and ok.invalid == 0
+
+
+def test_skill_buffer_ucb_tries_each_then_prefers_the_best():
+    from mentorgym.training.skill_sd import Skill, SkillBuffer
+
+    buf = SkillBuffer(capacity=2, c=0.1)
+    a, b = Skill("a", "", ""), Skill("b", "", "")
+    buf.add(a), buf.add(b)
+    assert buf.select() is a
+    buf.update(a, 1.0)
+    assert buf.select() is b  # untried first
+    buf.update(b, -1.0)
+    assert buf.select() is a
+    c = Skill("c", "", "")
+    assert buf.add(c) and b not in buf.skills  # the worst used skill is replaced
+    full = SkillBuffer(capacity=1)
+    full.add(Skill("x", "", ""))
+    assert not full.add(Skill("y", "", ""))  # never evict an untried skill
+
+
+def test_rule_summarizers_describe_the_episode():
+    from mentorgym.training.skill_sd import MathSummarizer, SokobanSummarizer
+
+    soko = Trajectory(
+        "mentorgym/Sokoban-v0",
+        seed=0,
+        turns=[
+            Turn([{"role": "user", "content": "g1"}], "student", "Up", reward=-0.1, info={"format_error": True}),
+            Turn([{"role": "tool", "content": "bad"}, {"role": "user", "content": "g1"}], "student", "<answer>Left</answer>", reward=-1.1),
+        ],
+        truncated=True,
+    )
+    sk = SokobanSummarizer().summarize(soko)
+    assert "1 of 2 turns" in sk.mistake_analysis and "off a target 1" in sk.mistake_analysis
+    assert "ran out of turns" in sk.mistake_analysis and "<answer>" in sk.golden_workflow
+    math = Trajectory(
+        "mentorgym/MathTools-v0",
+        seed=0,
+        turns=[Turn([{"role": "user", "content": "q"}], "student", "<answer>5</answer>", info={"answer": "5", "expected": "7"})],
+    )
+    sk = MathSummarizer().summarize(math)
+    assert "expected answer was 7" in sk.success_analysis and "without computing" in sk.mistake_analysis
+
+
+def test_privileged_context():
+    from mentorgym import make
+    from mentorgym.training.opsd import privileged_context
+
+    env = make("mentorgym/MathTools-v0")
+    try:
+        note = privileged_context(env, 4, 50)
+        env.reset(seed=4)
+        assert env.unwrapped.reference_solution() in note
+    finally:
+        env.close()
+    env = make(SHORT_SOKOBAN)
+    try:
+        note = privileged_context(env, 4, 50)
+        assert "expert plan" in note and any(m in note for m in ("Up", "Down", "Left", "Right"))
+    finally:
+        env.close()
+
+
+def test_configs_load_and_validate():
+    from mentorgym.training.config import read_yaml
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for env in ("sokoban", "math"):
+        for algo in ("grpo", "opd", "sod", "skill_sd", "opsd"):
+            data = read_yaml(root / f"{env}_{algo}.yaml")
+            assert data.pop("algorithm") == algo
+            module = importlib.import_module(f"mentorgym.training.{algo}")
+            build_config(module.Config, data)
+
+
+def test_bad_settings_are_config_errors(tiny_path):
+    from mentorgym.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="in-process teacher"):
+        _cfg("opd", tiny_path, teacher="openai:http://127.0.0.1:1/v1#m", loss="jsd")
+    with pytest.raises(ConfigError, match="eval_seed"):
+        _cfg("grpo", tiny_path, eval_seed=1)
+
+
+# --- end to end: two steps each ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "algo,over",
+    [
+        ("grpo", {}),
+        ("opd", {"loss": "jsd", "jsd_beta": 0.5}),
+        ("opd", {"loss": "sampled"}),
+        ("sod", {}),
+        ("skill_sd", {"sync_every": 1, "sd_coef": 1.0}),
+        ("opsd", {}),
+    ],
+)
+def test_two_steps_end_to_end(algo, over, tiny_path, tmp_path):
+    from mentorgym.agents.hf import HFPolicy
+
+    if algo in ("opd", "sod"):
+        over = {"teacher": f"hf:{tiny_path}", **over}
+    module, cfg = _cfg(algo, tiny_path, **over)
+    final = module.train(cfg, tmp_path, resume=False)
+    assert (final / "config.json").exists()
+    policy = HFPolicy(str(final), max_new_tokens=4, device="cpu")
+    assert policy.act([{"role": "user", "content": "hi"}]).token_ids
+    records = [line for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if line]
+    assert sum('"kind": "train"' in r for r in records) == 2 and '"kind": "eval"' in records[-1]
+    # the student moved
+    before = HFPolicy(tiny_path, device="cpu").model.state_dict()
+    after = policy.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in after if k in before)
+    if algo == "skill_sd":
+        import json
+
+        ckpt = tmp_path / "checkpoints" / (tmp_path / "checkpoints" / "latest").read_text().strip()
+        assert json.loads((ckpt / "state.json").read_text())["extra"]["skills"]
+
+
+@pytest.mark.slow
+def test_opsd_math_and_resume(tiny_path, tmp_path):
+    """Math with the python tool (reference solution as privileged context), then a resume
+    that continues from the checkpoint instead of starting over."""
+    module, cfg = _cfg(
+        "opsd", tiny_path, env_id="mentorgym/MathTools-v0", env_kwargs={"python_cmd": "python3 -S"},
+        steps=1, max_new_tokens=8, loss="sampled", tasks_per_step=1,
+    )
+    module.train(cfg, tmp_path, resume=False)
+    module, cfg = _cfg(
+        "opsd", tiny_path, env_id="mentorgym/MathTools-v0", env_kwargs={"python_cmd": "python3 -S"},
+        steps=2, max_new_tokens=8, loss="sampled", tasks_per_step=1,
+    )
+    module.train(cfg, tmp_path, resume=True)
+    steps = [r for r in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"kind": "train"' in r]
+    assert len(steps) == 2
