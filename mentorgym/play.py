@@ -14,6 +14,7 @@ from mentorgym.agents.base import EnvPolicy, Policy
 from mentorgym.agents.trajectory import read_trajectories
 from mentorgym.envs.base import Message
 from mentorgym.envs.registry import make
+from mentorgym.errors import ConfigError
 
 _KEYS = {"\x1b[A": "Up", "\x1b[B": "Down", "\x1b[C": "Right", "\x1b[D": "Left",
          "w": "Up", "s": "Down", "d": "Right", "a": "Left"}
@@ -133,7 +134,7 @@ def view(path: str, episode: int | None = None) -> None:
         console.print(f"[dim]mentorgym view {path} --episode K shows one episode[/]")
         return
     if not 0 <= episode < len(trajs):
-        raise IndexError(f"episode {episode} is not in {path}: it holds {len(trajs)} episode(s), 0..{len(trajs) - 1}")
+        raise ConfigError(f"episode {episode} is not in {path}: it holds {len(trajs)} episode(s), 0..{len(trajs) - 1}")
     t = trajs[episode]
     console.rule(f"{t.env_id} seed={t.seed} task={t.task_id} return={t.return_:+.2f} success={t.success}")
     for k, turn in enumerate(t.turns):
