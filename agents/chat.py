@@ -172,3 +172,27 @@ def target_ids(
     if text is None:
         raise ValueError("target_ids needs the turn's sampled token_ids or its text")
     return _ids(tokenizer, text) + [end_of_turn_id(tokenizer)]
+
+
+def window_messages(messages: list[Message], last_turns: int, system_prompt: bool = True) -> list[Message]:
+    """The messages a windowed policy sees: (the system prompt +) the last `last_turns` turns.
+
+    `last_turns=1` keeps only the current observation (the messages after the last
+    assistant message); `k` keeps the last k observations and the k-1 actions between
+    them; `0` keeps everything. Training data and student rollouts apply the same window, so the
+    student is trained on exactly the contexts it acts from.
+    """
+    if last_turns <= 0 and system_prompt:
+        return messages
+    n_sys = 0
+    while n_sys < len(messages) and messages[n_sys]["role"] == "system":
+        n_sys += 1
+    head = messages[:n_sys] if system_prompt else []
+    rest = messages[n_sys:]
+    if last_turns <= 0:
+        return head + rest
+    asst = [i for i, m in enumerate(rest) if m["role"] == "assistant"]
+    if len(asst) < last_turns:
+        return head + rest
+    # Cut just after the action that precedes the oldest kept observation.
+    return head + rest[asst[-last_turns] + 1 :]

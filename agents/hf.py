@@ -23,23 +23,57 @@ share a policy.
 from __future__ import annotations
 
 import inspect
+import json
 import random
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
 from mentorgym.agents.base import Action, BatchedPolicy, Scores
-from mentorgym.agents.chat import encode_chat_with_actions, end_of_turn_id
+from mentorgym.agents.chat import encode_chat_with_actions, end_of_turn_id, window_messages
 from mentorgym.envs.base import Message
 from mentorgym.errors import PolicyError
 
 _REMEMBERED_ACTIONS = 4096
 _SCORE_BATCH = 8
+
+
+POLICY_CARD = "mentorgym_policy.json"
+
+
+@dataclass
+class PolicyCard:
+    """How a checkpoint expects to be prompted and sampled. Trainers save it beside the weights
+    (`mentorgym_policy.json`), so that `hf:RUN/final` acts from the same context window and with
+    the same settings as the student did in training. Arguments given to `HFPolicy` win."""
+
+    context_turns: int = 0
+    """Keep only the last k observations (and the actions between them); 0 keeps the whole history."""
+    system_prompt: bool = True
+    """Whether the policy sees the system prompt."""
+    temperature: float | None = None
+    top_p: float | None = None
+    max_new_tokens: int | None = None
+    stop: list[str] | None = None
+
+
+def read_policy_card(path: str | Path) -> PolicyCard:
+    """The card saved in a checkpoint directory, or the defaults when there is none."""
+    file = Path(path) / POLICY_CARD
+    if not file.is_file():
+        return PolicyCard()
+    data = json.loads(file.read_text())
+    known = {f.name for f in fields(PolicyCard)}
+    return PolicyCard(**{k: v for k, v in data.items() if k in known})
+
+
+def write_policy_card(path: str | Path, card: PolicyCard) -> None:
+    Path(path, POLICY_CARD).write_text(json.dumps(asdict(card), indent=2) + "\n")
 
 
 @dataclass
@@ -64,10 +98,12 @@ class HFPolicy(BatchedPolicy):
         self,
         path_or_id: str,
         *,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        max_new_tokens: int = 256,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_new_tokens: int | None = None,
         stop: list[str] | None = None,
+        context_turns: int | None = None,
+        system_prompt: bool | None = None,
         device: str | None = None,
         dtype: str | None = None,
         seed: int | None = None,
@@ -75,10 +111,14 @@ class HFPolicy(BatchedPolicy):
         tokenizer: Any = None,
     ):
         self.name = "hf:" + str(path_or_id)
-        self.temperature = temperature
-        self.top_p = top_p
-        self.max_new_tokens = max_new_tokens
+        card = read_policy_card(path_or_id) if Path(path_or_id).is_dir() else PolicyCard()
+        self.temperature = _first(temperature, card.temperature, 1.0)
+        self.top_p = _first(top_p, card.top_p, 1.0)
+        self.max_new_tokens = _first(max_new_tokens, card.max_new_tokens, 256)
+        stop = _first(stop, card.stop, None)
         self.stop = list(stop) if stop else None
+        self.context_turns = _first(context_turns, card.context_turns, 0)
+        self.system_prompt = _first(system_prompt, card.system_prompt, True)
         if model is None or tokenizer is None:
             model, tokenizer = _load(str(path_or_id), device, dtype, model, tokenizer)
         elif device is not None or dtype is not None:
@@ -119,7 +159,9 @@ class HFPolicy(BatchedPolicy):
         return actions
 
     def encode(self, messages: Sequence[Message | dict[str, Any]]) -> list[int]:
-        """Prompt ids (with the assistant generation prompt); see `mentorgym.agents.chat`."""
+        """Prompt ids (with the assistant generation prompt) of what the policy sees: the
+        history cut to its context window; see `mentorgym.agents.chat`."""
+        messages = window_messages(list(messages), self.context_turns, self.system_prompt)  # type: ignore[arg-type]
         action_ids = [
             self._sampled.get(m["content"]) if m["role"] == "assistant" else None
             for m in messages
@@ -430,3 +472,8 @@ def _eos_ids(tokenizer: Any, model: Any) -> set[int]:
     if not ids:
         raise PolicyError("the tokenizer and model name no eos token; generation could never stop")
     return ids
+
+
+def _first(*values: Any) -> Any:
+    """The first value that is not None (explicit argument, then the policy card, then the default)."""
+    return next((v for v in values if v is not None), None)

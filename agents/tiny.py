@@ -31,7 +31,7 @@ from pathlib import Path
 
 from mentorgym.errors import ConfigError
 
-TINY_VERSION = "1"
+TINY_VERSION = "2"
 """Bump when the builder changes what it writes; it is part of the cache directory name."""
 
 DEFAULT_ENV_IDS = ["mentorgym/Sokoban-v0", "mentorgym/MathTools-v0"]
@@ -129,6 +129,9 @@ def default_tiny_path() -> Path:
     return path
 
 
+TINY_MAX_NEW_TOKENS = 64
+
+
 def build_tiny(
     out: str | Path, size: str = "tiny", env_ids: list[str] | None = None, seed: int = 0
 ) -> Path:
@@ -166,6 +169,11 @@ def build_tiny(
             "num_parameters": model.num_parameters(),
         }
         (tmp / "mentorgym_tiny.json").write_text(json.dumps(info, indent=1) + "\n")
+        # An untrained model rarely ends its turn; 64 new tokens cover a Sokoban answer and a
+        # math tool call, and keep a first `eval --agent tiny` to seconds instead of minutes.
+        from mentorgym.agents.hf import PolicyCard, write_policy_card
+
+        write_policy_card(tmp, PolicyCard(max_new_tokens=TINY_MAX_NEW_TOKENS))
         try:
             os.rename(tmp, out)  # atomic; fails if another process already put `out` there
         except OSError:

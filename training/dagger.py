@@ -203,14 +203,17 @@ def collect(s: sft.Setup, cfg: Config, run_dir: Path, i: int) -> list[Trajectory
     if model is None:
         from mentorgym.agents.hf import HFPolicy
 
-        student = HFPolicy(
-            path,
-            temperature=cfg.rollout_temperature,
-            top_p=1.0,
-            max_new_tokens=cfg.max_new_tokens,
-            stop=None,
-            device=str(s.device),
-            seed=cfg.seed + i,
+        student = sft.windowed(
+            HFPolicy(
+                path,
+                temperature=cfg.rollout_temperature,
+                top_p=1.0,
+                max_new_tokens=cfg.max_new_tokens,
+                stop=None,
+                device=str(s.device),
+                seed=cfg.seed + i,
+            ),
+            cfg,
         )
     else:
         model.eval()

@@ -369,7 +369,12 @@ def load_examples(
     cfg: Config, tok: Any, trajs: list[Trajectory]
 ) -> tuple[list[Example], BuildStats]:
     examples, stats = examples_from_trajectories(
-        trajs, tok, max_seq_len=cfg.max_seq_len, target="teacher"
+        trajs,
+        tok,
+        max_seq_len=cfg.max_seq_len,
+        target="teacher",
+        last_turns=cfg.context_turns,
+        system_prompt=cfg.system_prompt,
     )
     if cfg.max_labels:
         examples = examples[: cfg.max_labels]
@@ -464,12 +469,11 @@ def check_setup(cfg: Any) -> list[str]:
         env = make(cfg.env_id, **cfg.env_kwargs)
         env.close()
         lines.append("env: constructed")
-    except ConfigError:
-        raise
     except TypeError as e:
         raise ConfigError(f"env_kwargs {cfg.env_kwargs} do not fit {cfg.env_id}: {e}") from e
     except Exception as e:
-        # e.g. SWE needs a Docker engine and its task set; offline this is skipped, not fatal.
+        # e.g. SWE needs a Docker engine and a reachable task set: offline that is reported
+        # as skipped (with the env's own message), and everything else is still validated.
         lines.append(f"env: SKIPPED construction ({type(e).__name__}: {e})")
     teacher = getattr(cfg, "teacher", None)
     if teacher:

@@ -228,7 +228,7 @@ class Metrics:
         import matplotlib.pyplot as plt
 
         train = [r for r in self.records if r.get("kind") == "train"]
-        evals = [r for r in self.records if r.get("kind") == "eval"]
+        evals = [r for r in self.records if r.get("kind") == "eval" and "success_rate" in r]
         n = 3 if evals else 2
         fig, axes = plt.subplots(1, n, figsize=(5 * n, 3.5))
         if train:

@@ -1,0 +1,228 @@
+"""Compare the on-policy family against DAgger at an equal budget of sampled episodes.
+
+For each env (Sokoban, math with a python tool):
+1. Student init: `build_tiny(size="tiny")`. Teacher init: a `small`-sized model (about 25x
+   the parameters) that shares the student's tokenizer, because token-level distillation
+   scores the student's own token ids (a separately built `small` model trains its own
+   4096-token tokenizer and could not score them).
+2. The teacher is brought to high success by DAgger from the env's expert (training/dagger.py).
+3. From the same student init, each method trains on the same number of sampled episodes:
+   GRPO, OPD (sampled-token, teacher in process), SOD, Skill-SD (rule summarizer), OPSD
+   (privileged context), and DAgger with the model teacher labelling every visited state.
+   `--seeds` seeds each; the held-out success rate (greedy, seeds from 1,000,000) is
+   measured along training and at the end.
+4. Prints a markdown table: final held-out success mean ± std over seeds, and the curve
+   (mean success at each evaluation, by episodes sampled), plus the teacher's success.
+
+    python bench/distill_compare.py --quick            # a first run: ~15-20 min on 2 idle cores
+    python bench/distill_compare.py --envs sokoban     # the full budget, one env
+
+Results (per-run metrics, the table) are written under --out (default runs/distill_compare).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+ENVS = {
+    "sokoban": dict(
+        env_id="mentorgym/Sokoban-v0", env_kwargs={}, max_new_tokens=16, reward="return"
+    ),
+    "math": dict(
+        env_id="mentorgym/MathTools-v0",
+        env_kwargs={"python_cmd": "python3 -S"},
+        max_new_tokens=96,
+        reward="success",
+    ),
+}
+METHODS = ["grpo", "opd", "sod", "skill_sd", "opsd", "dagger"]
+
+QUICK = dict(
+    steps=4, tasks=4, group=2, evals=16, teacher_iters=2, teacher_episodes=24, teacher_steps=30
+)
+FULL = dict(
+    steps=24, tasks=8, group=4, evals=64, teacher_iters=4, teacher_episodes=64, teacher_steps=80
+)
+
+
+def build_inits(out: Path, env_id: str) -> tuple[str, str]:
+    """(student init, teacher init) sharing one tokenizer."""
+    from transformers import AutoTokenizer
+
+    from mentorgym.agents.tiny import SIZES, _init_model, build_tiny
+
+    student = out / "init_student"
+    build_tiny(student, size="tiny", env_ids=[env_id], seed=0)
+    teacher = out / "init_teacher"
+    if not (teacher / "config.json").exists():
+        tok = AutoTokenizer.from_pretrained(student)
+        model = _init_model(tok, SIZES["small"], seed=1)
+        model.save_pretrained(teacher)
+        tok.save_pretrained(teacher)
+    return str(student), str(teacher)
+
+
+def train_teacher(
+    out: Path, env: dict[str, Any], init: str, b: dict[str, int]
+) -> tuple[str, float]:
+    from mentorgym.training import dagger
+    from mentorgym.training.config import build_config
+
+    run = out / "teacher"
+    final = run / "final"
+    if not (final / "config.json").exists():
+        cfg = build_config(
+            dagger.Config,
+            dict(
+                env_id=env["env_id"],
+                env_kwargs=env["env_kwargs"],
+                student=init,
+                teacher="expert",
+                iterations=b["teacher_iters"],
+                episodes=b["teacher_episodes"],
+                beta_decay_iters=max(1, b["teacher_iters"] // 2),
+                steps_per_iteration=b["teacher_steps"],
+                batch_size=16,
+                lr=1e-3,
+                warmup_steps=5,
+                max_new_tokens=env["max_new_tokens"],
+                eval_episodes=b["evals"],
+                save_every=0,
+                progress=False,
+                max_seq_len=1024,
+            ),
+        )
+        dagger.train(cfg, run, resume=False)
+    evals = [
+        json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in x
+    ]
+    return str(final), float(evals[-1].get("success_rate", float("nan")))
+
+
+def run_method(
+    method: str,
+    seed: int,
+    out: Path,
+    env: dict[str, Any],
+    student: str,
+    teacher: str,
+    b: dict[str, int],
+) -> list[tuple[int, float]]:
+    """Train one method; returns the curve [(episodes sampled, held-out success)]."""
+    import importlib
+
+    from mentorgym.training.config import build_config
+
+    run = out / f"{method}_seed{seed}"
+    budget = b["steps"] * b["tasks"] * b["group"]
+    if not (run / "final" / "config.json").exists():
+        module = importlib.import_module(f"mentorgym.training.{method}")
+        common = dict(
+            env_id=env["env_id"],
+            env_kwargs=env["env_kwargs"],
+            student=student,
+            seed=seed,
+            max_new_tokens=env["max_new_tokens"],
+            eval_episodes=b["evals"],
+            progress=False,
+        )
+        if method == "dagger":
+            iters = 4 if b["steps"] >= 4 else b["steps"]
+            values = dict(
+                common,
+                teacher=f"hf:{teacher}",
+                iterations=iters,
+                episodes=budget // iters,
+                beta_decay_iters=max(1, iters // 2),
+                steps_per_iteration=20,
+                batch_size=16,
+                lr=1e-3,
+                warmup_steps=5,
+                save_every=0,
+                max_seq_len=1024,
+            )
+        else:
+            values = dict(
+                common,
+                steps=b["steps"],
+                tasks_per_step=b["tasks"],
+                group_size=b["group"],
+                reward=env["reward"],
+                lr=1e-3,
+                eval_every=max(1, b["steps"] // 4),
+                save_every=0,
+                eval_seed=1_000_000,
+            )
+            if method in ("opd", "sod"):
+                values["teacher"] = f"hf:{teacher}"
+        module.train(build_config(module.Config, values), run, resume=False)
+    curve = []
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if r.get("kind") != "eval" or "success_rate" not in r:
+            continue
+        done = r.get("episodes_total")
+        if done is None:  # DAgger logs iterations
+            done = (r["iteration"] + 1) * (budget // (4 if b["steps"] >= 4 else b["steps"]))
+        curve.append((int(done), float(r["success_rate"])))
+    return curve
+
+
+def fmt(xs: list[float]) -> str:
+    if not xs:
+        return "-"
+    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{statistics.mean(xs):.3f} ± {sd:.3f}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="small budget for a first run")
+    p.add_argument("--envs", nargs="*", default=list(ENVS), choices=list(ENVS))
+    p.add_argument("--methods", nargs="*", default=METHODS, choices=METHODS)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--out", default="runs/distill_compare")
+    args = p.parse_args()
+    b = QUICK if args.quick else FULL
+    root = Path(args.out) / ("quick" if args.quick else "full")
+    lines = []
+    t0 = time.time()
+    for name in args.envs:
+        env = ENVS[name]
+        out = root / name
+        out.mkdir(parents=True, exist_ok=True)
+        student, t_init = build_inits(out, env["env_id"])
+        teacher, t_success = train_teacher(out, env, t_init, b)
+        budget = b["steps"] * b["tasks"] * b["group"]
+        lines += [
+            f"\n### {name} ({env['env_id']}): {budget} sampled episodes per run, "
+            f"{b['evals']} held-out episodes, teacher (small, DAgger from expert) success {t_success:.3f}\n",
+            "| method | final held-out success (mean ± std) | curve: episodes -> mean success |",
+            "|---|---|---|",
+        ]
+        for method in args.methods:
+            curves = [
+                run_method(method, seed, out, env, student, teacher, b)
+                for seed in range(args.seeds)
+            ]
+            finals = [c[-1][1] for c in curves if c]
+            points: dict[int, list[float]] = {}
+            for c in curves:
+                for x, y in c:
+                    points.setdefault(x, []).append(y)
+            curve = ", ".join(f"{x}: {statistics.mean(ys):.2f}" for x, ys in sorted(points.items()))
+            lines.append(f"| {method} | {fmt(finals)} | {curve} |")
+            print(lines[-1], f"[{time.time() - t0:.0f}s]", flush=True)
+    table = "\n".join(lines)
+    (root / "table.md").write_text(table + "\n")
+    print(table)
+    print(f"\ntotal {time.time() - t0:.0f}s; table in {root / 'table.md'}")
+
+
+if __name__ == "__main__":
+    main()
