@@ -59,7 +59,9 @@ class EnvPolicy(Protocol):
 
     name: str
 
-    def act_env(self, env: Any) -> Action: ...
+    def act_env(self, env: Any) -> Action | None:
+        """None when it has no move for this state (the rollout engine decides what follows)."""
+        ...
 
 
 class BatchedPolicy:

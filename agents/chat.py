@@ -53,7 +53,8 @@ def render(
     )
 
 
-def _ids(tokenizer: Any, text: str) -> list[int]:
+def text_ids(tokenizer: Any, text: str) -> list[int]:
+    """Ids of already-rendered template text (no special tokens added)."""
     # The template already wrote any BOS into the text; never let the tokenizer add another.
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -105,7 +106,7 @@ def completion_suffix_ids(tokenizer: Any) -> list[int]:
     """
     msgs = [*_NEUTRAL, {"role": "assistant", "content": _SENTINEL}]
     text = message_text(tokenizer, msgs, 1)
-    return _ids(tokenizer, text[text.rindex(_SENTINEL) + len(_SENTINEL) :])
+    return text_ids(tokenizer, text[text.rindex(_SENTINEL) + len(_SENTINEL) :])
 
 
 def end_of_turn_id(tokenizer: Any) -> int:
@@ -143,16 +144,16 @@ def encode_chat_with_actions(
                 sampled = action_ids[j]
             j += 1
         if sampled is None:
-            ids += _ids(tokenizer, message_text(tokenizer, msgs, i))
+            ids += text_ids(tokenizer, message_text(tokenizer, msgs, i))
             continue
         if suffix is None:
             suffix = completion_suffix_ids(tokenizer)
         closing = suffix[1:] if suffix and sampled and sampled[-1] == suffix[0] else suffix
         ids += (
-            _ids(tokenizer, generation_prompt_text(tokenizer, msgs[:i])) + list(sampled) + closing
+            text_ids(tokenizer, generation_prompt_text(tokenizer, msgs[:i])) + list(sampled) + closing
         )
     if add_generation_prompt:
-        ids += _ids(tokenizer, generation_prompt_text(tokenizer, msgs))
+        ids += text_ids(tokenizer, generation_prompt_text(tokenizer, msgs))
     return ids
 
 
@@ -171,7 +172,7 @@ def target_ids(
         return list(token_ids)
     if text is None:
         raise ValueError("target_ids needs the turn's sampled token_ids or its text")
-    return _ids(tokenizer, text) + [end_of_turn_id(tokenizer)]
+    return text_ids(tokenizer, text) + [end_of_turn_id(tokenizer)]
 
 
 def window_messages(messages: list[Message], last_turns: int, system_prompt: bool = True) -> list[Message]:

@@ -175,19 +175,24 @@ def _act(running: list[_Episode], policy: AnyPolicy, teacher: AnyPolicy | None,
     if not running:
         return []
     actors = [mixture.choose() if mixture else "student" for _ in running]
-    by_actor = {"student": policy, "teacher": teacher}
     actions: list[Action | None] = [None] * len(running)
-    for who, pol in by_actor.items():
-        idx = [i for i, a in enumerate(actors) if a == who]
-        if pol is None or not idx:
-            continue
-        for i, action in zip(idx, _call(pol, [running[i] for i in idx])):
+    if teacher is not None:  # first, so that where the teacher has no move the student acts
+        idx = [i for i, a in enumerate(actors) if a == "teacher"]
+        for i, action in zip(idx, _call(teacher, [running[i] for i in idx])):
             actions[i] = action
+            if action is None:  # e.g. the oracle in a dead-end state
+                actors[i] = "student"
+    idx = [i for i, a in enumerate(actors) if a == "student"]
+    for i, action in zip(idx, _call(policy, [running[i] for i in idx])):
+        if action is None:
+            raise ConfigError(f"{policy.name} has no action for this state (the env's oracle has none: "
+                              "a problem without a known solution, or a dead end); use another agent")
+        actions[i] = action
     labels: list[str | None] = [None] * len(running)
     if teacher is not None and relabel:
         need = [i for i, a in enumerate(actors) if a == "student"]
         for i, label in zip(need, _call(teacher, [running[i] for i in need])):
-            labels[i] = label.text
+            labels[i] = label.text if label is not None else None  # no label for a dead end
         for i, a in enumerate(actors):
             if a == "teacher":
                 labels[i] = actions[i].text  # type: ignore[union-attr]
@@ -196,14 +201,14 @@ def _act(running: list[_Episode], policy: AnyPolicy, teacher: AnyPolicy | None,
     return actions  # type: ignore[return-value]
 
 
-def _call(policy: AnyPolicy, episodes: list[_Episode]) -> list[Action]:
+def _call(policy: AnyPolicy, episodes: list[_Episode]) -> list[Action | None]:
     if not episodes:
         return []
     t0 = time.perf_counter()
     if isinstance(policy, EnvPolicy) and not isinstance(policy, Policy):
         actions = [policy.act_env(ep.env) for ep in episodes]
     else:
-        actions = policy.act_batch([ep.history for ep in episodes])
+        actions = list(policy.act_batch([ep.history for ep in episodes]))
     dt = time.perf_counter() - t0
     for ep in episodes:
         ep.policy_s += dt  # each episode waited for the whole batch

@@ -107,6 +107,9 @@ def watch(env_id: str, policy: Policy | EnvPolicy, seed: int | None = 0,
                 action = policy.act(history)
             else:
                 action = policy.act_env(env)
+            if action is None:
+                console.print(f"[bold red]{policy.name} has no move in this state[/]")
+                return
             _show(console, [{"role": "assistant", "content": action.text}])
             messages, reward, terminated, truncated, info = env.step(action.text)
             total += reward

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mentorgym.agents import chat
+from mentorgym.agents.chat import window_messages
 from mentorgym.agents.trajectory import Trajectory, Turn, context
 from mentorgym.training.data import (
     Example,
@@ -12,7 +13,6 @@ from mentorgym.training.data import (
     dedupe,
     examples_from_trajectories,
     iterate_batches,
-    window_messages,
 )
 
 

@@ -164,3 +164,25 @@ def test_specs_reject_unknown_and_bad_replay(tmp_path):
 def test_all_tasks_needs_a_finite_task_set():
     with pytest.raises(ConfigError, match="no finite task set"):
         run(TOY, ExpertPolicy(), all_tasks=True)
+
+
+class DeadEndEnv(CountEnv):
+    """After two turns the oracle has no move (like Sokoban with a box stuck in a corner)."""
+
+    def expert_action(self):
+        return None if self.n >= 2 else super().expert_action()
+
+
+gymnasium.register("test/DeadEnd-v0", entry_point=DeadEndEnv, max_episode_steps=4)
+
+
+def test_a_teacher_without_a_move_hands_the_turn_to_the_student_and_labels_nothing():
+    trajs = run("test/DeadEnd-v0", Recorder(), n=4, teacher=ExpertPolicy(), beta=1.0)
+    for t in trajs:
+        assert [turn.actor for turn in t.turns[:2]] == ["teacher", "teacher"]
+        assert all(turn.actor == "student" and turn.teacher_action is None for turn in t.turns[2:])
+
+
+def test_an_agent_without_a_move_is_a_clear_error():
+    with pytest.raises(ConfigError, match="has no action for this state"):
+        run("test/DeadEnd-v0", ExpertPolicy(), n=1)

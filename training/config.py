@@ -27,6 +27,11 @@ ALGORITHMS: dict[str, str] = {
     "sft": "mentorgym.training.sft",
     "bc": "mentorgym.training.sft",
     "dagger": "mentorgym.training.dagger",
+    "opd": "mentorgym.training.opd",
+    "sod": "mentorgym.training.sod",
+    "skill_sd": "mentorgym.training.skill_sd",
+    "opsd": "mentorgym.training.opsd",
+    "grpo": "mentorgym.training.grpo",
 }
 """`algorithm:` name -> the module that holds its `Config`, `train` and `dry_run`."""
 

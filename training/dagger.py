@@ -203,17 +203,15 @@ def collect(s: sft.Setup, cfg: Config, run_dir: Path, i: int) -> list[Trajectory
     if model is None:
         from mentorgym.agents.hf import HFPolicy
 
-        student = sft.windowed(
-            HFPolicy(
-                path,
-                temperature=cfg.rollout_temperature,
-                top_p=1.0,
-                max_new_tokens=cfg.max_new_tokens,
-                stop=None,
-                device=str(s.device),
-                seed=cfg.seed + i,
-            ),
-            cfg,
+        student = HFPolicy(
+            path,
+            temperature=cfg.rollout_temperature,
+            top_p=1.0,
+            max_new_tokens=cfg.max_new_tokens,
+            context_turns=cfg.context_turns,
+            system_prompt=cfg.system_prompt,
+            device=str(s.device),
+            seed=cfg.seed + i,
         )
     else:
         model.eval()
@@ -378,7 +376,7 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
         _boundary_checkpoint(s, run_dir, state)
 
     final = run_dir / "final"
-    T.save_model(s.model, s.tok, final, s.d)
+    T.save_model(s.model, s.tok, final, s.d, sft.policy_card(cfg))
     if s.d.is_main:
         print(f"final student: {final}  (evaluate: mentorgym eval {cfg.env_id} --agent hf:{final})")
     return final

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from mentorgym.agents.chat import window_messages
 from mentorgym.agents.trajectory import Trajectory, context
 from mentorgym.envs.base import Message
 
@@ -100,32 +101,6 @@ def _chat() -> Any:
     return chat
 
 
-def window_messages(
-    messages: list[Message], last_turns: int, system_prompt: bool = True
-) -> list[Message]:
-    """The messages a windowed policy sees: (the system prompt +) the last `last_turns` turns.
-
-    `last_turns=1` keeps only the current observation (the messages after the last
-    assistant message); `k` keeps the last k observations and the k-1 actions between
-    them; `0` keeps everything. Training data and student rollouts apply the same window, so the
-    student is trained on exactly the contexts it will act from.
-    """
-    if last_turns <= 0 and system_prompt:
-        return messages
-    n_sys = 0
-    while n_sys < len(messages) and messages[n_sys]["role"] == "system":
-        n_sys += 1
-    head = messages[:n_sys] if system_prompt else []
-    rest = messages[n_sys:]
-    if last_turns <= 0:
-        return head + rest
-    asst = [i for i, m in enumerate(rest) if m["role"] == "assistant"]
-    if len(asst) < last_turns:
-        return head + rest
-    # Cut just after the action that precedes the oldest kept observation.
-    return head + rest[asst[-last_turns] + 1 :]
-
-
 def _segments(
     tokenizer: Any, messages: list[Message], action_ids: list[list[int] | None]
 ) -> list[list[int]]:
@@ -145,10 +120,10 @@ def _segments(
             sampled = action_ids[j] if j < len(action_ids) else None
             j += 1
         if sampled is None:
-            segs.append(chat._ids(tokenizer, chat.message_text(tokenizer, messages, i)))
+            segs.append(chat.text_ids(tokenizer, chat.message_text(tokenizer, messages, i)))
             continue
         closing = suffix[1:] if suffix and sampled and sampled[-1] == suffix[0] else suffix
-        gen = chat._ids(tokenizer, chat.generation_prompt_text(tokenizer, messages[:i]))
+        gen = chat.text_ids(tokenizer, chat.generation_prompt_text(tokenizer, messages[:i]))
         segs.append(gen + list(sampled) + closing)
     return segs
 
@@ -247,7 +222,7 @@ def examples_from_trajectories(
                 )
             else:
                 ctx = [i for seg in segs[: ends[k]] for i in seg]
-                ctx += chat._ids(tokenizer, chat.generation_prompt_text(tokenizer, msgs))
+                ctx += chat.text_ids(tokenizer, chat.generation_prompt_text(tokenizer, msgs))
             truncated = False
             if len(ctx) + len(tgt) > max_seq_len:
                 ctx, truncated = _fit_context(msgs, kept, len(tgt), tokenizer, max_seq_len)

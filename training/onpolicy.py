@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from mentorgym.agents.hf import PolicyCard
 from mentorgym.agents.trajectory import Trajectory, context
 from mentorgym.envs.base import Message
 from mentorgym.errors import ConfigError
@@ -598,7 +599,8 @@ def train_loop(
             checkpoint()
     s.metrics.plot(run_dir / "curves.png")
     final = run_dir / "final"
-    T.save_model(s.model, s.tok, final, s.d)
+    card = PolicyCard(temperature=cfg.eval_temperature, max_new_tokens=cfg.max_new_tokens)
+    T.save_model(s.model, s.tok, final, s.d, card)
     print(f"final student: {final}  (evaluate: mentorgym eval {cfg.env_id} --agent hf:{final})")
     return final
 

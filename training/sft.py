@@ -22,9 +22,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from mentorgym.agents.base import Action
+from mentorgym.agents.hf import PolicyCard
 from mentorgym.agents.trajectory import Trajectory, read_trajectories
-from mentorgym.envs.base import Message
 from mentorgym.errors import ConfigError
 from mentorgym.training import trainer as T
 from mentorgym.training.data import (
@@ -32,7 +31,6 @@ from mentorgym.training.data import (
     Example,
     examples_from_trajectories,
     iterate_batches,
-    window_messages,
 )
 
 log = logging.getLogger(__name__)
@@ -182,31 +180,10 @@ def load_student(path: str, cfg: Any, device: torch.device) -> tuple[torch.nn.Mo
     return model, tok
 
 
-@dataclass
-class WindowedPolicy:
-    """A policy that acts from `window_messages(history)`, the same window training used."""
-
-    inner: Any
-    last_turns: int
-    system_prompt: bool = True
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    def act(self, messages: list[Message]) -> Action:
-        return self.act_batch([messages])[0]
-
-    def act_batch(self, histories: list[list[Message]]) -> list[Action]:
-        return self.inner.act_batch(
-            [window_messages(h, self.last_turns, self.system_prompt) for h in histories]
-        )
-
-
-def windowed(policy: Any, cfg: Any) -> Any:
-    if cfg.context_turns <= 0 and cfg.system_prompt:
-        return policy
-    return WindowedPolicy(policy, cfg.context_turns, cfg.system_prompt)
+def policy_card(cfg: Any) -> PolicyCard:
+    """What `hf:RUN/final` needs to act as the student did: its window and evaluation settings."""
+    return PolicyCard(context_turns=cfg.context_turns, system_prompt=cfg.system_prompt,
+                      temperature=cfg.eval_temperature, max_new_tokens=cfg.max_new_tokens)
 
 
 def student_policy(
@@ -215,19 +192,17 @@ def student_policy(
     """The in-training student as a Policy for rollouts, sharing the live weights."""
     from mentorgym.agents.hf import HFPolicy
 
-    return windowed(
-        HFPolicy(
-            path,
-            temperature=temperature,
-            top_p=1.0,
-            max_new_tokens=cfg.max_new_tokens,
-            stop=None,
-            device=str(device),
-            seed=cfg.seed,
-            model=T.unwrap(model),
-            tokenizer=tok,
-        ),
-        cfg,
+    return HFPolicy(
+        path,
+        temperature=temperature,
+        top_p=1.0,
+        max_new_tokens=cfg.max_new_tokens,
+        context_turns=cfg.context_turns,
+        system_prompt=cfg.system_prompt,
+        device=str(device),
+        seed=cfg.seed,
+        model=T.unwrap(model),
+        tokenizer=tok,
     )
 
 
@@ -421,7 +396,7 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
         data_seed=cfg.seed,
     )
     final = run_dir / "final"
-    T.save_model(s.model, s.tok, final, s.d)
+    T.save_model(s.model, s.tok, final, s.d, policy_card(cfg))
     if s.d.is_main:
         result: dict[str, Any] = {
             "kind": "eval",

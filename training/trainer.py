@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from mentorgym.agents.hf import PolicyCard, write_policy_card
 from mentorgym.errors import ConfigError
 from mentorgym.training.data import Example, collate
 from mentorgym.training.losses import masked_cross_entropy
@@ -380,8 +381,9 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
     return None
 
 
-def save_model(model: torch.nn.Module, tokenizer: Any, path: Path, d: Dist) -> None:
-    """The model and tokenizer in Hugging Face format (safetensors), loadable with `hf:PATH`."""
+def save_model(model: torch.nn.Module, tokenizer: Any, path: Path, d: Dist, card: PolicyCard | None = None) -> None:
+    """The model and tokenizer in Hugging Face format (safetensors), loadable with `hf:PATH`;
+    `card` records the context window and sampling settings the student acted with."""
     sd = full_state_dict(model)
     if d.is_main:
         path.mkdir(parents=True, exist_ok=True)
@@ -389,6 +391,8 @@ def save_model(model: torch.nn.Module, tokenizer: Any, path: Path, d: Dist) -> N
         inner.save_pretrained(path, state_dict=sd, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(path)
+        if card is not None:
+            write_policy_card(path, card)
 
 
 def save_checkpoint(
