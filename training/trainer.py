@@ -233,8 +233,11 @@ class Metrics:
         n = 3 if evals else 2
         fig, axes = plt.subplots(1, n, figsize=(5 * n, 3.5))
         if train:
-            axes[0].plot([r["step"] for r in train], [r["loss"] for r in train])
-            axes[0].set(xlabel="step", ylabel="loss", yscale="log", title="training loss")
+            losses = [r["loss"] for r in train]
+            axes[0].plot([r["step"] for r in train], losses)
+            # Cross-entropy is positive (log scale); policy-gradient losses can be zero or negative.
+            scale = "log" if min(losses) > 0 else "symlog"
+            axes[0].set(xlabel="step", ylabel="loss", yscale=scale, title="training loss")
             axes[1].plot([r["step"] for r in train], [r["lr"] for r in train])
             axes[1].set(xlabel="step", ylabel="lr", title="learning rate")
         if evals:
