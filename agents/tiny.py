@@ -133,7 +133,11 @@ TINY_MAX_NEW_TOKENS = 64
 
 
 def build_tiny(
-    out: str | Path, size: str = "tiny", env_ids: list[str] | None = None, seed: int = 0
+    out: str | Path,
+    size: str = "tiny",
+    env_ids: list[str] | None = None,
+    seed: int = 0,
+    tokenizer_from: str | Path | None = None,
 ) -> Path:
     """Build a random-init Qwen3 causal LM and its own tokenizer; save both to `out`.
 
@@ -141,6 +145,8 @@ def build_tiny(
     tokenizer training text; an env that cannot be made is skipped with a warning. The
     result is deterministic for a given `seed`, size and env set. Writing is atomic:
     `out` appears complete or not at all (if it already exists, it is left as is).
+    `tokenizer_from` reuses the tokenizer of another checkpoint instead of training one, so that
+    a teacher and a student of different sizes share token ids (distillation needs that).
     Returns `out`.
     """
     if size not in SIZES:
@@ -151,8 +157,14 @@ def build_tiny(
     env_ids = DEFAULT_ENV_IDS if env_ids is None else env_ids
     spec = SIZES[size]
 
-    texts, used_envs = corpus(env_ids, seed)
-    tokenizer = train_tokenizer(texts, vocab_size=spec["vocab_size"])
+    if tokenizer_from is not None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_from))
+        used_envs = [f"tokenizer of {tokenizer_from}"]
+    else:
+        texts, used_envs = corpus(env_ids, seed)
+        tokenizer = train_tokenizer(texts, vocab_size=spec["vocab_size"])
     model = _init_model(tokenizer, spec, seed)
 
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -52,18 +52,12 @@ FULL = dict(
 
 def build_inits(out: Path, env_id: str) -> tuple[str, str]:
     """(student init, teacher init) sharing one tokenizer."""
-    from transformers import AutoTokenizer
-
-    from mentorgym.agents.tiny import SIZES, _init_model, build_tiny
+    from mentorgym.agents.tiny import build_tiny
 
     student = out / "init_student"
     build_tiny(student, size="tiny", env_ids=[env_id], seed=0)
     teacher = out / "init_teacher"
-    if not (teacher / "config.json").exists():
-        tok = AutoTokenizer.from_pretrained(student)
-        model = _init_model(tok, SIZES["small"], seed=1)
-        model.save_pretrained(teacher)
-        tok.save_pretrained(teacher)
+    build_tiny(teacher, size="small", seed=1, tokenizer_from=student)
     return str(student), str(teacher)
 
 

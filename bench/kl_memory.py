@@ -42,6 +42,8 @@ def child(impl: str, vocab: int, beta: float, chunk: int) -> dict:
     if impl in ("trl", "trl_linear"):
         from trl.experimental.gkd.gkd_trainer import GKDTrainer
     if impl == "liger":
+        from liger_kernel.chunked_loss import LigerFusedLinearJSDLoss
+
     torch.manual_seed(0)
     mask = torch.ones(B, T)
     mask[:, :PROMPT] = 0

@@ -138,13 +138,15 @@ def cmd_view(args: argparse.Namespace) -> None:
 def cmd_model_tiny(args: argparse.Namespace) -> None:
     from mentorgym.agents.tiny import build_tiny
 
-    print(build_tiny(args.out, size=args.size, env_ids=args.envs or None, seed=args.seed))
+    print(build_tiny(args.out, size=args.size, env_ids=args.envs or None, seed=args.seed,
+                     tokenizer_from=args.tokenizer_from))
 
 
 def cmd_serve_model(args: argparse.Namespace) -> None:
     from mentorgym.server import serve_model
 
-    serve_model(args.spec, host=args.host, port=args.port, **{k: v for k, v in _gen_args(args).items() if v is not None})
+    gen = {k: v for k, v in _gen_args(args).items() if v is not None}
+    serve_model(args.spec, host=args.host, port=args.port, served_model_name=args.served_model_name, **gen)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -235,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--served-model-name", default=None, help="the model name clients ask for (default: the spec)")
     _add_gen(p)
     p.set_defaults(func=cmd_serve_model)
 
@@ -244,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", choices=["tiny", "small"], default="tiny")
     p.add_argument("--envs", nargs="*", default=None, help="env ids whose text trains the tokenizer")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tokenizer-from", default=None, metavar="DIR",
+                   help="reuse this checkpoint's tokenizer (a teacher sharing a student's token ids)")
     p.set_defaults(func=cmd_model_tiny)
 
     sandbox = sub.add_parser("sandbox", help="Docker sandboxes").add_subparsers(dest="sandbox_command", required=True)

@@ -6,10 +6,10 @@ import os
 import resource
 
 import pytest
-from mentorgym.sandboxes.base import Sandbox
-from mentorgym.sandboxes.local import LocalSandbox, _user_task_count
 
 from mentorgym.errors import SandboxError
+from mentorgym.sandboxes.base import Sandbox
+from mentorgym.sandboxes.local import LocalSandbox, _user_task_count
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from pathlib import Path
 import gymnasium
 import pytest
 from gymnasium.utils.env_checker import check_env
+
 from mentorgym.envs.base import format_tool_call
 from mentorgym.envs.math_tools import (
     MathToolsEnv,
@@ -17,10 +18,9 @@ from mentorgym.envs.math_tools import (
     load_gsm8k,
 )
 from mentorgym.envs.registry import register_builtin
+from mentorgym.errors import ConfigError
 from mentorgym.sandboxes.base import ExecResult
 from mentorgym.sandboxes.local import LocalSandbox
-
-from mentorgym.errors import ConfigError
 
 GSM8K = Path(__file__).parent / "data" / "gsm8k_sample.jsonl"
 ENV_ID = "mentorgym/MathTools-v0"

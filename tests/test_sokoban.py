@@ -7,6 +7,8 @@ from pathlib import Path
 import gymnasium
 import pytest
 from gymnasium.utils.env_checker import check_env
+
+import mentorgym  # noqa: F401  (registers the ids)
 from mentorgym.envs.sokoban import (
     MOVES,
     Level,
@@ -19,8 +21,6 @@ from mentorgym.envs.sokoban import (
     solve,
     solve_level,
 )
-
-import mentorgym  # noqa: F401  (registers the ids)
 
 DATA = Path(__file__).parent / "data" / "sokoban"
 IDS = [

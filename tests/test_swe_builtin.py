@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from mentorgym.envs.swe.builtin import BUGS, apply_bug, git, prepare_repos
 from mentorgym.envs.swe.builtin.bugs import Bug
 from mentorgym.envs.swe.builtin.build import check_task, load_shipped, make_test_patch

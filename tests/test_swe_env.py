@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from mentorgym.envs.base import format_tool_call
 from mentorgym.envs.swe.env import graded_test_files, patch_files
 from mentorgym.envs.swe.tools import BashTool, EditorTool
@@ -290,9 +291,9 @@ def test_tools_in_container_and_container_removed_mid_episode(swe_env):
 @pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
 def test_check_env_on_swe_v0(tmp_path):
     from gymnasium.utils.env_checker import check_env
-    from mentorgym.envs.swe.tasks import load_tasks
 
     import mentorgym
+    from mentorgym.envs.swe.tasks import load_tasks
 
     try:
         load_tasks("builtin")
@@ -308,7 +309,6 @@ def test_check_env_on_swe_v0(tmp_path):
 
 def test_task_file_loading(tmp_path: Path):
     from mentorgym.envs.swe.tasks import load_tasks
-
     from mentorgym.errors import ConfigError
 
     rows = [

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from mentorgym.agents.trajectory import Trajectory, TrajectoryWriter, Turn
-from mentorgym.envs.swe.preds import export_predictions
 from swebench.harness.utils import get_predictions_from_file
 
+from mentorgym.agents.trajectory import Trajectory, TrajectoryWriter, Turn
+from mentorgym.envs.swe.preds import export_predictions
 from mentorgym.errors import ConfigError
 
 PATCH = "diff --git a/lib.py b/lib.py\n--- a/lib.py\n+++ b/lib.py\n@@ -1 +1 @@\n-x = 1\n+x = 2\n"

@@ -10,6 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from mentorgym.envs.swe.builtin import prepare_repos
 from mentorgym.envs.swe.synth import (
     collect_mutations,
@@ -18,7 +19,6 @@ from mentorgym.envs.swe.synth import (
     passed,
     synthesize,
 )
-
 from mentorgym.errors import ConfigError
 
 SAMPLE = '''

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 from gymnasium.error import ResetNeeded
+
 from mentorgym.envs.base import (
     ANSWER_FORMAT,
     Message,
@@ -24,9 +25,8 @@ from mentorgym.envs.base import (
 )
 from mentorgym.envs.math_tools.answers import answers_match
 from mentorgym.envs.math_tools.problems import Problem, generate_problem, load_gsm8k
-from mentorgym.sandboxes.base import Sandbox
-
 from mentorgym.errors import ConfigError
+from mentorgym.sandboxes.base import Sandbox
 
 SYSTEM_PROMPT = (
     "Solve the math word problem. Use the python tool to compute; print the result. "

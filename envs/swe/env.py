@@ -45,11 +45,10 @@ from mentorgym.envs.base import (
 from mentorgym.envs.swe.grading import GradeResult, grade_log
 from mentorgym.envs.swe.tasks import ensure_image, load_tasks
 from mentorgym.envs.swe.tools import DEFAULT_TOOL_OUTPUT_LIMIT, BashTool, EditorTool, submit_tool
+from mentorgym.errors import ConfigError, SandboxError
 from mentorgym.sandboxes.base import Sandbox
 from mentorgym.sandboxes.docker import DockerSandbox
 from mentorgym.sandboxes.pool import get_pool
-
-from mentorgym.errors import ConfigError, SandboxError
 
 TESTBED = "/testbed"
 DEFAULT_TEST_CMD = "python3 -m pytest -rA -p no:cacheprovider"

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from mentorgym.envs.swe.grading import tests_of
-
 from mentorgym.errors import ConfigError, SandboxError
 
 REQUIRED_KEYS = ("instance_id", "base_commit", "FAIL_TO_PASS", "PASS_TO_PASS")
