@@ -50,7 +50,9 @@ class Policy(Protocol):
 
 @runtime_checkable
 class Teacher(Policy, Protocol):
-    def score(self, messages: list[Message], completion_token_ids: list[int], top_k: int = 0) -> Scores: ...
+    def score(
+        self, messages: list[Message], completion_token_ids: list[int], top_k: int = 0
+    ) -> Scores: ...
 
 
 @runtime_checkable

@@ -150,7 +150,9 @@ def encode_chat_with_actions(
             suffix = completion_suffix_ids(tokenizer)
         closing = suffix[1:] if suffix and sampled and sampled[-1] == suffix[0] else suffix
         ids += (
-            text_ids(tokenizer, generation_prompt_text(tokenizer, msgs[:i])) + list(sampled) + closing
+            text_ids(tokenizer, generation_prompt_text(tokenizer, msgs[:i]))
+            + list(sampled)
+            + closing
         )
     if add_generation_prompt:
         ids += text_ids(tokenizer, generation_prompt_text(tokenizer, msgs))
@@ -175,7 +177,9 @@ def target_ids(
     return text_ids(tokenizer, text) + [end_of_turn_id(tokenizer)]
 
 
-def window_messages(messages: list[Message], last_turns: int, system_prompt: bool = True) -> list[Message]:
+def window_messages(
+    messages: list[Message], last_turns: int, system_prompt: bool = True
+) -> list[Message]:
     """The messages a windowed policy sees: (the system prompt +) the last `last_turns` turns.
 
     `last_turns=1` keeps only the current observation (the messages after the last

@@ -33,7 +33,9 @@ class MixturePolicy:
         actor = self.choose()
         policy = self.teacher if actor == "teacher" else self.student
         if not isinstance(policy, Policy):
-            raise TypeError(f"{policy.name} needs the env; run it through mentorgym.agents.rollout.run")
+            raise TypeError(
+                f"{policy.name} needs the env; run it through mentorgym.agents.rollout.run"
+            )
         action = policy.act(messages)
         action.meta["actor"] = actor
         return action

@@ -63,8 +63,14 @@ class _Episode:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def episode_specs(env_id: str, n: int, seed: int | None, seeds: Sequence[int] | None,
-                  all_tasks: bool, env_kwargs: dict[str, Any]) -> list[EpisodeSpec]:
+def episode_specs(
+    env_id: str,
+    n: int,
+    seed: int | None,
+    seeds: Sequence[int] | None,
+    all_tasks: bool,
+    env_kwargs: dict[str, Any],
+) -> list[EpisodeSpec]:
     if all_tasks:
         env = make(env_id, **env_kwargs)
         try:
@@ -72,7 +78,9 @@ def episode_specs(env_id: str, n: int, seed: int | None, seeds: Sequence[int] | 
         finally:
             env.close()
         if not num:
-            raise ConfigError(f"{env_id} has no finite task set (num_tasks is None); use -n with seeds instead of --all")
+            raise ConfigError(
+                f"{env_id} has no finite task set (num_tasks is None); use -n with seeds instead of --all"
+            )
         return [EpisodeSpec(seed=seed, index=k) for k in range(num)]
     if seeds is not None:
         return [EpisodeSpec(seed=s) for s in seeds]
@@ -169,8 +177,13 @@ def _start(env_id: str, spec: EpisodeSpec, env: gymnasium.Env, meta: dict[str, A
     return _Episode(spec, env, traj, history=list(observation), observation=list(observation))
 
 
-def _act(running: list[_Episode], policy: AnyPolicy, teacher: AnyPolicy | None,
-         mixture: MixturePolicy | None, relabel: bool) -> list[Action]:
+def _act(
+    running: list[_Episode],
+    policy: AnyPolicy,
+    teacher: AnyPolicy | None,
+    mixture: MixturePolicy | None,
+    relabel: bool,
+) -> list[Action]:
     """One action per running episode, batched per policy; fills `extra` with actor and label."""
     if not running:
         return []
@@ -185,8 +198,10 @@ def _act(running: list[_Episode], policy: AnyPolicy, teacher: AnyPolicy | None,
     idx = [i for i, a in enumerate(actors) if a == "student"]
     for i, action in zip(idx, _call(policy, [running[i] for i in idx])):
         if action is None:
-            raise ConfigError(f"{policy.name} has no action for this state (the env's oracle has none: "
-                              "a problem without a known solution, or a dead end); use another agent")
+            raise ConfigError(
+                f"{policy.name} has no action for this state (the env's oracle has none: "
+                "a problem without a known solution, or a dead end); use another agent"
+            )
         actions[i] = action
     labels: list[str | None] = [None] * len(running)
     if teacher is not None and relabel:
@@ -227,17 +242,19 @@ def _step(ep: _Episode, action: Action) -> _Episode:
         extra_reward, extra_info = ep.env.unwrapped.on_truncation()
         reward, info = reward + extra_reward, {**info, **extra_info}
     env_s = time.perf_counter() - t0
-    ep.traj.turns.append(Turn(
-        observation=ep.observation,
-        actor=ep.extra["actor"],
-        action=action.text,
-        reward=float(reward),
-        token_ids=action.token_ids,
-        logprobs=action.logprobs,
-        teacher_action=ep.extra["teacher_action"],
-        timing={"policy_s": ep.policy_s, "env_s": env_s},
-        info=dict(info),
-    ))
+    ep.traj.turns.append(
+        Turn(
+            observation=ep.observation,
+            actor=ep.extra["actor"],
+            action=action.text,
+            reward=float(reward),
+            token_ids=action.token_ids,
+            logprobs=action.logprobs,
+            teacher_action=ep.extra["teacher_action"],
+            timing={"policy_s": ep.policy_s, "env_s": env_s},
+            info=dict(info),
+        )
+    )
     ep.policy_s = 0.0
     ep.history = ep.history + [{"role": "assistant", "content": action.text}] + list(messages)
     ep.observation = list(messages)
@@ -281,8 +298,12 @@ class _Progress:
         )
 
         self._progress = Progress(
-            TextColumn("rollout"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), transient=False,
+            TextColumn("rollout"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            transient=False,
         )
         self._task = self._progress.add_task("rollout", total=total, stats="")
         self._progress.start()
@@ -308,4 +329,3 @@ class _Progress:
 
     def close(self) -> None:
         self._progress.stop()
-

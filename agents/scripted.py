@@ -43,7 +43,9 @@ class ReplayPolicy(BatchedPolicy):
         try:
             actions = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"replay file {path}: {e}; it must hold a JSON list of action strings") from e
+            raise ConfigError(
+                f"replay file {path}: {e}; it must hold a JSON list of action strings"
+            ) from e
         if not isinstance(actions, list) or not all(isinstance(a, str) for a in actions):
             raise ConfigError(f"replay file {path} must hold a JSON list of strings")
         self.actions: list[str] = actions

@@ -1,10 +1,10 @@
 """Agent specs: the strings the CLI and configs use to name a policy.
 
-    expert            the env's oracle            random        the env's random turn
-    human             a person at the terminal    replay:FILE   a JSON list of turns
-    tiny              the offline tiny model      hf:PATH_OR_ID a transformers checkpoint
-    openai:URL#MODEL  any OpenAI-compatible server (vllm serve, mentorgym serve-model)
-    vllm:MODEL        an in-process vLLM engine (optional extra, GPU)
+expert            the env's oracle            random        the env's random turn
+human             a person at the terminal    replay:FILE   a JSON list of turns
+tiny              the offline tiny model      hf:PATH_OR_ID a transformers checkpoint
+openai:URL#MODEL  any OpenAI-compatible server (vllm serve, mentorgym serve-model)
+vllm:MODEL        an in-process vLLM engine (optional extra, GPU)
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from typing import Any
 from mentorgym.agents.base import EnvPolicy, Policy
 from mentorgym.errors import ConfigError
 
-SPEC_FORMS = "expert, random, human, replay:FILE, tiny, hf:PATH_OR_ID, openai:BASE_URL#MODEL, vllm:MODEL"
+SPEC_FORMS = (
+    "expert, random, human, replay:FILE, tiny, hf:PATH_OR_ID, openai:BASE_URL#MODEL, vllm:MODEL"
+)
 
 
 def load_policy(spec: str, **gen: Any) -> Policy | EnvPolicy:
@@ -46,7 +48,9 @@ def load_policy(spec: str, **gen: Any) -> Policy | EnvPolicy:
 
         url, sep, model = arg.partition("#")
         if not sep or not model:
-            raise ConfigError(f"agent spec {spec!r}: write openai:BASE_URL#MODEL, e.g. openai:http://127.0.0.1:8000/v1#tiny")
+            raise ConfigError(
+                f"agent spec {spec!r}: write openai:BASE_URL#MODEL, e.g. openai:http://127.0.0.1:8000/v1#tiny"
+            )
         if "max_new_tokens" in gen:
             gen["max_tokens"] = gen.pop("max_new_tokens")
         return OpenAIPolicy(url, model, **gen)

@@ -64,9 +64,20 @@ class Trajectory:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Trajectory:
         if d.get("schema") != SCHEMA:
-            raise ValueError(f"trajectory schema {d.get('schema')!r} is not {SCHEMA}; re-run the rollout with this version")
+            raise ValueError(
+                f"trajectory schema {d.get('schema')!r} is not {SCHEMA}; re-run the rollout with this version"
+            )
         turns = [Turn(**t) for t in d["turns"]]
-        known = {"env_id", "seed", "task_id", "final_observation", "success", "terminated", "truncated", "meta"}
+        known = {
+            "env_id",
+            "seed",
+            "task_id",
+            "final_observation",
+            "success",
+            "terminated",
+            "truncated",
+            "meta",
+        }
         return cls(turns=turns, **{k: v for k, v in d.items() if k in known})
 
 

@@ -42,12 +42,20 @@ def run_pair(env: str, seed: int, out: Path, eval_episodes: int, extra: list[str
     steps = max(r["step"] for r in _records(d_dir, "train"))
     # Enough solver episodes to yield `labels` labels, then capped to exactly that many.
     b_dir = out / env / f"bc_seed{seed}"
-    bc_sets = common + [f"max_labels={labels}", f"steps={steps}", f"episodes={max(64, labels // 2)}"]
+    bc_sets = common + [
+        f"max_labels={labels}",
+        f"steps={steps}",
+        f"episodes={max(64, labels // 2)}",
+    ]
     train_from_config(bc_cfg, bc_sets, str(b_dir), None, False)
     b_eval = _records(b_dir, "eval")[-1]
     return {
-        "env": env, "seed": seed, "labels": labels, "steps": steps,
-        "dagger": d_evals[-1]["success_rate"], "bc": b_eval["success_rate"],
+        "env": env,
+        "seed": seed,
+        "labels": labels,
+        "steps": steps,
+        "dagger": d_evals[-1]["success_rate"],
+        "bc": b_eval["success_rate"],
         "dagger_curve": [r["success_rate"] for r in d_evals],
     }
 
@@ -71,8 +79,12 @@ def main() -> None:
     (out / args.env / "results.json").write_text(json.dumps(rows, indent=1))
     print(f"\n| {args.env} | labels | steps | DAgger | BC |\n|---|---|---|---|---|")
     for r in rows:
-        print(f"| seed {r['seed']} | {r['labels']} | {r['steps']} | {r['dagger']:.3f} | {r['bc']:.3f} |")
-    print(f"| mean ± sd | | | {_mean_sd([r['dagger'] for r in rows])} | {_mean_sd([r['bc'] for r in rows])} |")
+        print(
+            f"| seed {r['seed']} | {r['labels']} | {r['steps']} | {r['dagger']:.3f} | {r['bc']:.3f} |"
+        )
+    print(
+        f"| mean ± sd | | | {_mean_sd([r['dagger'] for r in rows])} | {_mean_sd([r['bc'] for r in rows])} |"
+    )
     print("\nDAgger held-out success by iteration:")
     for r in rows:
         print(f"  seed {r['seed']}: " + " -> ".join(f"{x:.2f}" for x in r["dagger_curve"]))

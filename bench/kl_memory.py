@@ -67,23 +67,36 @@ def child(impl: str, vocab: int, beta: float, chunk: int) -> dict:
     elif impl == "trl_linear":
         loss = GKDTrainer.generalized_jsd_loss(h_s @ w_s.T, h_t @ w_t.T, labels=labels, beta=beta)
     elif impl == "liger":
-        fn = LigerFusedLinearJSDLoss(weight_hard_loss=0.0, weight_soft_loss=1.0, beta=beta,
-                                     compiled=False, chunk_size=chunk)
+        fn = LigerFusedLinearJSDLoss(
+            weight_hard_loss=0.0, weight_soft_loss=1.0, beta=beta, compiled=False, chunk_size=chunk
+        )
         loss = fn(h_s.view(B * T, H), w_s, h_t.view(B * T, H), w_t, labels.view(-1))
     else:
         raise ValueError(impl)
     loss.backward()
     elapsed = time.perf_counter() - t0
     grad = (h_s.grad if fused else s.grad).abs().sum().item()
-    return {"impl": impl, "vocab": vocab, "beta": beta, "value": loss.item(), "grad_abs_sum": grad,
-            "work_gb": (_peak() - base) / 2**30, "time_s": elapsed}
+    return {
+        "impl": impl,
+        "vocab": vocab,
+        "beta": beta,
+        "value": loss.item(),
+        "grad_abs_sum": grad,
+        "work_gb": (_peak() - base) / 2**30,
+        "time_s": elapsed,
+    }
 
 
 def run(impl: str, vocab: int, beta: float, chunk: int) -> dict:
     cmd = [sys.executable, __file__, "--child", impl, str(vocab), str(beta), str(chunk)]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
-        return {"impl": impl, "vocab": vocab, "beta": beta, "error": (out.stderr.strip().splitlines() or ["killed"])[-1]}
+        return {
+            "impl": impl,
+            "vocab": vocab,
+            "beta": beta,
+            "error": (out.stderr.strip().splitlines() or ["killed"])[-1],
+        }
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -92,17 +105,23 @@ def _fits(impl: str, vocab: int, beta: float) -> bool:
     import psutil
 
     logits = B * T * vocab * 4
-    factor = {"trl": 16 if 0 < beta < 1 else 8, "trl_linear": 18 if 0 < beta < 1 else 10}.get(impl, 3)
+    factor = {"trl": 16 if 0 < beta < 1 else 8, "trl_linear": 18 if 0 < beta < 1 else 10}.get(
+        impl, 3
+    )
     return factor * logits < 0.9 * psutil.virtual_memory().available
 
 
 def _row(ours: dict, peer: dict) -> str:
     if "error" in ours or "error" in peer:
-        return f"| {ours['vocab']} | {ours['beta']} | {ours.get('error') or peer.get('error')} | | | |"
+        return (
+            f"| {ours['vocab']} | {ours['beta']} | {ours.get('error') or peer.get('error')} | | | |"
+        )
     agree = abs(ours["value"] - peer["value"]) <= 1e-4 * max(1.0, abs(peer["value"]))
-    return (f"| {ours['vocab']} | {ours['beta']} | {ours['value']:.5f} vs {peer['value']:.5f} ({'equal' if agree else 'DIFFER'}) "
-            f"| {ours['work_gb']:.2f} vs {peer['work_gb']:.2f} GB | {ours['work_gb'] / max(peer['work_gb'], 1e-9):.3f} "
-            f"| {ours['time_s']:.2f} vs {peer['time_s']:.2f} s ({peer['time_s'] / ours['time_s']:.2f}x faster) |")
+    return (
+        f"| {ours['vocab']} | {ours['beta']} | {ours['value']:.5f} vs {peer['value']:.5f} ({'equal' if agree else 'DIFFER'}) "
+        f"| {ours['work_gb']:.2f} vs {peer['work_gb']:.2f} GB | {ours['work_gb'] / max(peer['work_gb'], 1e-9):.3f} "
+        f"| {ours['time_s']:.2f} vs {peer['time_s']:.2f} s ({peer['time_s'] / ours['time_s']:.2f}x faster) |"
+    )
 
 
 def main() -> None:
@@ -121,22 +140,42 @@ def main() -> None:
     header = "| V | beta | value (ours vs peer) | working memory | ratio | time |\n|---|---|---|---|---|---|"
     results = []
     if not args.fused_only:
-        print(f"## chunked generalized_jsd vs TRL GKDTrainer.generalized_jsd_loss (B={B}, T={T})\n\n{header}")
+        print(
+            f"## chunked generalized_jsd vs TRL GKDTrainer.generalized_jsd_loss (B={B}, T={T})\n\n{header}"
+        )
         for vocab in args.vocab:
             for beta in args.betas:
                 ours = run("chunked", vocab, beta, args.chunk)
-                peer = run("trl", vocab, beta, args.chunk) if _fits("trl", vocab, beta) else {
-                    "impl": "trl", "vocab": vocab, "beta": beta, "error": "TRL skipped: it would not fit in free memory"}
+                peer = (
+                    run("trl", vocab, beta, args.chunk)
+                    if _fits("trl", vocab, beta)
+                    else {
+                        "impl": "trl",
+                        "vocab": vocab,
+                        "beta": beta,
+                        "error": "TRL skipped: it would not fit in free memory",
+                    }
+                )
                 results += [ours, peer]
                 print(_row(ours, peer), flush=True)
     if not args.plain_only:
         for peer_impl in ("trl_linear", "liger"):
-            print(f"\n## fused_linear_jsd vs {peer_impl} (B*T={B * T} tokens, hidden {H})\n\n{header}")
+            print(
+                f"\n## fused_linear_jsd vs {peer_impl} (B*T={B * T} tokens, hidden {H})\n\n{header}"
+            )
             for vocab in args.vocab:
                 for beta in args.betas:
                     ours = run("fused", vocab, beta, args.chunk)
-                    peer = run(peer_impl, vocab, beta, args.chunk) if _fits(peer_impl, vocab, beta) else {
-                        "impl": peer_impl, "vocab": vocab, "beta": beta, "error": "skipped: would not fit in free memory"}
+                    peer = (
+                        run(peer_impl, vocab, beta, args.chunk)
+                        if _fits(peer_impl, vocab, beta)
+                        else {
+                            "impl": peer_impl,
+                            "vocab": vocab,
+                            "beta": beta,
+                            "error": "skipped: would not fit in free memory",
+                        }
+                    )
                     results += [ours, peer]
                     print(_row(ours, peer), flush=True)
     print("\n" + json.dumps(results))

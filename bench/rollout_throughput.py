@@ -42,7 +42,9 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=32)
     p.add_argument("--max-new-tokens", type=int, default=12)
     args = p.parse_args()
-    policy = HFPolicy(str(default_tiny_path()), temperature=1.0, max_new_tokens=args.max_new_tokens, seed=0)
+    policy = HFPolicy(
+        str(default_tiny_path()), temperature=1.0, max_new_tokens=args.max_new_tokens, seed=0
+    )
     seeds = list(range(args.episodes))
 
     t0 = time.perf_counter()
@@ -55,11 +57,20 @@ def main() -> None:
     plain_s = time.perf_counter() - t0
 
     engine_rate, plain_rate = engine_turns / engine_s, plain_turns / plain_s
-    print(json.dumps({
-        "episodes": args.episodes, "engine_turns": engine_turns, "engine_s": round(engine_s, 2),
-        "engine_turns_per_s": round(engine_rate, 2), "plain_turns": plain_turns, "plain_s": round(plain_s, 2),
-        "plain_turns_per_s": round(plain_rate, 2), "speedup": round(engine_rate / plain_rate, 2),
-    }))
+    print(
+        json.dumps(
+            {
+                "episodes": args.episodes,
+                "engine_turns": engine_turns,
+                "engine_s": round(engine_s, 2),
+                "engine_turns_per_s": round(engine_rate, 2),
+                "plain_turns": plain_turns,
+                "plain_s": round(plain_s, 2),
+                "plain_turns_per_s": round(plain_rate, 2),
+                "speedup": round(engine_rate / plain_rate, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -20,10 +20,26 @@ from transformers import Qwen3Config, Qwen3ForCausalLM
 
 SHAPES = {
     # Qwen3-0.6B's published config.
-    "0.6b": dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
-                 num_key_value_heads=8, head_dim=128, vocab_size=151936, tie_word_embeddings=True),
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, head_dim=16, vocab_size=512, tie_word_embeddings=True),
+    "0.6b": dict(
+        hidden_size=1024,
+        intermediate_size=3072,
+        num_hidden_layers=28,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=128,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
+    "tiny": dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        vocab_size=512,
+        tie_word_embeddings=True,
+    ),
 }
 
 
@@ -86,9 +102,16 @@ def main() -> None:
     peak = matmul_peak_flops(device, dtype, 8192 if device.type == "cuda" else 1024)
     result = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "shape": args.shape, "params": n_params, "dtype": str(dtype), "batch": args.batch, "seq": args.seq,
-        "step_s": dt, "tokens_per_s": tokens / dt, "model_tflops": flops / dt / 1e12,
-        "measured_peak_tflops": peak / 1e12, "mfu": flops / dt / peak,
+        "shape": args.shape,
+        "params": n_params,
+        "dtype": str(dtype),
+        "batch": args.batch,
+        "seq": args.seq,
+        "step_s": dt,
+        "tokens_per_s": tokens / dt,
+        "model_tflops": flops / dt / 1e12,
+        "measured_peak_tflops": peak / 1e12,
+        "mfu": flops / dt / peak,
         "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
     }
     print(json.dumps(result))

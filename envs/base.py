@@ -153,9 +153,13 @@ def parse_action(text: object) -> ParsedAction:
         try:
             obj = json.loads(body)
         except json.JSONDecodeError as e:
-            return ParsedAction(error=f"tool call {i} is not valid JSON ({e.msg} at position {e.pos}); expected {TOOL_CALL_FORMAT}")
+            return ParsedAction(
+                error=f"tool call {i} is not valid JSON ({e.msg} at position {e.pos}); expected {TOOL_CALL_FORMAT}"
+            )
         if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
-            return ParsedAction(error=f'tool call {i} needs a string "name"; expected {TOOL_CALL_FORMAT}')
+            return ParsedAction(
+                error=f'tool call {i} needs a string "name"; expected {TOOL_CALL_FORMAT}'
+            )
         args = obj.get("arguments", {})
         if isinstance(args, str):  # some models emit the arguments as a JSON string
             try:
@@ -163,13 +167,17 @@ def parse_action(text: object) -> ParsedAction:
             except json.JSONDecodeError:
                 pass
         if not isinstance(args, dict):
-            return ParsedAction(error=f'tool call {i} ("{obj["name"]}") needs "arguments" to be a JSON object; expected {TOOL_CALL_FORMAT}')
+            return ParsedAction(
+                error=f'tool call {i} ("{obj["name"]}") needs "arguments" to be a JSON object; expected {TOOL_CALL_FORMAT}'
+            )
         calls.append(ToolCall(obj["name"], args))
     if text.count("<tool_call>") != len(calls) or text.count("</tool_call>") != len(calls):
         return ParsedAction(error=f"unbalanced <tool_call> tags; expected {TOOL_CALL_FORMAT}")
     answers = _ANSWER_RE.findall(text)
     if text.count("<answer>") != len(answers):
-        return ParsedAction(tool_calls=calls, error=f"unclosed <answer> tag; expected {ANSWER_FORMAT}")
+        return ParsedAction(
+            tool_calls=calls, error=f"unclosed <answer> tag; expected {ANSWER_FORMAT}"
+        )
     answer = answers[-1].strip() if answers else None
     return ParsedAction(tool_calls=calls, answer=answer)
 
@@ -196,7 +204,11 @@ class Tool:
     def schema(self) -> dict[str, Any]:
         return {
             "type": "function",
-            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
         }
 
 
@@ -227,7 +239,9 @@ def run_tool_calls(calls: list[ToolCall], tools: list[Tool]) -> tuple[list[Messa
         missing = [k for k in t.parameters.get("required", []) if k not in call.arguments]
         if missing:
             bad = True
-            messages.append(tool(f'Error: tool "{call.name}" is missing required argument(s) {missing}.'))
+            messages.append(
+                tool(f'Error: tool "{call.name}" is missing required argument(s) {missing}.')
+            )
             continue
         try:
             messages.append(tool(t.run(call.arguments)))

@@ -21,15 +21,35 @@ from gymnasium.envs.registration import EnvSpec, load_env_creator
 PLUGIN_GROUP = "mentorgym.envs"
 
 _BUILTIN: list[dict[str, Any]] = [
-    dict(id="mentorgym/Sokoban-v0", entry_point="mentorgym.envs.sokoban:SokobanEnv", max_episode_steps=20,
-         kwargs={"dim_room": (6, 6), "num_boxes": 1}),
-    dict(id="mentorgym/Sokoban2-v0", entry_point="mentorgym.envs.sokoban:SokobanEnv", max_episode_steps=40,
-         kwargs={"dim_room": (7, 7), "num_boxes": 2}),
-    dict(id="mentorgym/Sokoban3-v0", entry_point="mentorgym.envs.sokoban:SokobanEnv", max_episode_steps=60,
-         kwargs={"dim_room": (8, 8), "num_boxes": 3}),
-    dict(id="mentorgym/Boxoban-v0", entry_point="mentorgym.envs.sokoban:SokobanEnv", max_episode_steps=120,
-         kwargs={"dim_room": (10, 10), "num_boxes": 4}),
-    dict(id="mentorgym/MathTools-v0", entry_point="mentorgym.envs.math_tools:MathToolsEnv", max_episode_steps=8),
+    dict(
+        id="mentorgym/Sokoban-v0",
+        entry_point="mentorgym.envs.sokoban:SokobanEnv",
+        max_episode_steps=20,
+        kwargs={"dim_room": (6, 6), "num_boxes": 1},
+    ),
+    dict(
+        id="mentorgym/Sokoban2-v0",
+        entry_point="mentorgym.envs.sokoban:SokobanEnv",
+        max_episode_steps=40,
+        kwargs={"dim_room": (7, 7), "num_boxes": 2},
+    ),
+    dict(
+        id="mentorgym/Sokoban3-v0",
+        entry_point="mentorgym.envs.sokoban:SokobanEnv",
+        max_episode_steps=60,
+        kwargs={"dim_room": (8, 8), "num_boxes": 3},
+    ),
+    dict(
+        id="mentorgym/Boxoban-v0",
+        entry_point="mentorgym.envs.sokoban:SokobanEnv",
+        max_episode_steps=120,
+        kwargs={"dim_room": (10, 10), "num_boxes": 4},
+    ),
+    dict(
+        id="mentorgym/MathTools-v0",
+        entry_point="mentorgym.envs.math_tools:MathToolsEnv",
+        max_episode_steps=8,
+    ),
     dict(id="mentorgym/SWE-v0", entry_point="mentorgym.envs.swe:SWEEnv", max_episode_steps=50),
 ]
 
@@ -54,13 +74,19 @@ def load_plugins() -> None:
             if callable(target) and not inspect.isclass(target):
                 target()
         except Exception as e:  # a third-party bug must not break `mentorgym envs`
-            warnings.warn(f"mentorgym.envs plugin {ep.name!r} ({ep.value}) failed to load: {e}", stacklevel=2)
+            warnings.warn(
+                f"mentorgym.envs plugin {ep.name!r} ({ep.value}) failed to load: {e}", stacklevel=2
+            )
 
 
 def describe(spec: EnvSpec) -> str:
     """One line about an env: the first line of its entry point's docstring."""
     try:
-        creator = load_env_creator(spec.entry_point) if isinstance(spec.entry_point, str) else spec.entry_point
+        creator = (
+            load_env_creator(spec.entry_point)
+            if isinstance(spec.entry_point, str)
+            else spec.entry_point
+        )
     except Exception as e:
         return f"(entry point {spec.entry_point!r} failed to import: {e})"
     doc = inspect.getdoc(creator) or ""
@@ -85,7 +111,9 @@ def _is_text_env(spec: EnvSpec) -> bool:
     creator = spec.entry_point
     if isinstance(creator, str):
         if creator.startswith(("gymnasium.", "shimmy.", "ale_py")):
-            return False  # Gymnasium's own control and Atari envs: not text envs, and slow to import
+            return (
+                False  # Gymnasium's own control and Atari envs: not text envs, and slow to import
+            )
         try:
             creator = load_env_creator(creator)
         except Exception:

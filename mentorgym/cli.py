@@ -35,8 +35,12 @@ def _env_args(pairs: list[str]) -> dict[str, Any]:
 
 
 def _gen_args(args: argparse.Namespace) -> dict[str, Any]:
-    return {"temperature": args.temperature, "top_p": args.top_p,
-            "max_new_tokens": args.max_new_tokens, "seed": args.policy_seed}
+    return {
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "max_new_tokens": args.max_new_tokens,
+        "seed": args.policy_seed,
+    }
 
 
 def _add_gen(p: argparse.ArgumentParser) -> None:
@@ -49,14 +53,22 @@ def _add_gen(p: argparse.ArgumentParser) -> None:
 
 def _add_episodes(p: argparse.ArgumentParser) -> None:
     p.add_argument("env_id")
-    p.add_argument("--agent", required=True, help="agent spec: expert, random, human, replay:FILE, tiny, hf:PATH, openai:URL#MODEL, vllm:MODEL")
+    p.add_argument(
+        "--agent",
+        required=True,
+        help="agent spec: expert, random, human, replay:FILE, tiny, hf:PATH, openai:URL#MODEL, vllm:MODEL",
+    )
     p.add_argument("-n", type=int, default=10, help="number of episodes (seeds seed..seed+n-1)")
     p.add_argument("--all", action="store_true", help="play every task of a finite task set once")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--teacher", default=None, help="agent spec of a teacher for a per-turn mixture")
-    p.add_argument("--beta", type=float, default=0.0, help="probability that the teacher writes a turn")
-    p.add_argument("--no-relabel", action="store_true", help="do not store the teacher's label of every state")
+    p.add_argument(
+        "--beta", type=float, default=0.0, help="probability that the teacher writes a turn"
+    )
+    p.add_argument(
+        "--no-relabel", action="store_true", help="do not store the teacher's label of every state"
+    )
     p.add_argument("--concurrency", type=int, default=8)
     _add_gen(p)
 
@@ -68,9 +80,18 @@ def _run_episodes(args: argparse.Namespace, out: str | None, resume: bool) -> li
     policy = load_policy(args.agent, **_gen_args(args))
     teacher = load_policy(args.teacher, **_gen_args(args)) if args.teacher else None
     return run(
-        args.env_id, policy, args.n, seed=args.seed, env_kwargs=_env_args(args.env_arg),
-        teacher=teacher, beta=args.beta, relabel=not args.no_relabel, out=out, resume=resume,
-        concurrency=1 if args.agent == "human" else args.concurrency, all_tasks=args.all,
+        args.env_id,
+        policy,
+        args.n,
+        seed=args.seed,
+        env_kwargs=_env_args(args.env_arg),
+        teacher=teacher,
+        beta=args.beta,
+        relabel=not args.no_relabel,
+        out=out,
+        resume=resume,
+        concurrency=1 if args.agent == "human" else args.concurrency,
+        all_tasks=args.all,
         progress=sys.stderr.isatty() and args.agent != "human",
     )
 
@@ -79,7 +100,10 @@ def cmd_envs(args: argparse.Namespace) -> None:
     from mentorgym.envs.registry import describe, list_envs
 
     specs = list_envs(include_all=args.all)
-    rows = [{"id": s.id, "description": describe(s), "max_episode_steps": s.max_episode_steps} for s in specs]
+    rows = [
+        {"id": s.id, "description": describe(s), "max_episode_steps": s.max_episode_steps}
+        for s in specs
+    ]
     if args.json:
         print(json.dumps(rows, indent=2))
         return
@@ -125,8 +149,13 @@ def cmd_watch(args: argparse.Namespace) -> None:
     from mentorgym.agents.specs import load_policy
     from mentorgym.play import watch
 
-    watch(args.env_id, load_policy(args.agent, **_gen_args(args)), seed=args.seed,
-          env_kwargs=_env_args(args.env_arg), delay_s=args.delay)
+    watch(
+        args.env_id,
+        load_policy(args.agent, **_gen_args(args)),
+        seed=args.seed,
+        env_kwargs=_env_args(args.env_arg),
+        delay_s=args.delay,
+    )
 
 
 def cmd_view(args: argparse.Namespace) -> None:
@@ -138,21 +167,32 @@ def cmd_view(args: argparse.Namespace) -> None:
 def cmd_model_tiny(args: argparse.Namespace) -> None:
     from mentorgym.agents.tiny import build_tiny
 
-    print(build_tiny(args.out, size=args.size, env_ids=args.envs or None, seed=args.seed,
-                     tokenizer_from=args.tokenizer_from))
+    print(
+        build_tiny(
+            args.out,
+            size=args.size,
+            env_ids=args.envs or None,
+            seed=args.seed,
+            tokenizer_from=args.tokenizer_from,
+        )
+    )
 
 
 def cmd_serve_model(args: argparse.Namespace) -> None:
     from mentorgym.server import serve_model
 
     gen = {k: v for k, v in _gen_args(args).items() if v is not None}
-    serve_model(args.spec, host=args.host, port=args.port, served_model_name=args.served_model_name, **gen)
+    serve_model(
+        args.spec, host=args.host, port=args.port, served_model_name=args.served_model_name, **gen
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from mentorgym.training.entry import train_from_config
 
-    run_dir = train_from_config(args.config, args.set, out=args.out, resume=args.resume, dry_run=args.dry_run)
+    run_dir = train_from_config(
+        args.config, args.set, out=args.out, resume=args.resume, dry_run=args.dry_run
+    )
     print(f"run dir: {run_dir}")
 
 
@@ -171,8 +211,14 @@ def cmd_sandbox_build_base(args: argparse.Namespace) -> None:
 def cmd_swe_synth(args: argparse.Namespace) -> None:
     from mentorgym.envs.swe.synth import synthesize
 
-    tasks = synthesize(Path(args.repo), args.n, Path(args.out), seed=args.seed, image=args.image,
-                       sandbox=args.sandbox)
+    tasks = synthesize(
+        Path(args.repo),
+        args.n,
+        Path(args.out),
+        seed=args.seed,
+        image=args.image,
+        sandbox=args.sandbox,
+    )
     print(f"wrote {len(tasks)} validated task(s) to {args.out}")
 
 
@@ -230,28 +276,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", default=None, help="run directory")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a killed run")
-    p.add_argument("--dry-run", action="store_true", help="validate and build everything but the weights")
+    p.add_argument(
+        "--dry-run", action="store_true", help="validate and build everything but the weights"
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("serve-model", help="serve a model over an OpenAI-compatible HTTP API")
     p.add_argument("spec")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--served-model-name", default=None, help="the model name clients ask for (default: the spec)")
+    p.add_argument(
+        "--served-model-name",
+        default=None,
+        help="the model name clients ask for (default: the spec)",
+    )
     _add_gen(p)
     p.set_defaults(func=cmd_serve_model)
 
-    model = sub.add_parser("model", help="models").add_subparsers(dest="model_command", required=True)
+    model = sub.add_parser("model", help="models").add_subparsers(
+        dest="model_command", required=True
+    )
     p = model.add_parser("tiny", help="build the offline tiny model and tokenizer")
     p.add_argument("--out", required=True)
     p.add_argument("--size", choices=["tiny", "small"], default="tiny")
-    p.add_argument("--envs", nargs="*", default=None, help="env ids whose text trains the tokenizer")
+    p.add_argument(
+        "--envs", nargs="*", default=None, help="env ids whose text trains the tokenizer"
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tokenizer-from", default=None, metavar="DIR",
-                   help="reuse this checkpoint's tokenizer (a teacher sharing a student's token ids)")
+    p.add_argument(
+        "--tokenizer-from",
+        default=None,
+        metavar="DIR",
+        help="reuse this checkpoint's tokenizer (a teacher sharing a student's token ids)",
+    )
     p.set_defaults(func=cmd_model_tiny)
 
-    sandbox = sub.add_parser("sandbox", help="Docker sandboxes").add_subparsers(dest="sandbox_command", required=True)
+    sandbox = sub.add_parser("sandbox", help="Docker sandboxes").add_subparsers(
+        dest="sandbox_command", required=True
+    )
     p = sandbox.add_parser("reap", help="remove containers whose owner process is gone")
     p.add_argument("--all", action="store_true", help="remove every mentorgym container")
     p.set_defaults(func=cmd_sandbox_reap)
@@ -266,9 +328,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=10)
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sandbox", choices=["docker", "local"], default="docker",
-                   help="where tests run; local is no security boundary")
-    p.add_argument("--image", default=None, help="an image holding this repository at /testbed (default: built from the repo)")
+    p.add_argument(
+        "--sandbox",
+        choices=["docker", "local"],
+        default="docker",
+        help="where tests run; local is no security boundary",
+    )
+    p.add_argument(
+        "--image",
+        default=None,
+        help="an image holding this repository at /testbed (default: built from the repo)",
+    )
     p.set_defaults(func=cmd_swe_synth)
     p = swe.add_parser("export-preds", help="trajectories to swebench predictions JSONL")
     p.add_argument("trajectories")
@@ -280,8 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         args.func(args)
     except (MentorgymError, gym_error.Error) as e:

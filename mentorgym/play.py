@@ -16,16 +16,34 @@ from mentorgym.envs.base import Message
 from mentorgym.envs.registry import make
 from mentorgym.errors import ConfigError
 
-_KEYS = {"\x1b[A": "Up", "\x1b[B": "Down", "\x1b[C": "Right", "\x1b[D": "Left",
-         "w": "Up", "s": "Down", "d": "Right", "a": "Left"}
-_WORDS = {"up": "Up", "down": "Down", "left": "Left", "right": "Right", "u": "Up", "l": "Left", "r": "Right"}
+_KEYS = {
+    "\x1b[A": "Up",
+    "\x1b[B": "Down",
+    "\x1b[C": "Right",
+    "\x1b[D": "Left",
+    "w": "Up",
+    "s": "Down",
+    "d": "Right",
+    "a": "Left",
+}
+_WORDS = {
+    "up": "Up",
+    "down": "Down",
+    "left": "Left",
+    "right": "Right",
+    "u": "Up",
+    "l": "Left",
+    "r": "Right",
+}
 KEY_HELP = "arrow keys or W/A/S/D move, q quits, n starts a new room"
 
 
 def _show(console: Console, messages: list[Message]) -> None:
     for m in messages:
         style = {"system": "dim", "user": "cyan", "tool": "yellow", "assistant": "green"}[m["role"]]
-        console.print(Panel(m["content"], title=m["role"], border_style=style, expand=False), markup=False)
+        console.print(
+            Panel(m["content"], title=m["role"], border_style=style, expand=False), markup=False
+        )
 
 
 def _read_key() -> str:
@@ -58,8 +76,14 @@ def play(env_id: str, seed: int | None = None, env_kwargs: dict[str, Any] | None
     try:
         while True:
             if grid:
-                console.print(Panel(env.unwrapped.grid_text(), title=f"{env_id}  turn {turn}  reward {total:+.1f}",
-                                    subtitle=KEY_HELP if keys else "type up/down/left/right, q to quit", expand=False))
+                console.print(
+                    Panel(
+                        env.unwrapped.grid_text(),
+                        title=f"{env_id}  turn {turn}  reward {total:+.1f}",
+                        subtitle=KEY_HELP if keys else "type up/down/left/right, q to quit",
+                        expand=False,
+                    )
+                )
             if keys:
                 key = _read_key()
                 if key in ("q", "\x03"):
@@ -76,24 +100,41 @@ def play(env_id: str, seed: int | None = None, env_kwargs: dict[str, Any] | None
                 line = console.input("[bold green]you>[/] ").strip()
                 if line.lower() in ("q", "quit", "exit"):
                     return
-                text = f"<answer>{_WORDS[line.lower()]}</answer>" if grid and line.lower() in _WORDS else line
+                text = (
+                    f"<answer>{_WORDS[line.lower()]}</answer>"
+                    if grid and line.lower() in _WORDS
+                    else line
+                )
             messages, reward, terminated, truncated, info = env.step(text)
             total += reward
             turn += 1
             if not grid or info.get("format_error"):
                 _show(console, messages)
             if terminated or truncated:
-                verdict = "[bold green]solved[/]" if info.get("success") else "[bold red]not solved[/]"
+                verdict = (
+                    "[bold green]solved[/]" if info.get("success") else "[bold red]not solved[/]"
+                )
                 if grid:
-                    console.print(Panel(env.unwrapped.grid_text(), title=f"final  reward {total:+.1f}", expand=False))
+                    console.print(
+                        Panel(
+                            env.unwrapped.grid_text(),
+                            title=f"final  reward {total:+.1f}",
+                            expand=False,
+                        )
+                    )
                 console.print(f"{verdict} after {turn} turns, return {total:+.1f}")
                 return
     finally:
         env.close()
 
 
-def watch(env_id: str, policy: Policy | EnvPolicy, seed: int | None = 0,
-          env_kwargs: dict[str, Any] | None = None, delay_s: float = 0.5) -> None:
+def watch(
+    env_id: str,
+    policy: Policy | EnvPolicy,
+    seed: int | None = 0,
+    env_kwargs: dict[str, Any] | None = None,
+    delay_s: float = 0.5,
+) -> None:
     """Print one episode of `policy` as it happens."""
     console = Console()
     env = make(env_id, **(env_kwargs or {}))
@@ -117,7 +158,9 @@ def watch(env_id: str, policy: Policy | EnvPolicy, seed: int | None = 0,
             _show(console, messages)
             console.print(f"[dim]reward {reward:+.2f}  return {total:+.2f}[/]")
             if terminated or truncated:
-                console.print("[bold green]success[/]" if info.get("success") else "[bold red]failure[/]")
+                console.print(
+                    "[bold green]success[/]" if info.get("success") else "[bold red]failure[/]"
+                )
                 return
             time.sleep(delay_s)
     finally:
@@ -131,19 +174,41 @@ def view(path: str, episode: int | None = None) -> None:
     if episode is None:
         table = Table("#", "env", "seed", "task", "turns", "return", "success", "agent", title=path)
         for i, t in enumerate(trajs):
-            table.add_row(str(i), t.env_id, str(t.seed), str(t.task_id or "-"), str(len(t.turns)),
-                          f"{t.return_:+.2f}", "yes" if t.success else "no", str(t.meta.get("agent", "")))
+            table.add_row(
+                str(i),
+                t.env_id,
+                str(t.seed),
+                str(t.task_id or "-"),
+                str(len(t.turns)),
+                f"{t.return_:+.2f}",
+                "yes" if t.success else "no",
+                str(t.meta.get("agent", "")),
+            )
         console.print(table)
         console.print(f"[dim]mentorgym view {path} --episode K shows one episode[/]")
         return
     if not 0 <= episode < len(trajs):
-        raise ConfigError(f"episode {episode} is not in {path}: it holds {len(trajs)} episode(s), 0..{len(trajs) - 1}")
+        raise ConfigError(
+            f"episode {episode} is not in {path}: it holds {len(trajs)} episode(s), 0..{len(trajs) - 1}"
+        )
     t = trajs[episode]
-    console.rule(f"{t.env_id} seed={t.seed} task={t.task_id} return={t.return_:+.2f} success={t.success}")
+    console.rule(
+        f"{t.env_id} seed={t.seed} task={t.task_id} return={t.return_:+.2f} success={t.success}"
+    )
     for k, turn in enumerate(t.turns):
         _show(console, turn.observation)
         label = f"turn {k} · {turn.actor} · reward {turn.reward:+.2f}"
-        console.print(Panel(turn.action, title=label, border_style="green", expand=False), markup=False)
+        console.print(
+            Panel(turn.action, title=label, border_style="green", expand=False), markup=False
+        )
         if turn.teacher_action is not None and turn.teacher_action != turn.action:
-            console.print(Panel(turn.teacher_action, title="teacher's label", border_style="magenta", expand=False), markup=False)
+            console.print(
+                Panel(
+                    turn.teacher_action,
+                    title="teacher's label",
+                    border_style="magenta",
+                    expand=False,
+                ),
+                markup=False,
+            )
     _show(console, t.final_observation)

@@ -7,5 +7,7 @@ from pathlib import Path
 
 PLUGINS = Path(__file__).parent / "plugins"
 sys.path.insert(0, str(PLUGINS))
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PLUGINS), os.environ.get("PYTHONPATH")]))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(None, [str(PLUGINS), os.environ.get("PYTHONPATH")])
+)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -13,8 +13,14 @@ from mentorgym.envs.sokoban import solve
 
 def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200"}  # rich wraps tables to the terminal width
-    return subprocess.run([sys.executable, "-m", "mentorgym.cli", *args], input=stdin, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "mentorgym.cli", *args],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_play_sokoban_with_typed_moves_solves_the_room():
@@ -32,7 +38,12 @@ def test_watch_and_view(tmp_path):
     r = _cli("watch", "mentorgym/MathTools-v0", "--agent", "expert", "--delay", "0")
     assert r.returncode == 0 and "success" in r.stdout, r.stderr
     out = tmp_path / "t.jsonl"
-    assert _cli("rollout", "mentorgym/Sokoban-v0", "--agent", "expert", "-n", "2", "--out", str(out)).returncode == 0
+    assert (
+        _cli(
+            "rollout", "mentorgym/Sokoban-v0", "--agent", "expert", "-n", "2", "--out", str(out)
+        ).returncode
+        == 0
+    )
     table = _cli("view", str(out))
     assert table.returncode == 0 and "mentorgym/Sokoban-v0" in table.stdout
     one = _cli("view", str(out), "--episode", "1")
@@ -44,15 +55,37 @@ def test_watch_and_view(tmp_path):
 def test_rollout_resume_from_the_cli(tmp_path):
     out = tmp_path / "r.jsonl"
     _cli("rollout", "mentorgym/Sokoban-v0", "--agent", "expert", "-n", "2", "--out", str(out))
-    r = _cli("rollout", "mentorgym/Sokoban-v0", "--agent", "expert", "-n", "4", "--out", str(out), "--resume")
+    r = _cli(
+        "rollout",
+        "mentorgym/Sokoban-v0",
+        "--agent",
+        "expert",
+        "-n",
+        "4",
+        "--out",
+        str(out),
+        "--resume",
+    )
     assert json.loads(r.stdout)["episodes"] == 4
     assert len(out.read_text().splitlines()) == 4
 
 
 def test_mixture_rollout_records_actor_and_label(tmp_path):
     out = tmp_path / "m.jsonl"
-    r = _cli("rollout", "mentorgym/Sokoban-v0", "--agent", "random", "--teacher", "expert", "--beta", "0.5",
-             "-n", "4", "--out", str(out))
+    r = _cli(
+        "rollout",
+        "mentorgym/Sokoban-v0",
+        "--agent",
+        "random",
+        "--teacher",
+        "expert",
+        "--beta",
+        "0.5",
+        "-n",
+        "4",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     turns = [t for line in out.read_text().splitlines() for t in json.loads(line)["turns"]]
     assert {t["actor"] for t in turns} == {"student", "teacher"}

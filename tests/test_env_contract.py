@@ -56,10 +56,17 @@ def test_format_tool_call_round_trips():
 
 
 def test_run_tool_calls_reports_unknown_tools_and_missing_arguments():
-    echo = Tool("echo", "echo text", {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
-                lambda a: a["text"])
-    calls = parse_action(format_tool_call("echo", {"text": "hi"}) + format_tool_call("nope", {})
-                         + format_tool_call("echo", {})).tool_calls
+    echo = Tool(
+        "echo",
+        "echo text",
+        {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+        lambda a: a["text"],
+    )
+    calls = parse_action(
+        format_tool_call("echo", {"text": "hi"})
+        + format_tool_call("nope", {})
+        + format_tool_call("echo", {})
+    ).tool_calls
     messages, bad = run_tool_calls(calls, [echo])
     assert bad
     assert messages[0]["content"] == "hi"
@@ -78,7 +85,12 @@ def test_text_space_accepts_any_string_and_samples_deterministically():
 
 
 def test_builtin_ids_are_in_gymnasium_registry():
-    for env_id in ["mentorgym/Sokoban-v0", "mentorgym/MathTools-v0", "mentorgym/SWE-v0", "mentorgym/Boxoban-v0"]:
+    for env_id in [
+        "mentorgym/Sokoban-v0",
+        "mentorgym/MathTools-v0",
+        "mentorgym/SWE-v0",
+        "mentorgym/Boxoban-v0",
+    ]:
         assert env_id in gymnasium.registry
 
 
@@ -114,12 +126,17 @@ def test_gymnasium_env_checker_passes(env_id):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mentorgym.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "mentorgym.cli", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_lists_runs_and_evaluates_a_plugin_env(tmp_path):
     listed = json.loads(_cli("envs", "--json").stdout)
-    assert any(row["id"] == "toy/ReverseWord-v0" and "Reverse a word" in row["description"] for row in listed)
+    assert any(
+        row["id"] == "toy/ReverseWord-v0" and "Reverse a word" in row["description"]
+        for row in listed
+    )
     out = tmp_path / "toy.jsonl"
     r = _cli("rollout", "toy/ReverseWord-v0", "--agent", "expert", "-n", "4", "--out", str(out))
     assert r.returncode == 0, r.stderr

@@ -61,7 +61,9 @@ def test_generalized_jsd_gradcheck(beta):
     s = torch.randn(1, 3, 4, dtype=torch.float64, requires_grad=True)
     t = torch.randn(1, 3, 4, dtype=torch.float64)
     mask = torch.tensor([[1, 0, 1]], dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda x: generalized_jsd(x, t, mask, beta, 1.5, chunk_size=2), (s,))
+    assert torch.autograd.gradcheck(
+        lambda x: generalized_jsd(x, t, mask, beta, 1.5, chunk_size=2), (s,)
+    )
 
 
 def test_generalized_jsd_gradient_equals_unchunked_autograd():
@@ -82,7 +84,9 @@ def test_generalized_jsd_top_k_renormalizes_over_the_teachers_top_tokens():
     assert torch.allclose(generalized_jsd(s, t, mask, 0.5, top_k=4), direct, atol=1e-6)
     idx_s = s.topk(4, -1).indices
     direct_s = _direct_jsd(s.gather(-1, idx_s), t.gather(-1, idx_s), mask, 1.0)
-    assert torch.allclose(generalized_jsd(s, t, mask, 1.0, top_k=4, top_k_from="student"), direct_s, atol=1e-6)
+    assert torch.allclose(
+        generalized_jsd(s, t, mask, 1.0, top_k=4, top_k_from="student"), direct_s, atol=1e-6
+    )
 
 
 def test_generalized_jsd_rejects_bad_beta():
@@ -102,7 +106,9 @@ def test_fused_linear_jsd_equals_jsd_of_the_logits_with_gradients(beta):
     plain = _direct_jsd(h2 @ w2.T, h_t @ w_t.T, mask, beta, 1.3)
     plain.backward()
     assert torch.allclose(fused, plain, atol=1e-10)
-    assert torch.allclose(h_s.grad, h2.grad, atol=1e-10) and torch.allclose(w_s.grad, w2.grad, atol=1e-10)
+    assert torch.allclose(h_s.grad, h2.grad, atol=1e-10) and torch.allclose(
+        w_s.grad, w2.grad, atol=1e-10
+    )
 
 
 def test_fused_linear_jsd_gradcheck():
@@ -110,7 +116,9 @@ def test_fused_linear_jsd_gradcheck():
     w = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
     h_t, w_t = torch.randn(1, 3, 2, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
     mask = torch.tensor([[1, 0, 1]], dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda a, b: fused_linear_jsd(a, b, h_t, w_t, mask, 0.5, chunk_size=1), (h, w))
+    assert torch.autograd.gradcheck(
+        lambda a, b: fused_linear_jsd(a, b, h_t, w_t, mask, 0.5, chunk_size=1), (h, w)
+    )
 
 
 def test_masked_cross_entropy_and_token_logprobs():
@@ -118,21 +126,35 @@ def test_masked_cross_entropy_and_token_logprobs():
     labels = torch.tensor([[1, 2, 3], [4, 0, 1]])
     mask = torch.tensor([[1, 0, 1], [1, 1, 0]], dtype=torch.float32)
     lp = torch.log_softmax(logits, -1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-    assert torch.allclose(masked_cross_entropy(logits, labels, mask), -(lp * mask).sum() / mask.sum())
+    assert torch.allclose(
+        masked_cross_entropy(logits, labels, mask), -(lp * mask).sum() / mask.sum()
+    )
     assert torch.allclose(token_logprobs(logits, labels), lp, atol=1e-6)
-    assert torch.allclose(token_logprobs(logits, labels, 2.0), torch.log_softmax(logits / 2, -1).gather(-1, labels.unsqueeze(-1)).squeeze(-1), atol=1e-6)
+    assert torch.allclose(
+        token_logprobs(logits, labels, 2.0),
+        torch.log_softmax(logits / 2, -1).gather(-1, labels.unsqueeze(-1)).squeeze(-1),
+        atol=1e-6,
+    )
 
 
 def test_sampled_token_distill_loss_formula_and_gradcheck():
     new = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
-    sampler, teacher = torch.randn(2, 4, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64)
+    sampler, teacher = (
+        torch.randn(2, 4, dtype=torch.float64),
+        torch.randn(2, 4, dtype=torch.float64),
+    )
     mask = torch.tensor([[1, 1, 1, 0], [0, 1, 1, 1]], dtype=torch.float64)
     ratio, adv = torch.exp(new - sampler), teacher - sampler
     direct = -(ratio * adv * mask).sum() / mask.sum()
     assert torch.allclose(sampled_token_distill_loss(new, sampler, teacher, mask), direct)
     clipped = torch.minimum(ratio * adv, ratio.clamp(0.8, 1.2) * adv)
-    assert torch.allclose(sampled_token_distill_loss(new, sampler, teacher, mask, 0.2), -(clipped * mask).sum() / mask.sum())
-    assert torch.autograd.gradcheck(lambda x: sampled_token_distill_loss(x, sampler, teacher, mask), (new,))
+    assert torch.allclose(
+        sampled_token_distill_loss(new, sampler, teacher, mask, 0.2),
+        -(clipped * mask).sum() / mask.sum(),
+    )
+    assert torch.autograd.gradcheck(
+        lambda x: sampled_token_distill_loss(x, sampler, teacher, mask), (new,)
+    )
     # on-policy (new == sampler), the gradient is -A_t grad log pi: it pushes up tokens the teacher likes more
     on = sampler.clone().requires_grad_(True)
     sampled_token_distill_loss(on, sampler, teacher, mask).backward()
@@ -150,7 +172,9 @@ def test_sod_step_weights_by_hand():
     assert torch.allclose(w, expected, atol=1e-6)
     adv = sod_advantages(torch.tensor([2.0]), lp_s, lp_t, steps, coef=0.5)
     assert torch.allclose(adv, 2.0 + 0.5 * expected * (lp_t - lp_s), atol=1e-6)
-    assert torch.allclose(sod_advantages(None, lp_s, lp_t, steps, coef=0.5), 0.5 * expected * (lp_t - lp_s), atol=1e-6)
+    assert torch.allclose(
+        sod_advantages(None, lp_s, lp_t, steps, coef=0.5), 0.5 * expected * (lp_t - lp_s), atol=1e-6
+    )
 
 
 def test_skill_sd_formula_gradcheck_and_reverse_kl_gradient():
@@ -158,7 +182,9 @@ def test_skill_sd_formula_gradcheck_and_reverse_kl_gradient():
     old, teacher = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
     mask = torch.tensor([[1, 1, 0], [1, 1, 1]], dtype=torch.float64)
     log_ratio = new - teacher
-    direct = (torch.exp(new - old) * (torch.exp(-log_ratio) - 1 + log_ratio) * mask).sum() / mask.sum()
+    direct = (
+        torch.exp(new - old) * (torch.exp(-log_ratio) - 1 + log_ratio) * mask
+    ).sum() / mask.sum()
     assert torch.allclose(skill_sd_loss(new, old, teacher, mask), direct)
     assert torch.autograd.gradcheck(lambda x: skill_sd_loss(x, old, teacher, mask), (new,))
     # Expected over y ~ pi_old = pi_theta (enumerating the vocabulary), the gradient equals that of
@@ -166,7 +192,9 @@ def test_skill_sd_formula_gradcheck_and_reverse_kl_gradient():
     theta = torch.randn(7, dtype=torch.float64, requires_grad=True)
     t_logits = torch.randn(7, dtype=torch.float64)
     lp_theta, lp_t = torch.log_softmax(theta, -1), torch.log_softmax(t_logits, -1)
-    per_token = skill_sd_loss(lp_theta[None], lp_theta.detach()[None], lp_t[None], torch.ones(1, 7), reduction="none")
+    per_token = skill_sd_loss(
+        lp_theta[None], lp_theta.detach()[None], lp_t[None], torch.ones(1, 7), reduction="none"
+    )
     (lp_theta.detach().exp() * per_token[0]).sum().backward()
     theta2 = theta.detach().clone().requires_grad_(True)
     lp2 = torch.log_softmax(theta2, -1)
@@ -192,7 +220,15 @@ def test_clipped_pg_loss_formula_asymmetric_clip_kl_and_gradcheck():
     obj = torch.minimum(r * adv[:, None], r.clamp(1 - 0.2, 1 + 0.28) * adv[:, None])
     k3 = torch.exp(ref - new) - (ref - new) - 1
     direct = ((-obj + 0.05 * k3) * mask).sum() / mask.sum()
-    got = clipped_pg_loss(new, old, adv, mask, clip_low=0.2, clip_high=0.28, logp_ref_BT=ref, kl_coef=0.05)
+    got = clipped_pg_loss(
+        new, old, adv, mask, clip_low=0.2, clip_high=0.28, logp_ref_BT=ref, kl_coef=0.05
+    )
     assert torch.allclose(got, direct)
-    assert torch.autograd.gradcheck(lambda x: clipped_pg_loss(x, old, adv, mask, 0.2, 0.28, ref, 0.05), (new,))
-    assert math.isclose(clipped_pg_loss(old.clone(), old, adv, mask).item(), -((adv[:, None] * mask).sum() / mask.sum()).item(), rel_tol=1e-9)
+    assert torch.autograd.gradcheck(
+        lambda x: clipped_pg_loss(x, old, adv, mask, 0.2, 0.28, ref, 0.05), (new,)
+    )
+    assert math.isclose(
+        clipped_pg_loss(old.clone(), old, adv, mask).item(),
+        -((adv[:, None] * mask).sum() / mask.sum()).item(),
+        rel_tol=1e-9,
+    )

@@ -54,7 +54,9 @@ class Recorder(BatchedPolicy):
 
     def act_batch(self, histories):
         self.batches.append(len(histories))
-        return [Action("<answer>0</answer>", token_ids=[1, 2], logprobs=[-0.1, -0.2]) for _ in histories]
+        return [
+            Action("<answer>0</answer>", token_ids=[1, 2], logprobs=[-0.1, -0.2]) for _ in histories
+        ]
 
 
 def test_expert_trajectories_follow_the_schema(tmp_path):
@@ -66,7 +68,17 @@ def test_expert_trajectories_follow_the_schema(tmp_path):
     d = lines[0]
     assert d["schema"] == 1 and d["env_id"] == "test/Count-v0" and d["return"] == 3.0
     turn = d["turns"][0]
-    assert set(turn) >= {"observation", "actor", "action", "token_ids", "logprobs", "teacher_action", "reward", "timing", "info"}
+    assert set(turn) >= {
+        "observation",
+        "actor",
+        "action",
+        "token_ids",
+        "logprobs",
+        "teacher_action",
+        "reward",
+        "timing",
+        "info",
+    }
     assert set(turn["timing"]) == {"policy_s", "env_s"}
     t = Trajectory.from_dict(d)
     assert context(t, 2)[-1] == {"role": "user", "content": "2"}
@@ -102,7 +114,9 @@ def test_mixture_records_actor_and_teacher_label_every_turn():
 
 def test_no_relabel_leaves_labels_empty():
     trajs = run("test/Count-v0", Recorder(), n=2, teacher=ExpertPolicy(), beta=0.5, relabel=False)
-    assert all(turn.teacher_action is None or turn.actor == "teacher" for t in trajs for turn in t.turns)
+    assert all(
+        turn.teacher_action is None or turn.actor == "teacher" for t in trajs for turn in t.turns
+    )
 
 
 def test_mixture_beta_bounds_and_frequency():
@@ -144,7 +158,9 @@ def test_random_and_replay_agents(tmp_path):
     stats = summarize(run(TOY, RandomPolicy(), n=40))
     assert stats["success_rate"] < 0.5
     script = tmp_path / "script.json"
-    script.write_text(json.dumps(["<answer>1</answer>", "<answer>2</answer>", "<answer>3</answer>"]))
+    script.write_text(
+        json.dumps(["<answer>1</answer>", "<answer>2</answer>", "<answer>3</answer>"])
+    )
     trajs = run("test/Count-v0", ReplayPolicy(script), n=2)
     assert all(t.success for t in trajs)
     assert run("test/Count-v0", RandomPolicy(), n=1)[0].turns  # random falls back to the text space

@@ -182,8 +182,12 @@ def load_student(path: str, cfg: Any, device: torch.device) -> tuple[torch.nn.Mo
 
 def policy_card(cfg: Any) -> PolicyCard:
     """What `hf:RUN/final` needs to act as the student did: its window and evaluation settings."""
-    return PolicyCard(context_turns=cfg.context_turns, system_prompt=cfg.system_prompt,
-                      temperature=cfg.eval_temperature, max_new_tokens=cfg.max_new_tokens)
+    return PolicyCard(
+        context_turns=cfg.context_turns,
+        system_prompt=cfg.system_prompt,
+        temperature=cfg.eval_temperature,
+        max_new_tokens=cfg.max_new_tokens,
+    )
 
 
 def student_policy(

@@ -384,7 +384,9 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
     return None
 
 
-def save_model(model: torch.nn.Module, tokenizer: Any, path: Path, d: Dist, card: PolicyCard | None = None) -> None:
+def save_model(
+    model: torch.nn.Module, tokenizer: Any, path: Path, d: Dist, card: PolicyCard | None = None
+) -> None:
     """The model and tokenizer in Hugging Face format (safetensors), loadable with `hf:PATH`;
     `card` records the context window and sampling settings the student acted with."""
     sd = full_state_dict(model)
