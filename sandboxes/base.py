@@ -59,3 +59,37 @@ def truncate_output(text: str, limit: int = DEFAULT_OUTPUT_LIMIT) -> tuple[str, 
     cut = len(text) - head - tail
     notice = f"\n[... output truncated: {cut} of {len(text)} characters cut ...]\n"
     return text[:head] + notice + text[-tail:], True
+
+
+class OutputCollector:
+    """Keeps the head and tail of a command's output bytes, so memory stays flat for any output
+    size; `text()` decodes them (UTF-8 with replacement) with a notice of how much was cut."""
+
+    def __init__(self, limit: int):
+        self.head_cap = limit * 2 // 3
+        self.tail_cap = limit - self.head_cap
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def add(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self.head_cap - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self.tail += data
+            if len(self.tail) > 2 * self.tail_cap:
+                del self.tail[: len(self.tail) - self.tail_cap]
+
+    def text(self) -> tuple[str, bool]:
+        if len(self.tail) > self.tail_cap:
+            del self.tail[: len(self.tail) - self.tail_cap]
+        head = self.head.decode("utf-8", errors="replace")
+        tail = self.tail.decode("utf-8", errors="replace")
+        cut = self.total - len(self.head) - len(self.tail)
+        if cut <= 0:
+            return head + tail, False
+        notice = f"\n[... output truncated: {cut} of {self.total} bytes cut ...]\n"
+        return head + notice + tail, True

@@ -40,7 +40,7 @@ import docker.models.containers
 import requests.exceptions
 
 from mentorgym.errors import DockerUnavailableError, SandboxError
-from mentorgym.sandboxes.base import DEFAULT_OUTPUT_LIMIT, ExecResult
+from mentorgym.sandboxes.base import DEFAULT_OUTPUT_LIMIT, ExecResult, OutputCollector
 
 LABEL = "mentorgym"
 RUN_ID = os.environ.get("MENTORGYM_RUN_ID") or uuid.uuid4().hex[:12]
@@ -225,39 +225,6 @@ class _Stream:
             pass
 
 
-class _Collector:
-    """Keeps the head and tail of a stream of bytes so memory stays flat for any output size."""
-
-    def __init__(self, limit: int):
-        self.head_cap = limit * 2 // 3
-        self.tail_cap = limit - self.head_cap
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.total = 0
-
-    def add(self, data: bytes) -> None:
-        self.total += len(data)
-        room = self.head_cap - len(self.head)
-        if room > 0:
-            self.head += data[:room]
-            data = data[room:]
-        if data:
-            self.tail += data
-            if len(self.tail) > 2 * self.tail_cap:
-                del self.tail[: len(self.tail) - self.tail_cap]
-
-    def text(self) -> tuple[str, bool]:
-        if len(self.tail) > self.tail_cap:
-            del self.tail[: len(self.tail) - self.tail_cap]
-        head = self.head.decode("utf-8", errors="replace")
-        tail = self.tail.decode("utf-8", errors="replace")
-        cut = self.total - len(self.head) - len(self.tail)
-        if cut <= 0:
-            return head + tail, False
-        notice = f"\n[... output truncated: {cut} of {self.total} bytes cut ...]\n"
-        return head + notice + tail, True
-
-
 # Runs in the control shell: stop, then kill, every process but the ones to keep, using
 # only builtins (a glob over /proc, `read`, `kill`) so that no fork is needed.
 _KILLER_FN = r"""
@@ -424,7 +391,7 @@ class DockerSandbox:
 
     def _collect(self, marker: bytes, timeout: float) -> ExecResult:
         assert self._shell is not None
-        out = _Collector(self.output_limit)
+        out = OutputCollector(self.output_limit)
         pending = bytearray()
         keep = len(marker) + 24  # enough to hold a marker line split across reads
         deadline = time.monotonic() + timeout

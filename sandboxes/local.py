@@ -44,7 +44,7 @@ from pathlib import Path
 from types import TracebackType
 
 from mentorgym.errors import SandboxError
-from mentorgym.sandboxes.base import DEFAULT_OUTPUT_LIMIT, ExecResult, truncate_output
+from mentorgym.sandboxes.base import DEFAULT_OUTPUT_LIMIT, ExecResult, OutputCollector
 
 _GRACE_S = 0.2
 """How long output is still read after the shell exits, before its leftover processes die."""
@@ -142,7 +142,7 @@ class LocalSandbox:
         proc.stdin.write(b"go\n")
         proc.stdin.close()  # the command itself sees an empty stdin
         assert proc.stdout is not None
-        reader = _BoundedReader(cap_bytes=4 * self.output_limit)
+        reader = OutputCollector(self.output_limit)
         timed_out = False
         deadline = time.monotonic() + timeout
         with selectors.DefaultSelector() as sel:
@@ -167,7 +167,7 @@ class LocalSandbox:
         _kill_group(proc.pid)
         proc.stdout.close()
         returncode = proc.wait()
-        text, truncated = reader.text(self.output_limit)
+        text, truncated = reader.text()
         return ExecResult(
             exit_code=-1 if timed_out else returncode,
             output=text,
@@ -238,36 +238,3 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):  # the group is already gone
         pass
-
-
-class _BoundedReader:
-    """Keeps the first and last `cap_bytes` of a stream and counts what it drops."""
-
-    def __init__(self, cap_bytes: int):
-        self.cap = cap_bytes
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.total = 0
-
-    def add(self, chunk: bytes) -> None:
-        self.total += len(chunk)
-        room = self.cap - len(self.head)
-        if room > 0:
-            self.head += chunk[:room]
-            chunk = chunk[room:]
-        if chunk:
-            self.tail += chunk
-            if len(self.tail) > self.cap:
-                del self.tail[: len(self.tail) - self.cap]
-
-    def text(self, limit: int) -> tuple[str, bool]:
-        kept = len(self.head) + len(self.tail)
-        if kept == self.total:
-            return truncate_output((self.head + self.tail).decode("utf-8", "replace"), limit)
-        # More came than we kept: cut to `limit` here, with the true total in the notice.
-        head_chars = limit * 2 // 3
-        head = self.head.decode("utf-8", "replace")[:head_chars]
-        tail = self.tail.decode("utf-8", "replace")[-(limit - head_chars) :]
-        cut = self.total - len(head.encode()) - len(tail.encode())
-        notice = f"\n[... output truncated: about {cut} of {self.total} bytes cut ...]\n"
-        return head + notice + tail, True
