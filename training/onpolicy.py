@@ -373,7 +373,10 @@ def load_frozen(path: str, device: torch.device, student_tok: Any) -> torch.nn.M
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     except OSError as e:
         raise ConfigError(
-            f"teacher {path!r} could not be loaded ({e}); give a local HF folder"
+            f"teacher {path!r} could not be loaded ({e}); give a local HF folder. The shipped "
+            "configs expect a DAgger-trained teacher there: run `mentorgym train "
+            "configs/sokoban_dagger.yaml --out runs/sokoban_dagger` (or configs/math_dagger.yaml "
+            "--out runs/math_dagger) first"
         ) from e
     if tok.get_vocab() != student_tok.get_vocab():
         raise ConfigError(
