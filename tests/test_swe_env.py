@@ -333,3 +333,31 @@ def test_task_file_loading(tmp_path: Path):
         load_tasks(str(path))
     with pytest.raises(ConfigError, match="does not exist"):
         load_tasks(str(tmp_path / "missing.jsonl"))
+
+
+@pytest.mark.docker
+@pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
+def test_turn_limit_grades_the_tree_as_it_stands(tmp_path):
+    """An agent that fixes the bug but never submits is graded when the turn limit cuts it."""
+    import json
+
+    from mentorgym.agents.rollout import run
+    from mentorgym.agents.scripted import ReplayPolicy
+    from mentorgym.envs.base import parse_action
+    from mentorgym.envs.swe import SWEEnv
+
+    tasks = _builtin_tasks(1)
+    probe = SWEEnv(tasks=tasks, pool_size=1)
+    try:
+        probe.reset(options={"index": 0})
+        apply_only = parse_action(probe.expert_action()).tool_calls[0]
+    finally:
+        probe.close()
+    assert apply_only.name == "bash"
+    script = tmp_path / "fix_without_submit.json"
+    script.write_text(json.dumps([format_tool_call("bash", apply_only.arguments)]))
+    kwargs = {"tasks": tasks, "pool_size": 1, "max_episode_steps": 1}
+    (traj,) = run("mentorgym/SWE-v0", ReplayPolicy(script), n=1, env_kwargs=kwargs)
+    assert traj.truncated and not traj.terminated
+    last = traj.turns[-1]
+    assert last.info["graded_at"] == "turn_limit" and traj.success and last.reward == 1.0
