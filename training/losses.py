@@ -87,6 +87,11 @@ def _jsd_per_token(
     return beta * kl_t + (1 - beta) * kl_s
 
 
+def chunk_rows(vocab: int, budget_floats: int = 1 << 21) -> int:
+    """Tokens per chunk so that one chunk's B x V temporaries hold about `budget_floats` each."""
+    return max(1, budget_floats // vocab)
+
+
 def _chunked_jsd(
     s_BTV: torch.Tensor,
     t_BTV: torch.Tensor,
@@ -160,7 +165,7 @@ def generalized_jsd(
     *,
     top_k: int | None = None,
     top_k_from: str = "teacher",
-    chunk_size: int = 256,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """GKD's generalized JSD, averaged over masked tokens (TRL's `batchmean` with labels).
 
@@ -168,12 +173,14 @@ def generalized_jsd(
     M = beta T + (1 - beta) S, the value is beta KL(T || M) + (1 - beta) KL(S || M). `top_k`
     restricts both distributions to the teacher's (or student's) k most likely tokens,
     renormalized. The teacher is a target: no gradient flows into `teacher_logits_BTV`.
-    Memory: the loss runs over `chunk_size` tokens at a time.
+    Memory: the loss runs over `chunk_size` tokens at a time (default: as many as keep each
+    temporary near 8 MB, `chunk_rows(V)`).
     """
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1], got {beta}")
     if top_k_from not in ("teacher", "student"):
         raise ValueError(f"top_k_from must be 'teacher' or 'student', got {top_k_from!r}")
+    chunk = chunk_size or chunk_rows(student_logits_BTV.shape[-1])
     return _ChunkedJSD.apply(
         student_logits_BTV,
         teacher_logits_BTV.detach(),
@@ -182,7 +189,7 @@ def generalized_jsd(
         temperature,
         top_k,
         top_k_from,
-        chunk_size,
+        chunk,
     )
 
 
@@ -243,7 +250,7 @@ def fused_linear_jsd(
     beta: float,
     temperature: float = 1.0,
     *,
-    chunk_size: int = 256,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """`generalized_jsd` of `hidden @ lm_head.T` for student and teacher, never holding the full
     B x T x V logits: each chunk's logits are made, used for the loss and its gradient, and freed.
@@ -254,7 +261,13 @@ def fused_linear_jsd(
     s_h = student_hidden_BTH.reshape(-1, student_hidden_BTH.shape[-1])[keep_N]
     t_h = teacher_hidden_BTH.reshape(-1, teacher_hidden_BTH.shape[-1])[keep_N].detach()
     return _FusedLinearJSD.apply(
-        s_h, student_lm_head_VH, t_h, teacher_lm_head_VH.detach(), beta, temperature, chunk_size
+        s_h,
+        student_lm_head_VH,
+        t_h,
+        teacher_lm_head_VH.detach(),
+        beta,
+        temperature,
+        chunk_size or chunk_rows(student_lm_head_VH.shape[0]),
     )
 
 
