@@ -480,14 +480,22 @@ class DockerSandbox:
             return False
         return self.container.status == "running"
 
-    def _death_reason(self, what: str) -> str:
-        try:
-            self.container.reload()
-        except docker.errors.NotFound:
-            return f"{what}: container {self.id[:12]} was removed (from outside this sandbox)"
-        except (docker.errors.APIError, requests.exceptions.RequestException) as e:
-            return f"{what}: the Docker engine stopped answering ({e})"
-        state = self.container.attrs.get("State", {})
+    def _death_reason(self, what: str, settle_s: float = 3.0) -> str:
+        # The shell's stream can close a moment before the engine updates the
+        # container's state (a forced removal kills processes first), so give
+        # the state a few seconds to settle before calling the container alive.
+        deadline = time.monotonic() + settle_s
+        while True:
+            try:
+                self.container.reload()
+            except docker.errors.NotFound:
+                return f"{what}: container {self.id[:12]} was removed (from outside this sandbox)"
+            except (docker.errors.APIError, requests.exceptions.RequestException) as e:
+                return f"{what}: the Docker engine stopped answering ({e})"
+            state = self.container.attrs.get("State", {})
+            if state.get("Status") != "running" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         if state.get("Status") in ("removing", "dead"):
             return f"{what}: container {self.id[:12]} was removed (from outside this sandbox)"
         if state.get("OOMKilled"):
