@@ -66,6 +66,17 @@ SIZES: dict[str, dict[str, int]] = {
         head_dim=32,
         max_position_embeddings=2048,
     ),
+    # ~5M parameters: a teacher a few times the tiny student, still quick to train on a CPU.
+    "base": dict(
+        vocab_size=2048,
+        hidden_size=256,
+        intermediate_size=768,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=64,
+        max_position_embeddings=2048,
+    ),
     # ~25M parameters.
     "small": dict(
         vocab_size=4096,

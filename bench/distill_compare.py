@@ -1,21 +1,23 @@
 """Compare the on-policy family against DAgger at an equal budget of sampled episodes.
 
 For each env (Sokoban, math with a python tool):
-1. Student init: `build_tiny(size="tiny")`. Teacher init: a `small`-sized model (about 25x
-   the parameters) that shares the student's tokenizer, because token-level distillation
-   scores the student's own token ids (a separately built `small` model trains its own
-   4096-token tokenizer and could not score them).
+1. Inits sharing one tokenizer (token-level distillation scores the student's own ids):
+   the student is `build_tiny(size="tiny")` (0.86M parameters), warm-started by behaviour
+   cloning on expert episodes, as the OPD papers start from an SFT'd student (an on-policy
+   method on a from-scratch student would sample nothing worth learning from); the teacher
+   is `build_tiny(size="base")` (about 6x the parameters).
 2. The teacher is brought to high success by DAgger from the env's expert (training/dagger.py).
-3. From the same student init, each method trains on the same number of sampled episodes:
+3. From the same warm student, each method trains on the same number of sampled episodes:
    GRPO, OPD (sampled-token, teacher in process), SOD, Skill-SD (rule summarizer), OPSD
    (privileged context), and DAgger with the model teacher labelling every visited state.
    `--seeds` seeds each; the held-out success rate (greedy, seeds from 1,000,000) is
    measured along training and at the end.
 4. Prints a markdown table: final held-out success mean ± std over seeds, and the curve
-   (mean success at each evaluation, by episodes sampled), plus the teacher's success.
+   (mean success at each evaluation, by episodes sampled), plus the teacher's and the warm
+   student's success.
 
-    python bench/distill_compare.py --quick            # a first run: ~15-20 min on 2 idle cores
-    python bench/distill_compare.py --envs sokoban     # the full budget, one env
+    python bench/distill_compare.py --quick            # a smoke run of the whole pipeline
+    python bench/distill_compare.py                    # the budget the README reports
 
 Results (per-run metrics, the table) are written under --out (default runs/distill_compare).
 """
@@ -31,34 +33,77 @@ from typing import Any
 
 ENVS = {
     "sokoban": dict(
-        env_id="mentorgym/Sokoban-v0", env_kwargs={}, max_new_tokens=16, reward="return"
+        env_id="mentorgym/Sokoban-v0",
+        env_kwargs={},
+        max_new_tokens=16,
+        reward="return",
+        # The grid is the whole state: every model sees the current observation only.
+        context=dict(context_turns=1, system_prompt=False),
     ),
     "math": dict(
         env_id="mentorgym/MathTools-v0",
         env_kwargs={"python_cmd": "python3 -S"},
         max_new_tokens=96,
         reward="success",
+        context={},  # the whole conversation (the defaults)
     ),
 }
 METHODS = ["grpo", "opd", "sod", "skill_sd", "opsd", "dagger"]
 
 QUICK = dict(
-    steps=4, tasks=4, group=2, evals=16, teacher_iters=2, teacher_episodes=24, teacher_steps=30
-)
+    steps=2, tasks=2, group=2, evals=8, teacher_iters=1, teacher_episodes=16,
+    teacher_steps=10, warm_episodes=16, warm_steps=10,
+)  # fmt: skip
 FULL = dict(
-    steps=24, tasks=8, group=4, evals=64, teacher_iters=4, teacher_episodes=64, teacher_steps=80
-)
+    steps=8, tasks=4, group=4, evals=32, teacher_iters=3, teacher_episodes=64,
+    teacher_steps=80, warm_episodes=64, warm_steps=60,
+)  # fmt: skip
+WARM_SEED = 500_000  # expert episodes for the warm start, apart from training and held-out seeds
 
 
-def build_inits(out: Path, env_id: str) -> tuple[str, str]:
-    """(student init, teacher init) sharing one tokenizer."""
+def last_eval(run: Path) -> float:
+    evals = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in evals if r.get("kind") == "eval" and "success_rate" in r]
+    return float(evals[-1]["success_rate"]) if evals else float("nan")
+
+
+def build_inits(out: Path, env: dict[str, Any], b: dict[str, int]) -> tuple[str, str, float]:
+    """(warm student, teacher init, the warm student's held-out success); one tokenizer."""
     from mentorgym.agents.tiny import build_tiny
+    from mentorgym.training import sft
+    from mentorgym.training.config import build_config
 
-    student = out / "init_student"
-    build_tiny(student, size="tiny", env_ids=[env_id], seed=0)
+    scratch = out / "init_student"
+    if not (scratch / "config.json").exists():
+        build_tiny(scratch, size="tiny", env_ids=[env["env_id"]], seed=0)
     teacher = out / "init_teacher"
-    build_tiny(teacher, size="small", seed=1, tokenizer_from=student)
-    return str(student), str(teacher)
+    if not (teacher / "config.json").exists():
+        build_tiny(teacher, size="base", seed=1, tokenizer_from=scratch)
+    warm = out / "warm_student"
+    if not (warm / "final" / "config.json").exists():
+        cfg = build_config(
+            sft.Config,
+            dict(
+                env_id=env["env_id"],
+                env_kwargs=env["env_kwargs"],
+                student=str(scratch),
+                teacher="expert",
+                episodes=b["warm_episodes"],
+                steps=b["warm_steps"],
+                seed=WARM_SEED,
+                batch_size=16,
+                lr=2e-3,
+                warmup_steps=5,
+                max_new_tokens=env["max_new_tokens"],
+                eval_episodes=b["evals"],
+                save_every=0,
+                progress=False,
+                max_seq_len=1024,
+                **env["context"],
+            ),
+        )
+        sft.train(cfg, warm, resume=False)
+    return str(warm / "final"), str(teacher), last_eval(warm)
 
 
 def train_teacher(
@@ -89,13 +134,11 @@ def train_teacher(
                 save_every=0,
                 progress=False,
                 max_seq_len=1024,
+                **env["context"],
             ),
         )
         dagger.train(cfg, run, resume=False)
-    evals = [
-        json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in x
-    ]
-    return str(final), float(evals[-1].get("success_rate", float("nan")))
+    return str(final), last_eval(run)
 
 
 def run_method(
@@ -124,6 +167,7 @@ def run_method(
             max_new_tokens=env["max_new_tokens"],
             eval_episodes=b["evals"],
             progress=False,
+            **env["context"],
         )
         if method == "dagger":
             iters = 4 if b["steps"] >= 4 else b["steps"]
@@ -148,7 +192,7 @@ def run_method(
                 group_size=b["group"],
                 reward=env["reward"],
                 lr=1e-3,
-                eval_every=max(1, b["steps"] // 4),
+                eval_every=max(1, b["steps"] // 2),
                 save_every=0,
                 eval_seed=1_000_000,
             )
@@ -190,12 +234,13 @@ def main() -> None:
         env = ENVS[name]
         out = root / name
         out.mkdir(parents=True, exist_ok=True)
-        student, t_init = build_inits(out, env["env_id"])
+        student, t_init, warm_success = build_inits(out, env, b)
         teacher, t_success = train_teacher(out, env, t_init, b)
         budget = b["steps"] * b["tasks"] * b["group"]
         lines += [
             f"\n### {name} ({env['env_id']}): {budget} sampled episodes per run, "
-            f"{b['evals']} held-out episodes, teacher (small, DAgger from expert) success {t_success:.3f}\n",
+            f"{b['evals']} held-out episodes, teacher (base, DAgger from expert) success {t_success:.3f}, "
+            f"warm student (tiny, BC) success {warm_success:.3f}\n",
             "| method | final held-out success (mean ± std) | curve: episodes -> mean success |",
             "|---|---|---|",
         ]

@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = model.add_parser("tiny", help="build the offline tiny model and tokenizer")
     p.add_argument("--out", required=True)
-    p.add_argument("--size", choices=["tiny", "small"], default="tiny")
+    p.add_argument("--size", choices=["tiny", "base", "small"], default="tiny")
     p.add_argument(
         "--envs", nargs="*", default=None, help="env ids whose text trains the tokenizer"
     )

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from mentorgym.agents.hf import PolicyCard
+from mentorgym.agents.tiny import SIZES
 from mentorgym.agents.trajectory import Trajectory, context
 from mentorgym.envs.base import Message
 from mentorgym.errors import ConfigError
@@ -119,8 +120,8 @@ class OnPolicyConfig:
             raise ConfigError(f"reward {self.reward!r}: use return or success")
         if self.rollout_temperature <= 0:
             raise ConfigError("rollout_temperature must be > 0 (on-policy losses need sampling)")
-        if self.tiny_size not in ("tiny", "small"):
-            raise ConfigError(f"tiny_size {self.tiny_size!r}: use tiny or small")
+        if self.tiny_size not in SIZES:
+            raise ConfigError(f"tiny_size {self.tiny_size!r}: use one of {sorted(SIZES)}")
         if self.model_dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"model_dtype {self.model_dtype!r}: use float32 or bfloat16")
         if self.eval_seed < self.seed + self.steps * self.tasks_per_step:

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from mentorgym.agents.hf import PolicyCard
+from mentorgym.agents.tiny import SIZES
 from mentorgym.agents.trajectory import Trajectory, read_trajectories
 from mentorgym.errors import ConfigError
 from mentorgym.training import trainer as T
@@ -128,8 +129,8 @@ def check_common(cfg: Any) -> None:
         raise ConfigError(f"model_dtype {cfg.model_dtype!r}: use float32 or bfloat16")
     if cfg.strategy not in ("ddp", "fsdp"):
         raise ConfigError(f"strategy {cfg.strategy!r}: use ddp or fsdp")
-    if cfg.tiny_size not in ("tiny", "small"):
-        raise ConfigError(f"tiny_size {cfg.tiny_size!r}: use tiny or small")
+    if cfg.tiny_size not in SIZES:
+        raise ConfigError(f"tiny_size {cfg.tiny_size!r}: use one of {sorted(SIZES)}")
     if cfg.student != "tiny" and cfg.student.startswith(("openai:", "expert", "random", "replay:")):
         raise ConfigError(
             f"student {cfg.student!r} is not trainable; use tiny, a local path or a hub id"
