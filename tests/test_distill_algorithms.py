@@ -14,7 +14,7 @@ import gymnasium
 import pytest
 import torch
 
-from mentorgym.agents.trajectory import Trajectory, Turn
+from mentorgym.agents.trajectory import Trajectory, Turn, context
 from mentorgym.training.config import build_config
 
 SHORT_SOKOBAN = "mentorgym-test/SokobanShort-v0"
@@ -63,23 +63,41 @@ def _cfg(algo: str, tiny_path: str, **over):
 # --- token bookkeeping ---------------------------------------------------------------------------
 
 
-def test_episode_encoding_uses_sampled_ids_and_matches_sampler_logprobs(tiny_path, tok):
+@pytest.mark.parametrize(
+    "context_turns,system_prompt", [(0, True), (0, False), (1, False), (2, True)]
+)
+def test_episode_encoding_uses_sampled_ids_and_matches_sampler_logprobs(
+    tiny_path, tok, context_turns, system_prompt
+):
     """The training-side logprobs of the exact sampled ids equal the sampler's (temperature 1):
-    the episode sequence is what the policy saw, token for token."""
+    the sequences are what the policy saw, token for token, with the whole conversation in
+    view or a window of it."""
     from mentorgym.agents.hf import HFPolicy
     from mentorgym.agents.rollout import run
     from mentorgym.training import onpolicy as O
 
-    policy = HFPolicy(tiny_path, temperature=1.0, max_new_tokens=6, device="cpu", seed=3)
+    policy = HFPolicy(
+        tiny_path,
+        temperature=1.0,
+        max_new_tokens=6,
+        device="cpu",
+        seed=3,
+        context_turns=context_turns,
+        system_prompt=system_prompt,
+    )
     trajs = run(SHORT_SOKOBAN, policy, 2, seed=5)
-    eps = [O.encode_episode(tok, t, 4096) for t in trajs]
+    eps = [O.encode_episode(tok, t, 4096, None, context_turns, system_prompt) for t in trajs]
     for ep, traj in zip(eps, trajs):
         assert len(ep.spans) == len(traj.turns)
-        for (a, b), k in zip(ep.spans, ep.turns):
-            assert ep.ids[a:b] == traj.turns[k].token_ids
+        assert len(ep.seqs) == (1 if context_turns == 0 else len(traj.turns))
+        for (r, a, b), k in zip(ep.spans, ep.turns):
+            assert ep.seqs[r][a:b] == traj.turns[k].token_ids
+            if context_turns:  # each turn's sequence is its prompt, then its sampled ids
+                assert ep.seqs[r][:a] == policy.encode(context(traj, k))
     batch = O.make_batch(eps, trajs, tok.pad_token_id, torch.device("cpu"))
+    assert batch.input_ids_RT.shape[0] == sum(len(e.seqs) for e in eps)
     with torch.no_grad():
-        h = O.hidden_at(policy.model, batch.input_ids_BT, batch.attention_mask_BT, batch.pos_BL)
+        h = O.hidden_at(policy.model, batch)
         lp_BL = O.logprobs_from_hidden(policy.model, h, batch.target_BL, 1.0)
     diff = ((lp_BL - batch.logp_old_BL).abs() * batch.mask_BL).max()
     assert diff < 1e-3
@@ -115,13 +133,23 @@ def test_note_moves_positions_not_ids(tok):
     )
     plain = O.encode_episode(tok, traj, 4096)
     noted = O.encode_episode(tok, traj, 4096, note="secret plan: Up Up")
-    shift = len(noted.ids) - len(plain.ids)
+    shift = len(noted.seqs[0]) - len(plain.seqs[0])
     assert shift > 0
-    assert [(a + shift, b + shift) for a, b in plain.spans] == noted.spans
-    assert all(noted.ids[a:b] == ids for a, b in noted.spans)
+    assert [(r, a + shift, b + shift) for r, a, b in plain.spans] == noted.spans
+    assert all(noted.seqs[r][a:b] == ids for r, a, b in noted.spans)
     # a sequence limit drops whole turns and counts them
-    cut = O.encode_episode(tok, traj, plain.spans[1][0] + 1)
+    cut = O.encode_episode(tok, traj, plain.spans[1][1] + 1)
     assert cut.turns == [0] and cut.dropped_turns == 1
+    # windowed: one sequence per turn, the note in each, the second turn without the first
+    windowed = O.encode_episode(tok, traj, 4096, "secret plan: Up Up", context_turns=1)
+    assert [r for r, _, _ in windowed.spans] == [0, 1] and windowed.turns == [0, 1]
+    second = tok.decode(windowed.seqs[1])
+    assert "secret plan" in second and "again" in second and "go" not in second
+    assert all(windowed.seqs[r][a:b] == ids for r, a, b in windowed.spans)
+    plain_windowed = O.encode_episode(tok, traj, 4096, None, context_turns=1)
+    longest = max(len(seq) for seq in plain_windowed.seqs)
+    short = O.encode_episode(tok, traj, longest - 1, None, context_turns=1)
+    assert short.dropped_turns >= 1 and len(short.seqs) == 2 - short.dropped_turns
 
 
 # --- skills -----------------------------------------------------------------------------------------
@@ -303,6 +331,7 @@ def test_bad_settings_are_config_errors(tiny_path):
         ("opd", {"loss": "sampled"}),
         ("sod", {}),
         ("skill_sd", {"sync_every": 1, "sd_coef": 1.0}),
+        ("opd", {"loss": "jsd", "context_turns": 1, "system_prompt": False}),
     ],
 )
 def test_two_steps_end_to_end(algo, over, tiny_path, tmp_path):
@@ -314,6 +343,11 @@ def test_two_steps_end_to_end(algo, over, tiny_path, tmp_path):
     final = module.train(cfg, tmp_path, resume=False)
     assert (final / "config.json").exists()
     policy = HFPolicy(str(final), max_new_tokens=4, device="cpu")
+    # the final student acts from the context window it was trained with
+    assert (policy.context_turns, policy.system_prompt) == (
+        over.get("context_turns", 0),
+        over.get("system_prompt", True),
+    )
     assert policy.act([{"role": "user", "content": "hi"}]).token_ids
     records = [line for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if line]
     assert sum('"kind": "train"' in r for r in records) == 2 and '"kind": "eval"' in records[-1]

@@ -41,7 +41,7 @@ def pg_micro_loss(s, cfg: O.OnPolicyConfig, adv: list[float]) -> O.MicroLoss:
     def micro(
         idx: list[int], eps: list[O.Episode], b: O.Batch
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        hidden_BLH = O.hidden_at(s.model, b.input_ids_BT, b.attention_mask_BT, b.pos_BL)
+        hidden_BLH = O.hidden_at(s.model, b)
         logp_BL = O.logprobs_from_hidden(s.model, hidden_BLH, b.target_BL, cfg.rollout_temperature)
         adv_B = torch.tensor([adv[i] for i in idx], device=logp_BL.device)
         loss = clipped_pg_loss(

@@ -4,10 +4,12 @@
   adds its own fields on top; one level, no chain).
 - `sample`: the student plays `tasks_per_step x group_size` episodes with the rollout
   engine (group member g of task i replays the same seed, so GRPO groups share a task).
-- `encode_episode` / `make_batch`: an episode as one token sequence built from the exact
-  sampled ids (prefix-stable chat encoding, as `HFPolicy.encode` builds prompts), and the
-  loss tokens of a batch as compact rows: row b holds only episode b's sampled tokens, with
-  their positions in the full sequence, the sampler's logprobs and their step (turn) ids.
+- `encode_episode` / `make_batch`: an episode as token sequences built from the exact
+  sampled ids, as `HFPolicy.encode` built the prompts: one sequence for the whole
+  conversation (prefix-stable chat encoding), or one per turn when the student sees a
+  window of the conversation (`context_turns`); and the loss tokens of a batch as compact
+  rows: row b holds only episode b's sampled tokens, with where each sits in the input
+  sequences, the sampler's logprobs and their step (turn) ids.
 - `student_hidden`, `logprobs_from_hidden`: forwards that gather hidden states at the loss
   positions only, so the B x T x V logits are never built.
 - `train_loop`: sample -> loss -> AdamW step, checkpoints (`RUN/checkpoints`, resumable at
@@ -60,6 +62,11 @@ class OnPolicyConfig:
     """Episodes per task (GRPO's G); episodes per step = tasks_per_step * group_size."""
     reward: str = "return"
     """Episode reward for group advantages: `return` (sum of env rewards) or `success`."""
+    context_turns: int = 0
+    """The student sees only the last N observations (1: the current one; 0: all), in
+    sampling, in the loss and at evaluation alike (as DAgger's and SFT's setting)."""
+    system_prompt: bool = True
+    """Keep the env's system prompt in the student's context."""
     rollout_temperature: float = 1.0
     """Student sampling temperature; logprobs of the new policy use the same temperature."""
     max_seq_len: int = 2048
@@ -113,6 +120,8 @@ class OnPolicyConfig:
         for name in ("steps", "tasks_per_step", "group_size", "batch_size", "max_seq_len"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.context_turns < 0:
+            raise ConfigError(f"context_turns must be >= 0 (0: all), got {self.context_turns}")
         for name in ("max_new_tokens", "concurrency", "grad_accum"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -147,6 +156,8 @@ def student_sampler(s: sft.Setup, cfg: OnPolicyConfig, step: int, temperature: f
         temperature=temperature,
         top_p=1.0,
         max_new_tokens=cfg.max_new_tokens,
+        context_turns=cfg.context_turns,
+        system_prompt=cfg.system_prompt,
         device=str(s.device),
         seed=cfg.seed * 1_000_003 + step,
         model=T.unwrap(s.model),
@@ -179,8 +190,8 @@ def sample(s: sft.Setup, cfg: OnPolicyConfig, step: int) -> list[list[Trajectory
 
 
 def evaluate(s: sft.Setup, cfg: OnPolicyConfig, out: Path | None) -> dict[str, Any]:
-    """The pure student on `eval_episodes` held-out seeds from `eval_seed` (full context, as
-    it is sampled in training)."""
+    """The pure student on `eval_episodes` held-out seeds from `eval_seed` (with the context
+    window it is sampled with in training)."""
     from mentorgym.agents.rollout import run, summarize
 
     s.model.eval()
@@ -208,15 +219,16 @@ def episode_reward(traj: Trajectory, kind: str) -> float:
 
 @dataclass
 class Episode:
-    """One trajectory as one token sequence; `spans[k]` holds turn k's sampled ids."""
+    """One trajectory as token sequences; `spans[k]` locates turn k's sampled ids."""
 
-    ids: list[int]
-    spans: list[tuple[int, int]]
-    """[start, end) positions in `ids` of each trainable turn's sampled ids, in turn order."""
+    seqs: list[list[int]]
+    """The input sequences: the whole conversation, or one per trainable turn when windowed."""
+    spans: list[tuple[int, int, int]]
+    """(sequence, start, end) of each trainable turn's sampled ids, in turn order."""
     turns: list[int]
     """The turn index of each span."""
     dropped_turns: int = 0
-    """Trainable turns left out because the sequence passed `max_seq_len`."""
+    """Trainable turns left out because their sequence passed `max_seq_len`."""
 
 
 def with_note(messages: list[Message], note: str) -> list[Message]:
@@ -232,24 +244,35 @@ def _ids(tok: Any, text: str) -> list[int]:
 
 
 def encode_episode(
-    tok: Any, traj: Trajectory, max_seq_len: int, note: str | None = None
+    tok: Any,
+    traj: Trajectory,
+    max_seq_len: int,
+    note: str | None = None,
+    context_turns: int = 0,
+    system_prompt: bool = True,
 ) -> Episode:
-    """The whole episode as ids, each sampled turn exactly as sampled (never re-tokenized).
+    """The episode as ids, each sampled turn exactly as sampled (never re-tokenized).
 
-    Turns without sampled ids (an expert's or teacher's turn) are encoded from their text
-    and are not trainable. `note` adds privileged context to the system prompt (a
-    self-distillation teacher's view); the sampled ids are the same, only their positions
-    move. Turns whose ids pass `max_seq_len` are dropped from the spans and counted.
+    With the whole conversation in view (`context_turns=0`) it is one sequence; with a
+    window, each trainable turn is its own sequence: the windowed prompt the student acted
+    from, then its sampled ids. Turns without sampled ids (an expert's or teacher's turn)
+    are encoded from their text and are not trainable. `note` adds privileged context to
+    the system prompt (a self-distillation teacher's view); the sampled ids are the same,
+    only their positions move. Turns whose sequence passes `max_seq_len` are dropped from
+    the spans and counted.
     """
+    if context_turns > 0:
+        return _encode_windowed(tok, traj, max_seq_len, note, context_turns, system_prompt)
     from mentorgym.agents import chat
 
     last = len(traj.turns) - 1
     msgs = context(traj, last) + [{"role": "assistant", "content": traj.turns[last].action}]
+    msgs = chat.window_messages(msgs, 0, system_prompt)
     if note:
         msgs = with_note(msgs, note)
     suffix = chat.completion_suffix_ids(tok)
     ids: list[int] = []
-    spans: list[tuple[int, int]] = []
+    spans: list[tuple[int, int, int]] = []
     turns: list[int] = []
     dropped = 0
     k = 0
@@ -265,25 +288,57 @@ def encode_episode(
         ids += body
         if sampled:
             if len(ids) <= max_seq_len:
-                spans.append((start, len(ids)))
+                spans.append((0, start, len(ids)))
                 turns.append(k)
             else:
                 dropped += 1
         ids += suffix[1:] if suffix and body and body[-1] == suffix[0] else suffix
         k += 1
-    return Episode(ids[:max_seq_len], spans, turns, dropped)
+    return Episode([ids[:max_seq_len]], spans, turns, dropped)
+
+
+def _encode_windowed(
+    tok: Any,
+    traj: Trajectory,
+    max_seq_len: int,
+    note: str | None,
+    context_turns: int,
+    system_prompt: bool,
+) -> Episode:
+    from mentorgym.agents import chat
+
+    ep = Episode([], [], [])
+    for k, turn in enumerate(traj.turns):
+        if not turn.token_ids:
+            continue
+        msgs = chat.window_messages(context(traj, k), context_turns, system_prompt)
+        if note:
+            msgs = with_note(msgs, note)
+        # The window's assistant messages are the turns just before k, in order.
+        n_actions = sum(m["role"] == "assistant" for m in msgs)
+        earlier = [traj.turns[j].token_ids for j in range(k - n_actions, k)]
+        seq = chat.encode_chat_with_actions(tok, msgs, earlier) + list(turn.token_ids)
+        if len(seq) > max_seq_len:
+            ep.dropped_turns += 1
+            continue
+        ep.spans.append((len(ep.seqs), len(seq) - len(turn.token_ids), len(seq)))
+        ep.seqs.append(seq)
+        ep.turns.append(k)
+    return ep
 
 
 @dataclass
 class Batch:
     """Loss tokens of B episodes as rows of length L (padding where `mask_BL` is 0).
 
-    `input_ids_BT` / `attention_mask_BT` are the full sequences; `pos_BL` is where each
-    loss token sits in them (the logits at `pos - 1` predict it).
+    `input_ids_RT` / `attention_mask_RT` are the R input sequences of all B episodes (R = B
+    when each episode is one sequence); loss token (b, l) sits at `pos_BL[b, l]` of input
+    row `row_BL[b, l]` (the logits at `pos - 1` predict it).
     """
 
-    input_ids_BT: torch.Tensor
-    attention_mask_BT: torch.Tensor
+    input_ids_RT: torch.Tensor
+    attention_mask_RT: torch.Tensor
+    row_BL: torch.Tensor
     pos_BL: torch.Tensor
     target_BL: torch.Tensor
     mask_BL: torch.Tensor
@@ -297,24 +352,29 @@ def make_batch(
     episodes: list[Episode], trajs: list[Trajectory], pad_id: int, device: torch.device
 ) -> Batch:
     """Pack episodes (and their trajectories' sampler logprobs) into a `Batch` on `device`."""
+    seqs = [seq for e in episodes for seq in e.seqs] or [[pad_id]]
+    R, T_ = len(seqs), max(len(seq) for seq in seqs)
     B = len(episodes)
-    T_ = max(len(e.ids) for e in episodes)
-    L = max(max((sum(b - a for a, b in e.spans)), 1) for e in episodes)
-    input_ids_BT = torch.full((B, T_), pad_id, dtype=torch.long)
-    attention_mask_BT = torch.zeros((B, T_), dtype=torch.long)
+    L = max(max(sum(end - start for _, start, end in e.spans), 1) for e in episodes)
+    input_ids_RT = torch.full((R, T_), pad_id, dtype=torch.long)
+    attention_mask_RT = torch.zeros((R, T_), dtype=torch.long)
+    for r, seq in enumerate(seqs):
+        input_ids_RT[r, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        attention_mask_RT[r, : len(seq)] = 1
+    row_BL = torch.zeros((B, L), dtype=torch.long)
     pos_BL = torch.ones((B, L), dtype=torch.long)
     target_BL = torch.full((B, L), pad_id, dtype=torch.long)
     mask_BL = torch.zeros((B, L))
     step_ids_BL = torch.full((B, L), -1, dtype=torch.long)
     logp_old_BL = torch.zeros((B, L))
+    first_row = 0
     for b, (ep, traj) in enumerate(zip(episodes, trajs, strict=True)):
-        input_ids_BT[b, : len(ep.ids)] = torch.tensor(ep.ids)
-        attention_mask_BT[b, : len(ep.ids)] = 1
         j = 0
-        for k, ((start, end), turn) in enumerate(zip(ep.spans, ep.turns, strict=True)):
+        for k, ((seq, start, end), turn) in enumerate(zip(ep.spans, ep.turns, strict=True)):
             n = end - start
+            row_BL[b, j : j + n] = first_row + seq
             pos_BL[b, j : j + n] = torch.arange(start, end)
-            target_BL[b, j : j + n] = torch.tensor(ep.ids[start:end])
+            target_BL[b, j : j + n] = torch.tensor(ep.seqs[seq][start:end])
             mask_BL[b, j : j + n] = 1.0
             step_ids_BL[b, j : j + n] = k
             lps = traj.turns[turn].logprobs
@@ -325,10 +385,12 @@ def make_batch(
                 )
             logp_old_BL[b, j : j + n] = torch.tensor(lps)
             j += n
+        first_row += len(ep.seqs)
     t = lambda x: x.to(device)  # noqa: E731
     return Batch(
-        t(input_ids_BT),
-        t(attention_mask_BT),
+        t(input_ids_RT),
+        t(attention_mask_RT),
+        t(row_BL),
         t(pos_BL),
         t(target_BL),
         t(mask_BL),
@@ -337,16 +399,12 @@ def make_batch(
     )
 
 
-def hidden_at(
-    model: torch.nn.Module, input_ids_BT: torch.Tensor, attn_BT: torch.Tensor, pos_BL: torch.Tensor
-) -> torch.Tensor:
-    """Final hidden states that predict the tokens at `pos_BL` (i.e. at `pos - 1`): B x L x H."""
+def hidden_at(model: torch.nn.Module, b: Batch) -> torch.Tensor:
+    """Final hidden states that predict the batch's loss tokens (at `pos - 1`): B x L x H."""
     inner = T.unwrap(model)
     base = getattr(inner, inner.base_model_prefix)
-    hidden_BTH = base(input_ids=input_ids_BT, attention_mask=attn_BT, use_cache=False)
-    hidden_BTH = hidden_BTH.last_hidden_state
-    idx_BLH = (pos_BL - 1).clamp_min(0).unsqueeze(-1).expand(-1, -1, hidden_BTH.shape[-1])
-    return hidden_BTH.gather(1, idx_BLH)
+    out = base(input_ids=b.input_ids_RT, attention_mask=b.attention_mask_RT, use_cache=False)
+    return out.last_hidden_state[b.row_BL, (b.pos_BL - 1).clamp_min(0)]
 
 
 def lm_head(model: torch.nn.Module) -> torch.Tensor:
@@ -415,16 +473,16 @@ def teacher_view(
     room = cfg.max_seq_len + max((len(_ids(tok, n)) + 8 for n in notes if n), default=0)
     t_eps = []
     for traj, ep, note in zip(trajs, student_eps, notes, strict=True):
-        t_ep = encode_episode(tok, traj, room, note)
+        t_ep = encode_episode(tok, traj, room, note, cfg.context_turns, cfg.system_prompt)
         keep = set(ep.turns)
         pairs = [(s, k) for s, k in zip(t_ep.spans, t_ep.turns, strict=True) if k in keep]
-        t_eps.append(Episode(t_ep.ids, [s for s, _ in pairs], [k for _, k in pairs]))
+        t_eps.append(Episode(t_ep.seqs, [s for s, _ in pairs], [k for _, k in pairs]))
         if [k for _, k in pairs] != ep.turns:
             raise ValueError(
                 f"teacher view of episode seed={traj.seed} lost a turn; raise max_seq_len"
             )
     tb = make_batch(t_eps, trajs, tok.pad_token_id, device)
-    hidden_BLH = hidden_at(teacher, tb.input_ids_BT, tb.attention_mask_BT, tb.pos_BL)
+    hidden_BLH = hidden_at(teacher, tb)
     logp_BL = logprobs_from_hidden(teacher, hidden_BLH, tb.target_BL, 1.0)
     return logp_BL, (hidden_BLH if want_hidden else None)
 
@@ -433,13 +491,15 @@ def external_teacher_logprobs(
     teacher: Any, trajs: list[Trajectory], student_eps: list[Episode], L: int
 ) -> torch.Tensor:
     """Logprobs from any `Teacher` (e.g. `openai:` via prompt_logprobs): one `score` call per
-    turn with that turn's context and its sampled ids. B x L, aligned with the batch rows."""
+    turn with that turn's whole context and its sampled ids (a teacher with a context window
+    of its own, such as `hf:` with a policy card, applies it). B x L, aligned with the batch
+    rows."""
     out_BL = torch.zeros((len(trajs), L))
     items: list[tuple[list[Message], list[int]]] = []
     where: list[tuple[int, int, int]] = []
     for b, (traj, ep) in enumerate(zip(trajs, student_eps, strict=True)):
         j = 0
-        for (start, end), k in zip(ep.spans, ep.turns, strict=True):
+        for (_, start, end), k in zip(ep.spans, ep.turns, strict=True):
             items.append((context(traj, k), list(traj.turns[k].token_ids or [])))
             where.append((b, j, end - start))
             j += end - start
@@ -480,7 +540,10 @@ def micro_batches(
     """Episodes with at least one trainable turn, encoded and packed `batch_size` at a time.
 
     Returns (indices into `trajs`, episodes, batch) per micro-batch."""
-    eps = [encode_episode(s.tok, t, cfg.max_seq_len) for t in trajs]
+    eps = [
+        encode_episode(s.tok, t, cfg.max_seq_len, None, cfg.context_turns, cfg.system_prompt)
+        for t in trajs
+    ]
     keep = [i for i, e in enumerate(eps) if e.spans]
     out = []
     for i in range(0, len(keep), cfg.batch_size):
@@ -603,7 +666,12 @@ def train_loop(
             checkpoint()
     s.metrics.plot(run_dir / "curves.png")
     final = run_dir / "final"
-    card = PolicyCard(temperature=cfg.eval_temperature, max_new_tokens=cfg.max_new_tokens)
+    card = PolicyCard(
+        context_turns=cfg.context_turns,
+        system_prompt=cfg.system_prompt,
+        temperature=cfg.eval_temperature,
+        max_new_tokens=cfg.max_new_tokens,
+    )
     T.save_model(s.model, s.tok, final, s.d, card)
     print(f"final student: {final}  (evaluate: mentorgym eval {cfg.env_id} --agent hf:{final})")
     return final

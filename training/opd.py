@@ -114,7 +114,7 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
             lp_t_BL, t_hidden_BLH = teacher_logprobs(
                 teacher, s, cfg, sub, eps, b, cfg.loss == "jsd"
             )
-            hidden_BLH = O.hidden_at(s.model, b.input_ids_BT, b.attention_mask_BT, b.pos_BL)
+            hidden_BLH = O.hidden_at(s.model, b)
             # The reverse-KL estimate on the sampled tokens, logged in both modes.
             kl = float(((b.logp_old_BL - lp_t_BL) * b.mask_BL).sum() / b.mask_BL.sum().clamp_min(1))
             if cfg.loss == "jsd":

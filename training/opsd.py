@@ -113,7 +113,7 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
             lp_t_BL, t_hidden_BLH = O.teacher_view(
                 teacher, s.tok, sub, eps, [notes(t) for t in sub], cfg, s.device, cfg.loss == "jsd"
             )
-            hidden_BLH = O.hidden_at(s.model, b.input_ids_BT, b.attention_mask_BT, b.pos_BL)
+            hidden_BLH = O.hidden_at(s.model, b)
             n = b.mask_BL.sum().clamp_min(1)
             kl = float(((b.logp_old_BL - lp_t_BL) * b.mask_BL).sum() / n)
             if cfg.loss == "jsd":

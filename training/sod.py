@@ -68,7 +68,7 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
             idx: list[int], eps: list[O.Episode], b: O.Batch
         ) -> tuple[torch.Tensor, dict[str, float]]:
             lp_t_BL, _ = teacher_logprobs(teacher, s, cfg, [trajs[i] for i in idx], eps, b)
-            hidden_BLH = O.hidden_at(s.model, b.input_ids_BT, b.attention_mask_BT, b.pos_BL)
+            hidden_BLH = O.hidden_at(s.model, b)
             logp_BL = O.logprobs_from_hidden(
                 s.model, hidden_BLH, b.target_BL, cfg.rollout_temperature
             )
