@@ -46,6 +46,8 @@ ENVS = {
         max_new_tokens=96,
         reward="success",
         context={},  # the whole conversation (the defaults)
+        # The answer format (a tool call, then an answer) takes longer to learn than a move.
+        full_budget=dict(warm_episodes=128, warm_steps=200, teacher_steps=100),
     ),
 }
 METHODS = ["grpo", "opd", "sod", "skill_sd", "opsd", "dagger"]
@@ -226,12 +228,12 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--out", default="runs/distill_compare")
     args = p.parse_args()
-    b = QUICK if args.quick else FULL
     root = Path(args.out) / ("quick" if args.quick else "full")
     lines = []
     t0 = time.time()
     for name in args.envs:
         env = ENVS[name]
+        b = QUICK if args.quick else {**FULL, **env.get("full_budget", {})}
         out = root / name
         out.mkdir(parents=True, exist_ok=True)
         student, t_init, warm_success = build_inits(out, env, b)
