@@ -20,6 +20,9 @@ For each env (Sokoban, math with a python tool):
     python bench/distill_compare.py                    # the budget the README reports
 
 Results (per-run metrics, the table) are written under --out (default runs/distill_compare).
+A killed run picks up where it stopped: finished runs are kept and unfinished ones resume
+from their checkpoints. The models are small, so one thread each is fastest; two envs can
+run side by side on two cores with `OMP_NUM_THREADS=1`.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ ENVS = {
         reward="return",
         # The grid is the whole state: every model sees the current observation only.
         context=dict(context_turns=1, system_prompt=False),
+        full_budget=dict(warm_episodes=128, warm_steps=200, teacher_iters=4, teacher_steps=200),
     ),
     "math": dict(
         env_id="mentorgym/MathTools-v0",
@@ -104,7 +108,7 @@ def build_inits(out: Path, env: dict[str, Any], b: dict[str, int]) -> tuple[str,
                 **env["context"],
             ),
         )
-        sft.train(cfg, warm, resume=False)
+        sft.train(cfg, warm, resume=True)
     return str(warm / "final"), str(teacher), last_eval(warm)
 
 
@@ -139,7 +143,7 @@ def train_teacher(
                 **env["context"],
             ),
         )
-        dagger.train(cfg, run, resume=False)
+        dagger.train(cfg, run, resume=True)
     return str(final), last_eval(run)
 
 
@@ -200,7 +204,7 @@ def run_method(
             )
             if method in ("opd", "sod"):
                 values["teacher"] = f"hf:{teacher}"
-        module.train(build_config(module.Config, values), run, resume=False)
+        module.train(build_config(module.Config, values), run, resume=True)
     curve = []
     for line in (run / "metrics.jsonl").read_text().splitlines():
         r = json.loads(line)
