@@ -14,27 +14,13 @@ import statistics
 import time
 from pathlib import Path
 
-from mentorgym.envs.sokoban import MOVES, Level, load_levels, solve_level
+from mentorgym.envs.sokoban import Level, load_levels, play_moves, solve_level
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "sokoban"
 
 
 def replay_solves(level: Level, plan: list[str]) -> bool:
-    boxes = set(level.boxes)
-    p = level.player
-    for m in plan:
-        d = MOVES.index(m)
-        q = level.neighbors[d][p]
-        if q < 0 or level.walls[q]:
-            continue
-        if q in boxes:
-            k = level.neighbors[d][q]
-            if k < 0 or level.walls[k] or k in boxes:
-                continue
-            boxes.discard(q)
-            boxes.add(k)
-        p = q
-    return boxes == set(level.targets)
+    return play_moves(level, plan)[1] == set(level.targets)
 
 
 def main() -> None:

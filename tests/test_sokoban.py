@@ -18,6 +18,7 @@ from mentorgym.envs.sokoban import (
     load_levels,
     parse_level,
     parse_levels,
+    play_moves,
     solve,
     solve_level,
 )
@@ -29,25 +30,6 @@ IDS = [
     "mentorgym/Sokoban3-v0",
     "mentorgym/Boxoban-v0",
 ]
-
-
-def replay(level: Level, plan: list[str]) -> tuple[int, set[int]]:
-    """Independent of the env: play moves on a level, return (player, boxes)."""
-    boxes = set(level.boxes)
-    p = level.player
-    for m in plan:
-        d = MOVES.index(m)
-        q = level.neighbors[d][p]
-        if q < 0 or level.walls[q]:
-            continue
-        if q in boxes:
-            k = level.neighbors[d][q]
-            if k < 0 or level.walls[k] or k in boxes:
-                continue
-            boxes.discard(q)
-            boxes.add(k)
-        p = q
-    return p, boxes
 
 
 def run_episode(env: gymnasium.Env, seed: int, actor: str) -> bool:
@@ -95,7 +77,7 @@ def test_generated_rooms_are_solvable_and_not_solved(dim: tuple[int, int], boxes
         assert plan, f"seed {seed} unsolvable"
         # the reverse walk bounds the optimal solution
         assert len(plan) <= 12 * boxes + 4
-        _p, final = replay(lv, plan)
+        _p, final = play_moves(lv, plan)
         assert final == set(lv.targets)
 
 
@@ -160,7 +142,7 @@ def test_solver_on_10x10_level_files():
         for lv in levels[:2]:
             plan = solve_level(lv, 60.0)
             assert plan is not None, f"{name} {lv.name}"
-            assert replay(lv, plan)[1] == set(lv.targets)
+            assert play_moves(lv, plan)[1] == set(lv.targets)
 
 
 BOXOBAN = """; 0

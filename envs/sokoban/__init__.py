@@ -9,6 +9,7 @@ from mentorgym.envs.sokoban.level import (
     load_levels,
     parse_level,
     parse_levels,
+    play_moves,
 )
 from mentorgym.envs.sokoban.solver import solve, solve_level
 
@@ -21,6 +22,7 @@ __all__ = [
     "load_levels",
     "parse_level",
     "parse_levels",
+    "play_moves",
     "solve",
     "solve_level",
     "system_prompt",

@@ -278,3 +278,25 @@ def generate_room(
     raise ValueError(
         f"could not generate a {height}x{width} room with {num_boxes} boxes; use a larger room"
     )
+
+
+def play_moves(level: Level, moves: list[str]) -> tuple[int, set[int]]:
+    """The player's cell and the box cells after `moves` (blocked moves do nothing).
+
+    A plain replay of the rules, separate from the env's step, so solver plans can be
+    checked against something other than the code that found them."""
+    boxes = set(level.boxes)
+    p = level.player
+    for m in moves:
+        d = MOVES.index(m)
+        q = level.neighbors[d][p]
+        if q < 0 or level.walls[q]:
+            continue
+        if q in boxes:
+            k = level.neighbors[d][q]
+            if k < 0 or level.walls[k] or k in boxes:
+                continue
+            boxes.discard(q)
+            boxes.add(k)
+        p = q
+    return p, boxes
