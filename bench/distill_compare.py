@@ -42,7 +42,16 @@ ENVS = {
         reward="return",
         # The grid is the whole state: every model sees the current observation only.
         context=dict(context_turns=1, system_prompt=False),
-        full_budget=dict(warm_episodes=128, warm_steps=200, teacher_iters=4, teacher_steps=200),
+        # The main job's recipe (batch 64, lr 3e-3) at the base size: smaller batches and
+        # rates left the teacher predicting the marginal distribution of moves.
+        full_budget=dict(
+            warm_episodes=128,
+            warm_steps=200,
+            teacher_iters=5,
+            teacher_steps=100,
+            teacher_batch=64,
+            teacher_lr=3e-3,
+        ),  # fmt: skip
     ),
     "math": dict(
         env_id="mentorgym/MathTools-v0",
@@ -58,11 +67,11 @@ METHODS = ["grpo", "opd", "sod", "skill_sd", "opsd", "dagger"]
 
 QUICK = dict(
     steps=2, tasks=2, group=2, evals=8, teacher_iters=1, teacher_episodes=16,
-    teacher_steps=10, warm_episodes=16, warm_steps=10,
+    teacher_steps=10, teacher_batch=16, teacher_lr=1e-3, warm_episodes=16, warm_steps=10,
 )  # fmt: skip
 FULL = dict(
     steps=8, tasks=4, group=4, evals=32, teacher_iters=3, teacher_episodes=64,
-    teacher_steps=80, warm_episodes=64, warm_steps=60,
+    teacher_steps=80, teacher_batch=16, teacher_lr=1e-3, warm_episodes=64, warm_steps=60,
 )  # fmt: skip
 WARM_SEED = 500_000  # expert episodes for the warm start, apart from training and held-out seeds
 
@@ -132,9 +141,9 @@ def train_teacher(
                 episodes=b["teacher_episodes"],
                 beta_decay_iters=max(1, b["teacher_iters"] // 2),
                 steps_per_iteration=b["teacher_steps"],
-                batch_size=16,
-                lr=1e-3,
-                warmup_steps=5,
+                batch_size=b["teacher_batch"],
+                lr=b["teacher_lr"],
+                warmup_steps=10,
                 max_new_tokens=env["max_new_tokens"],
                 eval_episodes=b["evals"],
                 save_every=0,
