@@ -73,6 +73,7 @@ FULL = dict(
     steps=8, tasks=4, group=4, evals=32, teacher_iters=3, teacher_episodes=64,
     teacher_steps=80, teacher_batch=16, teacher_lr=1e-3, warm_episodes=64, warm_steps=60,
 )  # fmt: skip
+DEFAULT_LR = 1e-3
 WARM_SEED = 500_000  # expert episodes for the warm start, apart from training and held-out seeds
 
 
@@ -164,13 +165,17 @@ def run_method(
     student: str,
     teacher: str,
     b: dict[str, int],
+    lr: float = DEFAULT_LR,
 ) -> list[tuple[int, float]]:
-    """Train one method; returns the curve [(episodes sampled, held-out success)]."""
+    """Train one method; returns the curve [(episodes sampled, held-out success)].
+
+    `lr` is the on-policy methods' peak rate; DAgger's supervised steps keep 1e-3."""
     import importlib
 
     from mentorgym.training.config import build_config
 
-    run = out / f"{method}_seed{seed}"
+    tag = "" if lr == DEFAULT_LR or method == "dagger" else f"_lr{lr:g}"
+    run = out / f"{method}{tag}_seed{seed}"
     budget = b["steps"] * b["tasks"] * b["group"]
     if not (run / "final" / "config.json").exists():
         module = importlib.import_module(f"mentorgym.training.{method}")
@@ -206,7 +211,7 @@ def run_method(
                 tasks_per_step=b["tasks"],
                 group_size=b["group"],
                 reward=env["reward"],
-                lr=1e-3,
+                lr=lr,
                 eval_every=max(1, b["steps"] // 2),
                 save_every=0,
                 eval_seed=1_000_000,
@@ -240,6 +245,12 @@ def main() -> None:
     p.add_argument("--methods", nargs="*", default=METHODS, choices=METHODS)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--out", default="runs/distill_compare")
+    p.add_argument("--lr", type=float, default=DEFAULT_LR, help="on-policy methods' peak rate")
+    p.add_argument(
+        "--teacher",
+        help="an already trained teacher (`RUN/final` of a DAgger run, the student's tokenizer) "
+        "instead of training one; its success is the last evaluation in RUN/metrics.jsonl",
+    )
     args = p.parse_args()
     root = Path(args.out) / ("quick" if args.quick else "full")
     lines = []
@@ -250,18 +261,21 @@ def main() -> None:
         out = root / name
         out.mkdir(parents=True, exist_ok=True)
         student, t_init, warm_success = build_inits(out, env, b)
-        teacher, t_success = train_teacher(out, env, t_init, b)
+        if args.teacher:
+            teacher, t_success = args.teacher, last_eval(Path(args.teacher).parent)
+        else:
+            teacher, t_success = train_teacher(out, env, t_init, b)
         budget = b["steps"] * b["tasks"] * b["group"]
         lines += [
-            f"\n### {name} ({env['env_id']}): {budget} sampled episodes per run, "
-            f"{b['evals']} held-out episodes, teacher (base, DAgger from expert) success {t_success:.3f}, "
+            f"\n### {name} ({env['env_id']}): {budget} sampled episodes per run, on-policy lr {args.lr:g}, "
+            f"{b['evals']} held-out episodes, teacher ({Path(teacher).parent.name}, DAgger from expert) success {t_success:.3f}, "
             f"warm student (tiny, BC) success {warm_success:.3f}\n",
             "| method | final held-out success (mean ± std) | curve: episodes -> mean success |",
             "|---|---|---|",
         ]
         for method in args.methods:
             curves = [
-                run_method(method, seed, out, env, student, teacher, b)
+                run_method(method, seed, out, env, student, teacher, b, args.lr)
                 for seed in range(args.seeds)
             ]
             finals = [c[-1][1] for c in curves if c]
@@ -273,9 +287,10 @@ def main() -> None:
             lines.append(f"| {method} | {fmt(finals)} | {curve} |")
             print(lines[-1], f"[{time.time() - t0:.0f}s]", flush=True)
     table = "\n".join(lines)
-    (root / "table.md").write_text(table + "\n")
+    name = "table.md" if args.lr == DEFAULT_LR else f"table_lr{args.lr:g}.md"
+    (root / name).write_text(table + "\n")
     print(table)
-    print(f"\ntotal {time.time() - t0:.0f}s; table in {root / 'table.md'}")
+    print(f"\ntotal {time.time() - t0:.0f}s; table in {root / name}")
 
 
 if __name__ == "__main__":
