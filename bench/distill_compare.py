@@ -6,10 +6,13 @@ For each env (Sokoban, math with a python tool):
    cloning on expert episodes, as the OPD papers start from an SFT'd student (an on-policy
    method on a from-scratch student would sample nothing worth learning from); the teacher
    is `build_tiny(size="base")` (about 6x the parameters).
-2. The teacher is brought to high success by DAgger from the env's expert (training/dagger.py).
+2. The teacher is brought to high success by DAgger from the env's expert (training/dagger.py),
+   or `--teacher RUN/final` reuses one already trained (with the student's tokenizer).
 3. From the same warm student, each method trains on the same number of sampled episodes:
    GRPO, OPD (sampled-token, teacher in process), SOD, Skill-SD (rule summarizer), OPSD
-   (privileged context), and DAgger with the model teacher labelling every visited state.
+   (privileged context; the live student as teacher, or `--methods opsd_frozen` for a frozen
+   copy of the initial student), and DAgger with the model teacher labelling every visited
+   state. `--lr` sets the on-policy methods' rate (DAgger's supervised steps keep 1e-3).
    `--seeds` seeds each; the held-out success rate (greedy, seeds from 1,000,000) is
    measured along training and at the end.
 4. Prints a markdown table: final held-out success mean ± std over seeds, and the curve
@@ -64,6 +67,7 @@ ENVS = {
     ),
 }
 METHODS = ["grpo", "opd", "sod", "skill_sd", "opsd", "dagger"]
+EXTRA_METHODS = ["opsd_frozen"]  # OPSD with a frozen copy of the initial student as teacher
 
 QUICK = dict(
     steps=2, tasks=2, group=2, evals=8, teacher_iters=1, teacher_episodes=16,
@@ -178,7 +182,7 @@ def run_method(
     run = out / f"{method}{tag}_seed{seed}"
     budget = b["steps"] * b["tasks"] * b["group"]
     if not (run / "final" / "config.json").exists():
-        module = importlib.import_module(f"mentorgym.training.{method}")
+        module = importlib.import_module(f"mentorgym.training.{method.removesuffix('_frozen')}")
         common = dict(
             env_id=env["env_id"],
             env_kwargs=env["env_kwargs"],
@@ -218,6 +222,8 @@ def run_method(
             )
             if method in ("opd", "sod"):
                 values["teacher"] = f"hf:{teacher}"
+            if method == "opsd_frozen":
+                values["teacher_weights"] = "initial"
         module.train(build_config(module.Config, values), run, resume=True)
     curve = []
     for line in (run / "metrics.jsonl").read_text().splitlines():
@@ -242,7 +248,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small budget for a first run")
     p.add_argument("--envs", nargs="*", default=list(ENVS), choices=list(ENVS))
-    p.add_argument("--methods", nargs="*", default=METHODS, choices=METHODS)
+    p.add_argument("--methods", nargs="*", default=METHODS, choices=METHODS + EXTRA_METHODS)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--out", default="runs/distill_compare")
     p.add_argument("--lr", type=float, default=DEFAULT_LR, help="on-policy methods' peak rate")
