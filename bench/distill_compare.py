@@ -81,6 +81,19 @@ DEFAULT_LR = 1e-3
 WARM_SEED = 500_000  # expert episodes for the warm start, apart from training and held-out seeds
 
 
+def env_settings(env: dict[str, Any], b: dict[str, int]) -> dict[str, Any]:
+    """The config values every run on `env` shares: the env, its turn length, the context
+    window and the held-out evaluation."""
+    return dict(
+        env_id=env["env_id"],
+        env_kwargs=env["env_kwargs"],
+        max_new_tokens=env["max_new_tokens"],
+        eval_episodes=b["evals"],
+        progress=False,
+        **env["context"],
+    )
+
+
 def last_eval(run: Path) -> float:
     evals = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in evals if r.get("kind") == "eval" and "success_rate" in r]
@@ -104,8 +117,7 @@ def build_inits(out: Path, env: dict[str, Any], b: dict[str, int]) -> tuple[str,
         cfg = build_config(
             sft.Config,
             dict(
-                env_id=env["env_id"],
-                env_kwargs=env["env_kwargs"],
+                env_settings(env, b),
                 student=str(scratch),
                 teacher="expert",
                 episodes=b["warm_episodes"],
@@ -114,12 +126,8 @@ def build_inits(out: Path, env: dict[str, Any], b: dict[str, int]) -> tuple[str,
                 batch_size=16,
                 lr=2e-3,
                 warmup_steps=5,
-                max_new_tokens=env["max_new_tokens"],
-                eval_episodes=b["evals"],
                 save_every=0,
-                progress=False,
                 max_seq_len=1024,
-                **env["context"],
             ),
         )
         sft.train(cfg, warm, resume=True)
@@ -138,8 +146,7 @@ def train_teacher(
         cfg = build_config(
             dagger.Config,
             dict(
-                env_id=env["env_id"],
-                env_kwargs=env["env_kwargs"],
+                env_settings(env, b),
                 student=init,
                 teacher="expert",
                 iterations=b["teacher_iters"],
@@ -149,12 +156,8 @@ def train_teacher(
                 batch_size=b["teacher_batch"],
                 lr=b["teacher_lr"],
                 warmup_steps=10,
-                max_new_tokens=env["max_new_tokens"],
-                eval_episodes=b["evals"],
                 save_every=0,
-                progress=False,
                 max_seq_len=1024,
-                **env["context"],
             ),
         )
         dagger.train(cfg, run, resume=True)
@@ -183,16 +186,7 @@ def run_method(
     budget = b["steps"] * b["tasks"] * b["group"]
     if not (run / "final" / "config.json").exists():
         module = importlib.import_module(f"mentorgym.training.{method.removesuffix('_frozen')}")
-        common = dict(
-            env_id=env["env_id"],
-            env_kwargs=env["env_kwargs"],
-            student=student,
-            seed=seed,
-            max_new_tokens=env["max_new_tokens"],
-            eval_episodes=b["evals"],
-            progress=False,
-            **env["context"],
-        )
+        common = dict(env_settings(env, b), student=student, seed=seed)
         if method == "dagger":
             iters = 4 if b["steps"] >= 4 else b["steps"]
             values = dict(

@@ -352,7 +352,7 @@ def make_batch(
     episodes: list[Episode], trajs: list[Trajectory], pad_id: int, device: torch.device
 ) -> Batch:
     """Pack episodes (and their trajectories' sampler logprobs) into a `Batch` on `device`."""
-    seqs = [seq for e in episodes for seq in e.seqs] or [[pad_id]]
+    seqs = [seq for e in episodes for seq in e.seqs]
     R, T_ = len(seqs), max(len(seq) for seq in seqs)
     B = len(episodes)
     L = max(max(sum(end - start for _, start, end in e.spans), 1) for e in episodes)
