@@ -5,7 +5,7 @@ For each env (Sokoban, math with a python tool):
    the student is `build_tiny(size="tiny")` (0.86M parameters), warm-started by behaviour
    cloning on expert episodes, as the OPD papers start from an SFT'd student (an on-policy
    method on a from-scratch student would sample nothing worth learning from); the teacher
-   is `build_tiny(size="base")` (about 6x the parameters).
+   is `build_tiny(size="base")` (about 6x the parameters; `--teacher-size small`, about 30x).
 2. The teacher is brought to high success by DAgger from the env's expert (training/dagger.py),
    or `--teacher RUN/final` reuses one already trained (with the student's tokenizer).
 3. From the same warm student, each method trains on the same number of sampled episodes:
@@ -100,7 +100,9 @@ def last_eval(run: Path) -> float:
     return float(evals[-1]["success_rate"]) if evals else float("nan")
 
 
-def build_inits(out: Path, env: dict[str, Any], b: dict[str, int]) -> tuple[str, str, float]:
+def build_inits(
+    out: Path, env: dict[str, Any], b: dict[str, int], teacher_size: str = "base"
+) -> tuple[str, str, float]:
     """(warm student, teacher init, the warm student's held-out success); one tokenizer."""
     from mentorgym.agents.tiny import build_tiny
     from mentorgym.training import sft
@@ -109,9 +111,9 @@ def build_inits(out: Path, env: dict[str, Any], b: dict[str, int]) -> tuple[str,
     scratch = out / "init_student"
     if not (scratch / "config.json").exists():
         build_tiny(scratch, size="tiny", env_ids=[env["env_id"]], seed=0)
-    teacher = out / "init_teacher"
+    teacher = out / ("init_teacher" if teacher_size == "base" else f"init_teacher_{teacher_size}")
     if not (teacher / "config.json").exists():
-        build_tiny(teacher, size="base", seed=1, tokenizer_from=scratch)
+        build_tiny(teacher, size=teacher_size, seed=1, tokenizer_from=scratch)
     warm = out / "warm_student"
     if not (warm / "final" / "config.json").exists():
         cfg = build_config(
@@ -140,7 +142,8 @@ def train_teacher(
     from mentorgym.training import dagger
     from mentorgym.training.config import build_config
 
-    run = out / "teacher"
+    size = Path(init).name.removeprefix("init_teacher")  # "" for base, "_small", ...
+    run = out / f"teacher{size}"
     final = run / "final"
     if not (final / "config.json").exists():
         cfg = build_config(
@@ -231,6 +234,39 @@ def run_method(
     return curve
 
 
+def _run_logged(task: tuple[Any, ...]) -> list[tuple[int, float]] | None:
+    """`run_method(*task)` in a worker: one thread, output to OUT/logs/METHOD_seedN.log;
+    None if it failed (the traceback is in the log; a rerun resumes it)."""
+    import contextlib
+    import os
+    import traceback
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+    method, seed, out = task[0], task[1], task[2]
+    log = out / "logs" / f"{method}_seed{seed}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        try:
+            return run_method(*task)
+        except Exception:
+            traceback.print_exc()
+            return None
+
+
+def run_all(jobs: int, tasks: list[tuple[Any, ...]]) -> list[list[tuple[int, float]] | None]:
+    """Each task's curve, in order; with `jobs > 1` in that many spawned processes."""
+    if jobs <= 1:
+        return [run_method(*t) for t in tasks]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
+        return list(ex.map(_run_logged, tasks))
+
+
 def fmt(xs: list[float]) -> str:
     if not xs:
         return "-"
@@ -251,16 +287,40 @@ def main() -> None:
         help="an already trained teacher (`RUN/final` of a DAgger run, the student's tokenizer) "
         "instead of training one; its success is the last evaluation in RUN/metrics.jsonl",
     )
+    p.add_argument(
+        "--teacher-size",
+        default="base",
+        choices=["base", "small"],
+        help="the teacher's tiny size (base ~4.9M, small ~25M parameters)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs side by side, one thread each (on a GPU they share it); logs under OUT/ENV/logs",
+    )
+    p.add_argument(
+        "--budget",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override budget values ({', '.join(FULL)}, warm_episodes, warm_steps)",
+    )
     args = p.parse_args()
+    overrides = {
+        k: float(v) if "." in v or "e-" in v else int(v)
+        for k, v in (x.split("=", 1) for x in args.budget)
+    }
     root = Path(args.out) / ("quick" if args.quick else "full")
     lines = []
     t0 = time.time()
     for name in args.envs:
         env = ENVS[name]
         b = QUICK if args.quick else {**FULL, **env.get("full_budget", {})}
+        b = {**b, **overrides}
         out = root / name
         out.mkdir(parents=True, exist_ok=True)
-        student, t_init, warm_success = build_inits(out, env, b)
+        student, t_init, warm_success = build_inits(out, env, b, args.teacher_size)
         if args.teacher:
             teacher, t_success = args.teacher, last_eval(Path(args.teacher).parent)
         else:
@@ -273,11 +333,15 @@ def main() -> None:
             "| method | final held-out success (mean ± std) | curve: episodes -> mean success |",
             "|---|---|---|",
         ]
+        runs = [(m, seed) for m in args.methods for seed in range(args.seeds)]
+        results = run_all(
+            args.jobs, [(m, seed, out, env, student, teacher, b, args.lr) for m, seed in runs]
+        )
         for method in args.methods:
-            curves = [
-                run_method(method, seed, out, env, student, teacher, b, args.lr)
-                for seed in range(args.seeds)
-            ]
+            mine = [r for (m, _), r in zip(runs, results) if m == method]
+            curves = [c for c in mine if c is not None]
+            if len(curves) < len(mine):
+                print(f"{method}: {len(mine) - len(curves)} run(s) failed; see {out}/logs")
             finals = [c[-1][1] for c in curves if c]
             points: dict[int, list[float]] = {}
             for c in curves:

@@ -329,7 +329,8 @@ def train_steps(
         state.step += 1
         state.global_step += 1
         if d.enabled:
-            t = torch.tensor([total, float(tokens)], dtype=torch.float64)
+            # NCCL reduces device tensors only; gloo takes the CPU device here too.
+            t = torch.tensor([total, float(tokens)], dtype=torch.float64, device=device)
             dist.all_reduce(t)
             total, tokens = t[0].item() / d.world_size, int(t[1].item())
         rec = {

@@ -1,0 +1,191 @@
+"""One on-policy distillation step, timed in its three parts: sampling, teacher scoring, update.
+
+    python bench/opd_step.py                  # on a GPU: Qwen3-0.6B student, Qwen3-1.7B teacher
+    python bench/opd_step.py --shape tiny     # a smoke run anywhere (CPU too)
+
+The models are Qwen3-shaped with random weights (nothing can be downloaded here) and a
+word-level tokenizer of Qwen3's vocabulary size, so the LM heads cost what they would. Each
+part calls the code training/opd.py runs:
+1. sampling: `HFPolicy.generate` over the live student (its KV-cache loop, exact ids and
+   sampler logprobs), `--batch` prompts of `--prompt` random ids, `--new` new tokens each;
+2. teacher scoring: the frozen teacher's forward over prompt + completion under the trainer's
+   autocast, logprobs of the sampled tokens (and hidden states for the full-distribution loss);
+3. update: the student's forward and backward through `sampled_token_distill_loss` (`--loss
+   sampled`) or `fused_linear_jsd` (`--loss jsd`), gradient clipping and an AdamW step.
+
+Prints one JSON line per loss mode: seconds per part (median over `--steps` after a warm-up
+step), each part's share of the step, tokens per second and the peak device memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+SHAPES = {
+    # Qwen3-0.6B's and Qwen3-1.7B's published configs (vocabulary 151936).
+    "0.6b": dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
+                 num_attention_heads=16, num_key_value_heads=8, head_dim=128),
+    "1.7b": dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
+                 num_attention_heads=16, num_key_value_heads=8, head_dim=128),
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, head_dim=16),
+}  # fmt: skip
+PAIRS = {"qwen3": ("0.6b", "1.7b", 151936), "tiny": ("tiny", "tiny", 512)}
+
+
+def word_tokenizer(vocab: int) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer with `vocab` tokens (`t0`, `t1`, ...): decoding works for every id."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    # The last id ends a turn; random weights sample it about once in `vocab` tokens.
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="t0", eos_token=f"t{vocab - 1}", unk_token="t0"
+    )
+
+
+def model(shape: str, vocab: int, device: torch.device, seed: int) -> Qwen3ForCausalLM:
+    torch.manual_seed(seed)
+    cfg = Qwen3Config(
+        **SHAPES[shape], vocab_size=vocab, tie_word_embeddings=True, max_position_embeddings=8192
+    )
+    with device:  # initialized where it runs: a 1.7B model's CPU init alone takes a while
+        return Qwen3ForCausalLM(cfg)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def one_step(
+    student: Any, teacher: Any, tok: Any, opt: Any, args: argparse.Namespace, loss_mode: str
+) -> dict[str, float]:
+    from mentorgym.agents.hf import HFPolicy
+    from mentorgym.training import onpolicy as O
+    from mentorgym.training.losses import fused_linear_jsd, sampled_token_distill_loss
+    from mentorgym.training.trainer import autocast
+
+    device = next(student.parameters()).device
+    g = torch.Generator().manual_seed(0)
+    prompts = torch.randint(1, tok.vocab_size - 1, (args.batch, args.prompt), generator=g).tolist()
+    times: dict[str, float] = {}
+
+    # 1. sampling, as `onpolicy.sample` does: the live student wrapped as a policy.
+    sync(device)
+    t0 = time.perf_counter()
+    student.eval()
+    policy = HFPolicy("student", model=student, tokenizer=tok, seed=0)
+    gens = policy.generate(prompts, max_new_tokens=args.new, temperature=1.0, top_p=1.0)
+    student.train()
+    sync(device)
+    times["sampling_s"] = time.perf_counter() - t0
+
+    # The batch: prompt + completion, right-padded; loss on the completion tokens.
+    seqs = [p + g.token_ids for p, g in zip(prompts, gens)]
+    L = max(len(s) for s in seqs)
+    ids_BT = torch.zeros((len(seqs), L), dtype=torch.long)
+    attn_BT = torch.zeros_like(ids_BT)
+    mask_BT = torch.zeros((len(seqs), L), dtype=torch.float32)
+    old_BT = torch.zeros((len(seqs), L), dtype=torch.float32)
+    for b, (s, gen) in enumerate(zip(seqs, gens)):
+        ids_BT[b, : len(s)] = torch.tensor(s)
+        attn_BT[b, : len(s)] = 1
+        n = len(gen.token_ids)
+        mask_BT[b, args.prompt - 1 : args.prompt - 1 + n] = 1  # position t predicts t + 1
+        old_BT[b, args.prompt - 1 : args.prompt - 1 + n] = torch.tensor(gen.logprobs)
+    ids_BT, attn_BT, mask_BT, old_BT = (x.to(device) for x in (ids_BT, attn_BT, mask_BT, old_BT))
+    target_BT = torch.roll(ids_BT, -1, dims=1)
+
+    def hidden(m: Any) -> torch.Tensor:
+        return m.model(input_ids=ids_BT, attention_mask=attn_BT, use_cache=False).last_hidden_state
+
+    # 2. teacher scoring (frozen, no graph), under the trainer's autocast.
+    sync(device)
+    t0 = time.perf_counter()
+    with torch.no_grad(), autocast(device, "auto"):
+        t_hidden = hidden(teacher)
+        lp_t = O.logprobs_from_hidden(teacher, t_hidden, target_BT, 1.0)
+    sync(device)
+    times["teacher_s"] = time.perf_counter() - t0
+
+    # 3. update: forward, loss, backward, clip, AdamW.
+    t0 = time.perf_counter()
+    opt.zero_grad(set_to_none=True)
+    with autocast(device, "auto"):
+        s_hidden = hidden(student)
+        if loss_mode == "jsd":
+            loss = fused_linear_jsd(
+                s_hidden, O.lm_head(student), t_hidden, O.lm_head(teacher), mask_BT, 0.5, 1.0
+            )
+        else:
+            lp_s = O.logprobs_from_hidden(student, s_hidden, target_BT, 1.0)
+            loss = sampled_token_distill_loss(lp_s, old_BT, lp_t, mask_BT, 0.2)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+    opt.step()
+    sync(device)
+    times["update_s"] = time.perf_counter() - t0
+    times["new_tokens"] = float(mask_BT.sum())
+    times["seq_tokens"] = float(attn_BT.sum())
+    return times
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shape", choices=sorted(PAIRS), default="qwen3")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--prompt", type=int, default=512)
+    p.add_argument("--new", type=int, default=256)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--losses", nargs="*", default=["sampled", "jsd"], choices=["sampled", "jsd"])
+    args = p.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    s_shape, t_shape, vocab = PAIRS[args.shape]
+    tok = word_tokenizer(vocab)
+    student = model(s_shape, vocab, device, seed=0)
+    teacher = model(t_shape, vocab, device, seed=1).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-6)
+    for loss_mode in args.losses:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        one_step(student, teacher, tok, opt, args, loss_mode)  # warm-up
+        runs = [one_step(student, teacher, tok, opt, args, loss_mode) for _ in range(args.steps)]
+        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        total = med["sampling_s"] + med["teacher_s"] + med["update_s"]
+        row = {
+            "bench": "opd_step",
+            "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+            "student": s_shape,
+            "teacher": t_shape,
+            "vocab": vocab,
+            "loss": loss_mode,
+            "batch": args.batch,
+            "prompt_tokens": args.prompt,
+            "new_tokens_per_seq": args.new,
+            "steps_timed": args.steps,
+            **{k: round(med[k], 4) for k in ("sampling_s", "teacher_s", "update_s")},
+            "step_s": round(total, 4),
+            "share": {
+                k[:-2]: round(med[k] / total, 3) for k in ("sampling_s", "teacher_s", "update_s")
+            },
+            "sampled_tokens_per_s": round(med["new_tokens"] / med["sampling_s"], 1),
+            "teacher_tokens_per_s": round(med["seq_tokens"] / med["teacher_s"], 1),
+            "update_tokens_per_s": round(med["seq_tokens"] / med["update_s"], 1),
+            "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2)
+            if device.type == "cuda"
+            else None,
+        }
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
