@@ -89,31 +89,32 @@ def one_step(
     sync(device)
     times["sampling_s"] = time.perf_counter() - t0
 
-    # The batch: prompt + completion, right-padded; loss on the completion tokens.
+    # The batch: prompt + completion, right-padded. As `onpolicy.hidden_at` does, the loss
+    # reads the hidden states only at the positions that predict completion tokens.
     seqs = [p + g.token_ids for p, g in zip(prompts, gens)]
-    L = max(len(s) for s in seqs)
-    ids_BT = torch.zeros((len(seqs), L), dtype=torch.long)
+    n_new = max(len(g.token_ids) for g in gens)
+    ids_BT = torch.zeros((len(seqs), args.prompt + n_new), dtype=torch.long)
     attn_BT = torch.zeros_like(ids_BT)
-    mask_BT = torch.zeros((len(seqs), L), dtype=torch.float32)
-    old_BT = torch.zeros((len(seqs), L), dtype=torch.float32)
+    mask_BN = torch.zeros((len(seqs), n_new), dtype=torch.float32)
+    old_BN = torch.zeros((len(seqs), n_new), dtype=torch.float32)
     for b, (s, gen) in enumerate(zip(seqs, gens)):
         ids_BT[b, : len(s)] = torch.tensor(s)
         attn_BT[b, : len(s)] = 1
-        n = len(gen.token_ids)
-        mask_BT[b, args.prompt - 1 : args.prompt - 1 + n] = 1  # position t predicts t + 1
-        old_BT[b, args.prompt - 1 : args.prompt - 1 + n] = torch.tensor(gen.logprobs)
-    ids_BT, attn_BT, mask_BT, old_BT = (x.to(device) for x in (ids_BT, attn_BT, mask_BT, old_BT))
-    target_BT = torch.roll(ids_BT, -1, dims=1)
+        mask_BN[b, : len(gen.token_ids)] = 1
+        old_BN[b, : len(gen.token_ids)] = torch.tensor(gen.logprobs)
+    ids_BT, attn_BT, mask_BN, old_BN = (x.to(device) for x in (ids_BT, attn_BT, mask_BN, old_BN))
+    target_BN = ids_BT[:, args.prompt :]
 
     def hidden(m: Any) -> torch.Tensor:
-        return m.model(input_ids=ids_BT, attention_mask=attn_BT, use_cache=False).last_hidden_state
+        out = m.model(input_ids=ids_BT, attention_mask=attn_BT, use_cache=False)
+        return out.last_hidden_state[:, args.prompt - 1 : -1]  # position t predicts t + 1
 
     # 2. teacher scoring (frozen, no graph), under the trainer's autocast.
     sync(device)
     t0 = time.perf_counter()
     with torch.no_grad(), autocast(device, "auto"):
         t_hidden = hidden(teacher)
-        lp_t = O.logprobs_from_hidden(teacher, t_hidden, target_BT, 1.0)
+        lp_t = O.logprobs_from_hidden(teacher, t_hidden, target_BN, 1.0)
     sync(device)
     times["teacher_s"] = time.perf_counter() - t0
 
@@ -124,17 +125,17 @@ def one_step(
         s_hidden = hidden(student)
         if loss_mode == "jsd":
             loss = fused_linear_jsd(
-                s_hidden, O.lm_head(student), t_hidden, O.lm_head(teacher), mask_BT, 0.5, 1.0
+                s_hidden, O.lm_head(student), t_hidden, O.lm_head(teacher), mask_BN, 0.5, 1.0
             )
         else:
-            lp_s = O.logprobs_from_hidden(student, s_hidden, target_BT, 1.0)
-            loss = sampled_token_distill_loss(lp_s, old_BT, lp_t, mask_BT, 0.2)
+            lp_s = O.logprobs_from_hidden(student, s_hidden, target_BN, 1.0)
+            loss = sampled_token_distill_loss(lp_s, old_BN, lp_t, mask_BN, 0.2)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
     opt.step()
     sync(device)
     times["update_s"] = time.perf_counter() - t0
-    times["new_tokens"] = float(mask_BT.sum())
+    times["new_tokens"] = float(mask_BN.sum())
     times["seq_tokens"] = float(attn_BT.sum())
     return times
 

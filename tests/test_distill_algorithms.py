@@ -402,3 +402,25 @@ def test_opsd_math_and_resume(tiny_path, tmp_path):
         .text
         is not None
     )
+
+
+def test_chunked_logprobs_match_whole_and_grad():
+    """Chunked (checkpointed) logprobs equal the one-block computation, values and gradients."""
+    from mentorgym.training import onpolicy as O
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 50, bias=False)
+    model = torch.nn.Module()
+    model.get_output_embeddings = lambda: head  # the one method logprobs_from_hidden reads
+    h1 = torch.randn(3, 7, 8, requires_grad=True)
+    h2 = h1.detach().clone().requires_grad_(True)
+    target = torch.randint(0, 50, (3, 7))
+    whole = O.logprobs_from_hidden(model, h1, target, 0.7, chunk=10_000)
+    whole.sum().backward()
+    g_h, g_w = h1.grad.clone(), head.weight.grad.clone()
+    head.weight.grad = None
+    chunked = O.logprobs_from_hidden(model, h2, target, 0.7, chunk=4)  # 21 positions: 6 chunks
+    chunked.sum().backward()
+    assert torch.allclose(whole, chunked, atol=1e-6)
+    assert torch.allclose(h2.grad, g_h, atol=1e-6)
+    assert torch.allclose(head.weight.grad, g_w, atol=1e-6)

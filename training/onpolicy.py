@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.utils.checkpoint
 
 from mentorgym.agents.hf import PolicyCard
 from mentorgym.agents.tiny import SIZES
@@ -412,12 +413,39 @@ def lm_head(model: torch.nn.Module) -> torch.Tensor:
     return T.unwrap(model).get_output_embeddings().weight
 
 
+LOGPROB_CHUNK = 2048
+"""Positions whose logits `logprobs_from_hidden` makes at once (a chunk x V block)."""
+
+
 def logprobs_from_hidden(
-    model: torch.nn.Module, hidden_BLH: torch.Tensor, target_BL: torch.Tensor, temperature: float
+    model: torch.nn.Module,
+    hidden_BLH: torch.Tensor,
+    target_BL: torch.Tensor,
+    temperature: float,
+    chunk: int = LOGPROB_CHUNK,
 ) -> torch.Tensor:
-    """log pi(target) at each loss position, from gathered hidden states."""
-    logits_BLV = T.unwrap(model).get_output_embeddings()(hidden_BLH)
-    return token_logprobs(logits_BLV, target_BL, temperature)
+    """log pi(target) at each loss position, from gathered hidden states.
+
+    The logits are made `chunk` positions at a time and, when a gradient is needed, made again
+    in backward (activation checkpointing), so memory holds one chunk x V block rather than
+    B x L x V: at Qwen3's vocabulary that block is what dominates a long batch."""
+    head = T.unwrap(model).get_output_embeddings()
+    B, L, H = hidden_BLH.shape
+    h_NH, t_N = hidden_BLH.reshape(B * L, H), target_BL.reshape(B * L)
+
+    def part(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return token_logprobs(head(h), t, temperature)
+
+    grad = torch.is_grad_enabled() and (h_NH.requires_grad or head.weight.requires_grad)
+    parts = [
+        torch.utils.checkpoint.checkpoint(
+            part, h_NH[i : i + chunk], t_N[i : i + chunk], use_reentrant=False
+        )
+        if grad and B * L > chunk
+        else part(h_NH[i : i + chunk], t_N[i : i + chunk])
+        for i in range(0, B * L, chunk)
+    ]
+    return torch.cat(parts).view(B, L)
 
 
 # --- teachers ----------------------------------------------------------------------------------
