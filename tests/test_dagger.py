@@ -57,6 +57,53 @@ def test_dagger_smoke_and_resume(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_dagger_one_schedule_over_the_run_survives_a_crash_between_iterations(
+    tmp_path, monkeypatch
+):
+    """`lr_schedule: run`: one warmup and one cosine over all iterations, the AdamW carried
+    across them, and a run that dies between iterations resumes on the same schedule."""
+    import torch
+
+    from mentorgym.agents.tiny import default_tiny_path
+    from mentorgym.training import dagger
+    from mentorgym.training.trainer import lr_factor
+
+    real_collect = dagger.collect
+    crashed = []
+
+    def collect_then_die(s, cfg, run_dir, i):
+        if i == 1 and not crashed:
+            crashed.append(i)
+            raise RuntimeError("killed between iterations")
+        return real_collect(s, cfg, run_dir, i)
+
+    monkeypatch.setattr(dagger, "collect", collect_then_die)
+    sets = [
+        *SMALL,
+        "iterations=2",
+        "steps_per_iteration=3",
+        "warmup_steps=2",
+        "lr_schedule=run",
+        "eval_episodes=0",
+        f"student={default_tiny_path()}",
+    ]
+    with pytest.raises(RuntimeError, match="killed between iterations"):
+        train_from_config(
+            str(ROOT / "configs/sokoban_dagger.yaml"), sets, str(tmp_path / "r"), None, False
+        )
+    run = tmp_path / "r"
+    boundary = sorted((run / "checkpoints").iterdir())[-1]
+    adam = torch.load(boundary / "optimizer.pt", weights_only=False)
+    assert adam["state"], "the boundary checkpoint must hold the AdamW moments, not a fresh one"
+    train_from_config(None, [], None, str(run), False)
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in records if r["kind"] == "train"]
+    peak = 3.0e-3  # configs/sokoban_dagger.yaml
+    assert lrs == pytest.approx([peak * lr_factor(k, 2, 6, 0.1) for k in range(6)])
+    assert lrs[3] < lrs[2], "the second iteration continues the decay instead of warming up again"
+
+
+@pytest.mark.slow
 def test_sft_smoke(tmp_path):
     from mentorgym.agents.tiny import default_tiny_path
 

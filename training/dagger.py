@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.distributed as dist
 
 from mentorgym.agents.trajectory import Trajectory, read_trajectories
@@ -90,11 +91,14 @@ class Config:
     grad_accum: int = 1
     """Micro-batches per optimizer step."""
     lr: float = 1e-3
-    """Peak AdamW learning rate (each iteration warms up and decays again)."""
+    """Peak AdamW learning rate."""
+    lr_schedule: str = "iteration"
+    """`iteration`: a fresh AdamW, warmup and cosine decay in each iteration's training;
+    `run`: one AdamW and one warmup + cosine over all iterations' steps."""
     weight_decay: float = 0.0
     """AdamW weight decay on matrices."""
     warmup_steps: int = 10
-    """Linear warmup steps at the start of each iteration's training."""
+    """Linear warmup steps (at the start of each iteration, or of the run with `lr_schedule: run`)."""
     min_lr_ratio: float = 0.1
     """Cosine decay floor as a fraction of `lr`."""
     grad_clip: float = 1.0
@@ -140,6 +144,8 @@ class Config:
             raise ConfigError(f"beta_0 must be in [0, 1], got {self.beta_0}")
         if self.beta_decay_iters <= 0:
             raise ConfigError("beta_decay_iters must be > 0")
+        if self.lr_schedule not in ("iteration", "run"):
+            raise ConfigError(f"lr_schedule {self.lr_schedule!r}: use iteration or run")
         if self.old_weight < 0 or self.window < 0 or self.max_labels < 0:
             raise ConfigError("old_weight, window and max_labels must be >= 0")
 
@@ -287,6 +293,8 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
     ckpt = T.latest_checkpoint(run_dir) if resume else None
     state = T.RunState(extra={"iteration": 0, "phase": "collect"})
     labels_total = 0
+    # `lr_schedule: run` keeps one AdamW across iterations; each iteration makes its own otherwise.
+    optimizer = T.make_optimizer(s.model, s.opt) if cfg.lr_schedule == "run" else None
     if ckpt is not None:
         state = _load_state(ckpt)
         it = state.extra["iteration"]
@@ -297,7 +305,11 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
             )
         )
         labels_total = int(state.extra.get("labels_total", 0))
-        if state.extra["phase"] == "collect":
+        if state.extra["phase"] == "collect" and optimizer is not None:
+            # Between iterations, one schedule over the run: weights and AdamW carry over.
+            T.load_checkpoint(ckpt, s.model, optimizer, T.make_scheduler(optimizer, s.opt, 1), s.d)
+            ckpt = None
+        elif state.extra["phase"] == "collect":
             # Between iterations: only the weights carry over (each iteration has a fresh optimizer).
             T.load_weights(ckpt / "model", s.model)
             ckpt = None
@@ -336,6 +348,12 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
             data_seed=cfg.seed * 1000 + i,
             extra_metrics={"iteration": i},
             desc=f"iter {i}",
+            optimizer=optimizer,
+            lr_span=(
+                (i * cfg.steps_per_iteration, cfg.iterations * cfg.steps_per_iteration)
+                if optimizer is not None
+                else None
+            ),
         )
         ckpt = None
         record: dict[str, Any] = {
@@ -372,8 +390,8 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
             global_step=state.global_step,
             extra={"iteration": i + 1, "phase": "collect", "labels_total": labels_total},
         )
-        # The iteration-boundary checkpoint: weights only matter; a fresh optimizer is built next.
-        _boundary_checkpoint(s, run_dir, state)
+        # The iteration-boundary checkpoint: the weights, and the AdamW when it carries over.
+        _boundary_checkpoint(s, run_dir, state, optimizer)
 
     final = run_dir / "final"
     T.save_model(s.model, s.tok, final, s.d, sft.policy_card(cfg))
@@ -382,8 +400,10 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
     return final
 
 
-def _boundary_checkpoint(s: sft.Setup, run_dir: Path, state: T.RunState) -> None:
-    optimizer = T.make_optimizer(s.model, s.opt)
+def _boundary_checkpoint(
+    s: sft.Setup, run_dir: Path, state: T.RunState, optimizer: torch.optim.Optimizer | None
+) -> None:
+    optimizer = optimizer if optimizer is not None else T.make_optimizer(s.model, s.opt)
     scheduler = T.make_scheduler(optimizer, s.opt, 1)
     T.save_checkpoint(run_dir, s.model, s.tok, optimizer, scheduler, state, s.d)
 

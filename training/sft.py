@@ -300,10 +300,16 @@ def sft_phase(
     data_seed: int,
     extra_metrics: dict[str, Any] | None = None,
     desc: str = "sft",
+    optimizer: torch.optim.Optimizer | None = None,
+    lr_span: tuple[int, int] | None = None,
 ) -> T.RunState:
-    """`n_steps` optimizer steps on `examples` with a fresh AdamW and schedule (or restored)."""
-    optimizer = T.make_optimizer(s.model, s.opt)
-    scheduler = T.make_scheduler(optimizer, s.opt, n_steps)
+    """`n_steps` optimizer steps on `examples` with a fresh AdamW and schedule (or restored).
+
+    `optimizer` carries an AdamW over from an earlier phase; `lr_span = (offset, total)` places
+    this phase's steps at `offset` of one schedule `total` steps long (default: its own)."""
+    optimizer = optimizer if optimizer is not None else T.make_optimizer(s.model, s.opt)
+    offset, total = lr_span or (0, n_steps)
+    scheduler = T.make_scheduler(optimizer, s.opt, total, offset)
     if resume_ckpt is not None:
         state = T.load_checkpoint(resume_ckpt, s.model, optimizer, scheduler, s.d)
     global_batch = cfg.batch_size

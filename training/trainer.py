@@ -174,10 +174,13 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: floa
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, opt: Optim, total_steps: int
+    optimizer: torch.optim.Optimizer, opt: Optim, total_steps: int, offset: int = 0
 ) -> torch.optim.lr_scheduler.LambdaLR:
+    """Warmup and cosine over `total_steps`; this scheduler's step 0 is the schedule's step
+    `offset` (a DAgger iteration inside one schedule over the whole run)."""
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, opt.warmup_steps, total_steps, opt.min_lr_ratio)
+        optimizer,
+        lambda s: lr_factor(offset + s, opt.warmup_steps, total_steps, opt.min_lr_ratio),
     )
 
 
