@@ -87,9 +87,17 @@ def test_mixture_rollout_records_actor_and_label(tmp_path):
         str(out),
     )
     assert r.returncode == 0, r.stderr
-    turns = [t for line in out.read_text().splitlines() for t in json.loads(line)["turns"]]
+    episodes = [json.loads(line)["turns"] for line in out.read_text().splitlines()]
+    turns = [t for ep in episodes for t in ep]
     assert {t["actor"] for t in turns} == {"student", "teacher"}
-    assert all(t["teacher_action"] and t["teacher_action"].startswith("<answer>") for t in turns)
+    labels = [t["teacher_action"] for t in turns if t["teacher_action"]]
+    assert labels and all(a.startswith("<answer>") for a in labels)
+    # The solver has no move only in a dead end (a box pushed where it can never leave), and
+    # the random student acts there: once a turn is unlabelled, the rest of its episode is too.
+    for ep in episodes:
+        missing = [i for i, t in enumerate(ep) if not t["teacher_action"]]
+        assert missing == list(range(missing[0], len(ep))) if missing else True
+        assert all(ep[i]["actor"] == "student" for i in missing)
 
 
 @pytest.mark.docker
