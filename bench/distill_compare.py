@@ -256,14 +256,31 @@ def _run_logged(task: tuple[Any, ...]) -> list[tuple[int, float]] | None:
             return None
 
 
+def _worker_init(parent: int) -> None:
+    """A worker ends when the bench does: a killed or timed-out bench leaves no runs behind
+    still writing into its folders."""
+    import os
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(2)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def run_all(jobs: int, tasks: list[tuple[Any, ...]]) -> list[list[tuple[int, float]] | None]:
     """Each task's curve, in order; with `jobs > 1` in that many spawned processes."""
     if jobs <= 1:
         return [run_method(*t) for t in tasks]
     import multiprocessing
+    import os
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, ctx, _worker_init, (os.getpid(),)) as ex:
         return list(ex.map(_run_logged, tasks))
 
 
