@@ -325,7 +325,7 @@ def main() -> None:
     )
     args = p.parse_args()
     overrides = {
-        k: float(v) if "." in v or "e-" in v else int(v)
+        k: int(v) if v.lstrip("-").isdigit() else float(v)
         for k, v in (x.split("=", 1) for x in args.budget)
     }
     root = Path(args.out) / ("quick" if args.quick else "full")

@@ -59,15 +59,13 @@ RUNS=runs/distill_compare_gpu/$MODE/math; mkdir -p "$RUNS/logs"
 LEFT=$(( BUDGET - $(elapsed) ))
 timeout $(( LEFT > 60 ? LEFT - 40 : 20 )) python3 bench/distill_compare.py "${MATH[@]}" 2>&1 \
   | grep --line-buffered -v "it/s\]" | tee "$RUNS/logs/compare.log"
-pkill -f bench/distill_compare.py  # workers a timeout left behind
 LEFT=$(( BUDGET - $(elapsed) ))
 if [ "$LEFT" -gt 100 ]; then
   echo "== 4b. the same at on-policy lr 2e-4 [$(elapsed)s]"
   timeout $(( LEFT - 40 )) python3 bench/distill_compare.py "${MATH[@]}" --lr 2e-4 2>&1 \
     | grep --line-buffered -v "it/s\]" | tee "$RUNS/logs/compare_lr2e-4.log"
-  pkill -f bench/distill_compare.py
 fi
-sleep 1
+sleep 3  # a timed-out bench's workers notice their parent is gone within 2 s and exit
 cp runs/distill_compare_gpu/$MODE/table*.md "$RUNS/logs/" 2>/dev/null
 # The teacher's weights travel in bf16 (the small size is ~100 MB in fp32); the method runs'
 # weights and every checkpoint stay behind.

@@ -26,18 +26,21 @@ import time
 from typing import Any
 
 import torch
+from train_step_mfu import SHAPES as MFU_SHAPES  # bench/ is on the path when run as a script
+from train_step_mfu import sync
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
+from mentorgym.agents.hf import HFPolicy
+from mentorgym.training import onpolicy as O
+from mentorgym.training.losses import fused_linear_jsd, sampled_token_distill_loss
+from mentorgym.training.trainer import autocast
+
+# Qwen3-1.7B's published config differs from 0.6B's only in width.
 SHAPES = {
-    # Qwen3-0.6B's and Qwen3-1.7B's published configs (vocabulary 151936).
-    "0.6b": dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
-                 num_attention_heads=16, num_key_value_heads=8, head_dim=128),
-    "1.7b": dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
-                 num_attention_heads=16, num_key_value_heads=8, head_dim=128),
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                 num_attention_heads=4, num_key_value_heads=2, head_dim=16),
-}  # fmt: skip
-PAIRS = {"qwen3": ("0.6b", "1.7b", 151936), "tiny": ("tiny", "tiny", 512)}
+    **MFU_SHAPES,
+    "1.7b": {**MFU_SHAPES["0.6b"], "hidden_size": 2048, "intermediate_size": 6144},
+}
+PAIRS = {"qwen3": ("0.6b", "1.7b"), "tiny": ("tiny", "tiny")}
 
 
 def word_tokenizer(vocab: int) -> PreTrainedTokenizerFast:
@@ -52,28 +55,16 @@ def word_tokenizer(vocab: int) -> PreTrainedTokenizerFast:
     )
 
 
-def model(shape: str, vocab: int, device: torch.device, seed: int) -> Qwen3ForCausalLM:
+def model(shape: str, device: torch.device, seed: int) -> Qwen3ForCausalLM:
     torch.manual_seed(seed)
-    cfg = Qwen3Config(
-        **SHAPES[shape], vocab_size=vocab, tie_word_embeddings=True, max_position_embeddings=8192
-    )
+    cfg = Qwen3Config(**SHAPES[shape], max_position_embeddings=8192)
     with device:  # initialized where it runs: a 1.7B model's CPU init alone takes a while
         return Qwen3ForCausalLM(cfg)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def one_step(
     student: Any, teacher: Any, tok: Any, opt: Any, args: argparse.Namespace, loss_mode: str
 ) -> dict[str, float]:
-    from mentorgym.agents.hf import HFPolicy
-    from mentorgym.training import onpolicy as O
-    from mentorgym.training.losses import fused_linear_jsd, sampled_token_distill_loss
-    from mentorgym.training.trainer import autocast
-
     device = next(student.parameters()).device
     g = torch.Generator().manual_seed(0)
     prompts = torch.randint(1, tok.vocab_size - 1, (args.batch, args.prompt), generator=g).tolist()
@@ -150,10 +141,11 @@ def main() -> None:
     p.add_argument("--losses", nargs="*", default=["sampled", "jsd"], choices=["sampled", "jsd"])
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    s_shape, t_shape, vocab = PAIRS[args.shape]
+    s_shape, t_shape = PAIRS[args.shape]
+    vocab = SHAPES[s_shape]["vocab_size"]
     tok = word_tokenizer(vocab)
-    student = model(s_shape, vocab, device, seed=0)
-    teacher = model(t_shape, vocab, device, seed=1).eval().requires_grad_(False)
+    student = model(s_shape, device, seed=0)
+    teacher = model(t_shape, device, seed=1).eval().requires_grad_(False)
     opt = torch.optim.AdamW(student.parameters(), lr=1e-6)
     for loss_mode in args.losses:
         if device.type == "cuda":

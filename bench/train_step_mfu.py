@@ -43,7 +43,7 @@ SHAPES = {
 }
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
 
@@ -55,11 +55,11 @@ def matmul_peak_flops(device: torch.device, dtype: torch.dtype, n: int) -> float
         a @ b
     best = float("inf")
     for _ in range(10):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         for _ in range(10):
             a @ b
-        _sync(device)
+        sync(device)
         best = min(best, (time.perf_counter() - t0) / 10)
     return 2 * n**3 / best
 
@@ -92,11 +92,11 @@ def main() -> None:
         return out.loss.item()
 
     step()  # warm-up: allocator, kernels
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(args.steps):
         step()
-    _sync(device)
+    sync(device)
     dt = (time.perf_counter() - t0) / args.steps
     flops = 6 * n_params * tokens + 12 * cfg.num_hidden_layers * cfg.hidden_size * args.seq * tokens
     peak = matmul_peak_flops(device, dtype, 8192 if device.type == "cuda" else 1024)
