@@ -19,8 +19,9 @@ The math-verify check runs in a worker process (`verify_worker.py`) with a time 
 `VERIFY_TIMEOUT_S`; a check that runs past it is killed and its verdict is `"timeout"`
 (not correct). This works from any thread, which the rollout engine's env threads need:
 math-verify's own time limit uses `signal.alarm`, which only the main thread may set.
-Workers are started on demand (about two seconds each, to import sympy; one per check
-running at the same moment), reused, and ended at exit.
+Workers are started on demand (about two seconds each, to import sympy), at most one per
+CPU core (more checks at once wait for a free one, and the wait does not count against
+the time limit), reused, and ended at exit.
 
 `extract_number` is the older reading kept for callers that want the last number in a
 text (the usual GSM8K rule).
@@ -52,14 +53,15 @@ VERIFY_TIMEOUT_S = 5.0
 WORKER_START_TIMEOUT_S = 120.0
 """Seconds a worker may take to import math-verify before it counts as broken."""
 
-Method = Literal["number", "text", "symbolic", "timeout", "error", "empty"]
+Method = Literal["identical", "number", "text", "symbolic", "timeout", "error", "empty"]
 
 
 @dataclass(frozen=True)
 class Verdict:
     """Whether an answer is correct, and which reading decided it.
 
-    `method` is `"number"`, `"text"` or `"symbolic"` (math-verify) for a decided check;
+    `method` is `"identical"` (the same text), `"number"`, `"text"` or `"symbolic"`
+    (math-verify) for a decided check;
     `"timeout"` when math-verify ran past its time limit, `"error"` when its worker died
     (both count as not correct), `"empty"` when there was no answer text to check.
     """
@@ -110,31 +112,26 @@ _LONG_WORD_RE = re.compile(r"[A-Za-z]{3,}")
 _CHOICE_RE = re.compile(r"\(([A-Za-z])\)")
 
 
-def _as_text(answer: str) -> str | None:
-    """The answer as lowercase words, when it is text (`\\text{...}` or plain words), else None.
+def _is_text(answer: str) -> bool:
+    """Whether the answer is words: `\\text{...}` without digits, or plain letters.
 
-    Plain letters count as text only with a word of three or more letters, so that `p - q`
-    or `xy` stay algebra.
+    Plain letters count only with a word of three or more letters, so that `p - q` or `xy`
+    stay algebra.
     """
-    m = _TEXT_WRAPPER_RE.fullmatch(answer)
+    m = _TEXT_WRAPPER_RE.fullmatch(answer.rstrip(". "))
     if m is not None:
-        words = m[1]
-    elif _WORDS_RE.fullmatch(answer) and _LONG_WORD_RE.search(answer):
-        words = answer
-    else:
-        return None
-    words = " ".join(words.lower().split()).strip(" .")
-    choice = _CHOICE_RE.fullmatch(words)  # `(C)` and `C` are the same choice
-    return choice[1] if choice else words
+        return any(c.isalpha() for c in m[1]) and not any(c.isdigit() for c in m[1])
+    return bool(_WORDS_RE.fullmatch(answer) and _LONG_WORD_RE.search(answer))
 
 
-def _text_of(answer: str) -> str:
-    """Any answer as lowercase words, for comparing with a text gold answer."""
-    text = _as_text(answer)
-    if text is not None:
-        return text
-    m = _TEXT_WRAPPER_RE.fullmatch(answer)
-    return " ".join((m[1] if m else answer).lower().split()).strip(" .")
+def _words(answer: str) -> str:
+    """The answer as lowercase words, without a `\\text{}` wrapper, a final period or the
+    parentheses of a choice (`\\text{(C)}` reads `c`)."""
+    t = answer.strip().rstrip(". ")
+    m = _TEXT_WRAPPER_RE.fullmatch(t)
+    t = " ".join((m[1] if m else t).lower().split()).strip(" .")
+    choice = _CHOICE_RE.fullmatch(t)
+    return choice[1] if choice else t
 
 
 # --- plain numbers ---------------------------------------------------------------------------------
@@ -214,9 +211,10 @@ def check_answer(given: object, expected: object, *, timeout: float = VERIFY_TIM
     got, want = _unwrap(given), _unwrap(str(expected))
     if not got or not want:
         return Verdict(False, "empty")
-    want_text = _as_text(want)
-    if want_text is not None:
-        return Verdict(_text_of(got) == want_text, "text")
+    if got == want:
+        return Verdict(True, "identical")
+    if _is_text(want):
+        return Verdict(_words(got) == _words(want), "text")
     got_number, want_number = _plain_number(got), _plain_number(want)
     if got_number is not None and want_number is not None:
         return Verdict(_numbers_match(got_number, want_number), "number")
@@ -307,33 +305,30 @@ class _Worker:
 
 
 class _WorkerPool:
-    """Idle workers, shared by every thread; a check takes one, or starts one if none is idle."""
+    """Up to `max_workers` workers shared by every thread; a check takes an idle one or starts one."""
 
-    def __init__(self, max_idle: int) -> None:
+    def __init__(self, max_workers: int) -> None:
         self._idle: list[_Worker] = []
         self._lock = threading.Lock()
-        self._max_idle = max_idle
+        self._slots = threading.BoundedSemaphore(max_workers)
 
     def check(self, *, gold: str, given: str, timeout: float) -> Verdict:
-        with self._lock:
-            worker = self._idle.pop() if self._idle else None
-        if worker is None:
-            worker = _Worker()
-        try:
-            result = worker.ask(gold, given, timeout)
-        except BaseException:
-            worker.kill()
-            raise
-        if result == "timeout" or result == "error":
-            worker.kill()  # it may still be computing: a fresh one takes the next check
-            return Verdict(False, result)
-        with self._lock:
-            keep = len(self._idle) < self._max_idle
-            if keep:
+        with self._slots:
+            with self._lock:
+                worker = self._idle.pop() if self._idle else None
+            if worker is None:
+                worker = _Worker()
+            try:
+                result = worker.ask(gold, given, timeout)
+            except BaseException:
+                worker.kill()
+                raise
+            if result == "timeout" or result == "error":
+                worker.kill()  # it may still be computing: a fresh one takes the next check
+                return Verdict(False, result)
+            with self._lock:
                 self._idle.append(worker)
-        if not keep:
-            worker.close()
-        return Verdict(result, "symbolic")
+            return Verdict(result, "symbolic")
 
     def close(self) -> None:
         with self._lock:
@@ -342,7 +337,7 @@ class _WorkerPool:
             worker.close()
 
 
-_WORKERS = _WorkerPool(max_idle=max(2, os.cpu_count() or 2))
+_WORKERS = _WorkerPool(max_workers=os.cpu_count() or 2)
 atexit.register(_WORKERS.close)
 
 
