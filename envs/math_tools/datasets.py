@@ -123,7 +123,7 @@ def _read_rows(
         load = (
             (lambda ds: ds.load_from_disk(str(path)))
             if saved
-            else (lambda ds: ds.load_dataset(str(path), subset))
+            else (lambda ds: ds.load_dataset(str(path), subset, split=split))
         )
         return _hf_rows(load, split, str(path)), path.name, lambda i: f"{path} row {i}"
     name = str(source)
@@ -132,7 +132,7 @@ def _read_rows(
             f"dataset file {name!r} not found; pass dataset=PATH to a JSONL, JSON, Parquet or "
             "CSV file, a folder saved by datasets, or a Hugging Face dataset name"
         )
-    rows = _hf_rows(lambda ds: ds.load_dataset(name, subset), split, name)
+    rows = _hf_rows(lambda ds: ds.load_dataset(name, subset, split=split), split, name)
     return rows, name.rsplit("/", 1)[-1], lambda i: f"{name} row {i}"
 
 
