@@ -441,15 +441,15 @@ def test_boxed_answer_format_reads_the_last_boxed_of_a_turn_without_tool_calls()
 
 
 def test_boxed_answer_format_on_generated_problems_and_prompts_say_which() -> None:
-    env = make(answer_format="boxed")
+    env = make(answer_format="boxed", sandbox_factory=LocalSandbox)
     assert "\\boxed{NUMBER}" in env.unwrapped.system_prompt
     results = [run_episode(env, seed, lambda u: u.expert_action()) for seed in range(5)]
     assert all(r == 1.0 and ok and turns == 2 for r, ok, turns in results)
     env.close()
-    tagged = make(dataset=str(MATH)).unwrapped
+    tagged = MathToolsEnv(dataset=str(MATH), sandbox_factory=LocalSandbox)
     assert "<answer>ANSWER</answer>" in tagged.system_prompt and "\\boxed" not in (
         tagged.system_prompt
     )
-    assert "<answer>NUMBER</answer>" in make().unwrapped.system_prompt
+    assert "<answer>NUMBER</answer>" in MathToolsEnv(sandbox_factory=LocalSandbox).system_prompt
     with pytest.raises(ConfigError, match="answer_format must be one of tag, boxed"):
         MathToolsEnv(answer_format="latex")

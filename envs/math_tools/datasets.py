@@ -228,13 +228,13 @@ def _answer(fields: Row, key: str) -> str:
 
 
 def _gsm8k(fields: Row) -> tuple[str, str, str | None, str | None]:
-    answer = _text(fields, "answer")
-    if "####" not in answer:
+    answer = fields.get("answer")
+    if not isinstance(answer, str) or "####" not in answer:
         raise ValueError(
             'the "answer" must end with "#### <final answer>" (GSM8K format); if it holds only '
             "the final answer, pass question_key=question answer_key=answer"
         )
-    rationale, final = answer.rsplit("####", 1)
+    rationale, final = answer.strip().rsplit("####", 1)
     if not final.strip():
         raise ValueError('nothing follows "####" in the "answer"')
     return _text(fields, "question"), final.strip(), rationale.strip() or None, None
