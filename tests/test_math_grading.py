@@ -120,6 +120,22 @@ def test_a_check_that_runs_too_long_times_out_in_a_worker_thread() -> None:
     assert check_answer("\\sqrt{117}", "3\\sqrt{13}").method == "symbolic"
 
 
+def test_a_worker_that_dies_or_cannot_start_is_reported(tmp_path: Path, monkeypatch) -> None:
+    from mentorgym.envs.math_tools import answers
+    from mentorgym.errors import MentorgymError
+
+    dies = tmp_path / "dies.py"
+    dies.write_text("import sys\nprint('{\"ready\": true}', flush=True)\nsys.stdin.readline()\n")
+    monkeypatch.setattr(answers, "WORKER_SCRIPT", dies)
+    pool = answers._WorkerPool(max_workers=1)
+    assert pool.check(gold="1", given="1+0", timeout=30) == answers.Verdict(False, "error")
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise ImportError('no module named math_verify')\n")
+    monkeypatch.setattr(answers, "WORKER_SCRIPT", broken)
+    with pytest.raises(MentorgymError, match="(?s)did not start.*no module named math_verify.*pip"):
+        pool.check(gold="1", given="1+0", timeout=30)
+
+
 def test_checks_from_many_threads_get_their_own_verdicts() -> None:
     cases = [(a, b, True) for a, b in EQUIVALENT] + [(a, b, False) for a, b in NEAR_MISSES]
     with ThreadPoolExecutor(4) as pool:

@@ -61,9 +61,9 @@ class Verdict:
     """Whether an answer is correct, and which reading decided it.
 
     `method` is `"identical"` (the same text), `"number"`, `"text"` or `"symbolic"`
-    (math-verify) for a decided check;
-    `"timeout"` when math-verify ran past its time limit, `"error"` when its worker died
-    (both count as not correct), `"empty"` when there was no answer text to check.
+    (math-verify) for a decided check; `"timeout"` when math-verify ran past its time
+    limit and `"error"` when its worker died (both count as not correct); `"empty"` when
+    there was no answer text to check.
     """
 
     correct: bool
@@ -243,15 +243,17 @@ class _Worker:
             stderr=self._stderr,
         )
         self._buffer = b""
-        ready = self._read_line(time.monotonic() + WORKER_START_TIMEOUT_S)
-        if ready is None or not json.loads(ready).get("ready"):
-            self.kill()
+        try:
+            ready = self._read_line(time.monotonic() + WORKER_START_TIMEOUT_S)
+        except EOFError:
+            ready = None
+        if ready != '{"ready": true}':
             self._stderr.seek(0)
             why = self._stderr.read().decode(errors="replace").strip()[-2000:]
-            self._stderr.close()
+            self.kill()
             raise MentorgymError(
-                f"the math-verify worker ({WORKER_SCRIPT}) did not start within "
-                f"{WORKER_START_TIMEOUT_S:g} s: {why or 'no error output'}. "
+                f"the math-verify worker ({WORKER_SCRIPT}) did not start: "
+                f"{why or f'no word from it within {WORKER_START_TIMEOUT_S:g} s'}. "
                 "Install the grader with `pip install math-verify` in this Python."
             )
 
@@ -272,9 +274,11 @@ class _Worker:
         """The next line the worker writes, or None at the deadline; EOFError if it died."""
         assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
+        poller = select.poll()  # not select(2): descriptors past 1023 are common in big rollouts
+        poller.register(fd, select.POLLIN)
         while b"\n" not in self._buffer:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
+            if left <= 0 or not poller.poll(left * 1000):
                 return None
             chunk = os.read(fd, 65536)
             if not chunk:
@@ -286,9 +290,12 @@ class _Worker:
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait()
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe is not None:
-                pipe.close()
+        for pipe in (self.proc.stdin, self.proc.stdout, self._stderr):
+            try:
+                if pipe is not None:
+                    pipe.close()
+            except OSError:  # a request left in the buffer of a dead worker's stdin
+                pass
 
     def close(self) -> None:
         """End the worker politely (end of input), killing it if it does not exit."""
