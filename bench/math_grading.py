@@ -16,7 +16,8 @@ Three graders check every case, in this order, in one process:
   3. the last-number rule the env used before (`extract_number` on both sides).
 Prints per grader: median and p99 time per check, timeouts, wrong verdicts; and the
 ratio of medians against math-verify in-process. A worker's start (importing sympy) is
-timed apart, once, before the cases.
+timed apart, once, before the cases. Last, two answers that would make sympy compute
+for minutes are checked from a thread with a 1 s limit, to show the limit holds there.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from math_verify import LatexExtractionConfig, parse, verify
@@ -51,6 +53,9 @@ NEAR_MISSES = [
     ("p-q", "q-p"),
     ("[2,5]", "[2,5)"),
 ]
+
+PATHOLOGICAL = ["9^{9^{9}}", "10^{10^{10}}"]
+"""Integers of hundreds of millions of digits (the next check pays a worker's restart)."""
 
 Case = tuple[str, str, bool]  # (given, gold, label: equal)
 Grade = Callable[[str, str], bool | None]  # None: the time limit was hit
@@ -169,6 +174,12 @@ def main() -> None:
     env_hard = run("check_answer (worker process)", grader_env(args.timeout), hard)
     mv_hard = run("math-verify in the main thread", grader_math_verify(args.timeout), hard)
     print(f"  median, worker vs in-process: {env_hard / mv_hard:.2f}x")
+    print("answers that make sympy compute for minutes, limit 1 s, checked from a thread:")
+    for given in PATHOLOGICAL:
+        t = time.perf_counter()
+        with ThreadPoolExecutor(1) as pool:
+            verdict = pool.submit(check_answer, given, "1", timeout=1).result()
+        print(f"  {given:<14} {verdict.method:<8} after {time.perf_counter() - t:.2f} s")
 
 
 if __name__ == "__main__":
