@@ -136,6 +136,29 @@ def test_a_worker_that_dies_or_cannot_start_is_reported(tmp_path: Path, monkeypa
         pool.check(gold="1", given="1+0", timeout=30)
 
 
+def _check_in_child(queue) -> None:
+    from mentorgym.envs.math_tools import answers
+
+    queue.put((len(answers._WORKERS._idle), check_answer("\\sqrt{117}", "3\\sqrt{13}").method))
+
+
+def test_a_forked_child_starts_its_own_workers() -> None:
+    import multiprocessing
+
+    from mentorgym.envs.math_tools import answers
+
+    assert check_answer("\\sqrt{117}", "3\\sqrt{13}").method == "symbolic"
+    assert answers._WORKERS._idle  # the parent now holds a worker the child must not use
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_check_in_child, args=(queue,))
+    child.start()
+    assert queue.get(timeout=120) == (0, "symbolic")
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert check_answer("\\sqrt{117}", "3\\sqrt{13}").method == "symbolic"
+
+
 def test_checks_from_many_threads_get_their_own_verdicts() -> None:
     cases = [(a, b, True) for a, b in EQUIVALENT] + [(a, b, False) for a, b in NEAR_MISSES]
     with ThreadPoolExecutor(4) as pool:

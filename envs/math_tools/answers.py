@@ -343,9 +343,18 @@ class _WorkerPool:
         for worker in idle:
             worker.close()
 
+    def forget_after_fork(self, max_workers: int) -> None:
+        """In a forked child: the parent's workers are the parent's (sharing their pipes would
+        cross the replies), and a lock held by another thread at the fork would never open."""
+        self._idle = []
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(max_workers)
 
-_WORKERS = _WorkerPool(max_workers=os.cpu_count() or 2)
+
+_MAX_WORKERS = os.cpu_count() or 2
+_WORKERS = _WorkerPool(max_workers=_MAX_WORKERS)
 atexit.register(_WORKERS.close)
+os.register_at_fork(after_in_child=lambda: _WORKERS.forget_after_fork(_MAX_WORKERS))
 
 
 # --- the last number (GSM8K's rule) -------------------------------------------------------------
