@@ -91,11 +91,10 @@ def load_problems(
         fields = {k.lower(): v for k, v in row.items()}
         try:
             question, answer, solution, program = read(fields)
+            task_id = _task_id(fields, id_key, name, i)
         except ValueError as e:
             raise ConfigError(f"{where(i)}: {e}") from e
-        problems.append(
-            Problem(question, answer, _task_id(fields, id_key, name, i), program, solution)
-        )
+        problems.append(Problem(question, answer, task_id, program, solution))
     return problems
 
 
@@ -287,5 +286,5 @@ def _task_id(fields: Row, id_key: str | None, name: str, index: int) -> str:
         if value is not None and str(value).strip():
             return str(value).strip()
     if id_key is not None:
-        raise ConfigError(f"dataset {name!r} row {index} has no {id_key!r} field (id_key)")
+        raise ValueError(f"no {id_key!r} field (id_key names it)")
     return f"{name}-{index}"
