@@ -60,6 +60,14 @@ def test_near_misses_do_not_match(given: str, gold: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "hedge", ["3\\sqrt{13}, 5, 6", "5 \\text{ or } 3\\sqrt{13}", "\\sqrt{117} \\text{ or } 4"]
+)
+def test_hedged_answers_do_not_match(hedge: str) -> None:
+    """Listing candidates is a reward an RL student would learn to exploit."""
+    assert not check_answer(hedge, "3\\sqrt{13}").correct
+
+
+@pytest.mark.parametrize(
     ("given", "gold", "ok"),
     [
         ("Evelyn", "\\text{Evelyn}", True),
