@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from mentorgym.agents.trajectory import Trajectory, Turn, context
+from mentorgym.envs.base import TextEnv
 from mentorgym.training.config import build_config
 
 SHORT_SOKOBAN = "mentorgym-test/SokobanShort-v0"
@@ -25,6 +26,26 @@ if SHORT_SOKOBAN not in gymnasium.registry:
         max_episode_steps=3,
         kwargs={"dim_room": (6, 6), "num_boxes": 1},
     )
+
+
+class LengthRewardEnv(TextEnv):
+    """One turn whose reward is the length of the reply: group members that write different
+    replies get different rewards, so GRPO's advantages are not all zero."""
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._started = True
+        return [{"role": "user", "content": "Write anything."}], {}
+
+    def step(self, action):
+        if not getattr(self, "_started", False):
+            raise self.step_before_reset()
+        return [], float(len(action)), True, False, {"success": len(action) > 8}
+
+
+LENGTH_ENV = "mentorgym-test/LengthReward-v0"
+if LENGTH_ENV not in gymnasium.registry:
+    gymnasium.register(id=LENGTH_ENV, entry_point=LengthRewardEnv, max_episode_steps=1)
 
 
 @pytest.fixture(scope="module")
@@ -379,7 +400,7 @@ def test_bad_settings_are_config_errors(tiny_path):
 @pytest.mark.parametrize(
     "algo,over",
     [
-        ("grpo", {}),
+        ("grpo", {"env_id": LENGTH_ENV, "max_new_tokens": 12, "rollout_temperature": 2.0}),
         ("opd", {"loss": "jsd", "jsd_beta": 0.5}),
         ("opd", {"loss": "sampled"}),
         ("sod", {}),
@@ -402,17 +423,19 @@ def test_two_steps_end_to_end(algo, over, tiny_path, tmp_path):
         over.get("system_prompt", True),
     )
     assert policy.act([{"role": "user", "content": "hi"}]).token_ids
-    records = [line for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if line]
-    assert sum('"kind": "train"' in r for r in records) == 2 and '"kind": "eval"' in records[-1]
-    # the student moved (GRPO's tiny run has equal rewards in every group: zero advantage)
-    if algo == "grpo":
-        return
-    before = HFPolicy(tiny_path, device="cpu").model.state_dict()
-    after = policy.model.state_dict()
-    assert any(not torch.equal(before[k], after[k]) for k in after if k in before)
-    if algo == "skill_sd":
-        import json
+    import json
 
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    assert len(train) == 2 and records[-1]["kind"] == "eval"
+    # a gradient flowed and the student moved
+    assert all(r["grad_norm"] > 0 and r["loss_tokens"] > 0 for r in train)
+    assert _weights_moved(tiny_path, policy)
+    if algo == "grpo":
+        assert any(r["zero_adv_groups"] < cfg.tasks_per_step for r in train)
+    if algo == "sod":
+        assert all("first_turn_divergence" in r and "turn_weight" in r for r in train)
+    if algo == "skill_sd":
         ckpt = tmp_path / "checkpoints" / (tmp_path / "checkpoints" / "latest").read_text().strip()
         assert json.loads((ckpt / "state.json").read_text())["extra"]["skills"]
 
@@ -449,12 +472,15 @@ def test_opsd_math_and_resume(tiny_path, tmp_path):
     assert len(steps) == 2
     from mentorgym.agents.hf import HFPolicy
 
-    assert (
-        HFPolicy(str(tmp_path / "final"), max_new_tokens=4, device="cpu")
-        .act([{"role": "user", "content": "1+1"}])
-        .text
-        is not None
-    )
+    assert _weights_moved(tiny_path, HFPolicy(str(tmp_path / "final"), device="cpu"))
+
+
+def _weights_moved(start: str, policy) -> bool:
+    from mentorgym.agents.hf import HFPolicy
+
+    before = HFPolicy(start, device="cpu").model.state_dict()
+    after = policy.model.state_dict()
+    return any(not torch.equal(before[k], after[k]) for k in after if k in before)
 
 
 def test_chunked_logprobs_match_whole_and_grad():
