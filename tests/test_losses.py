@@ -188,7 +188,7 @@ def test_skill_sd_formula_gradcheck_and_reverse_kl_gradient():
     assert torch.allclose(skill_sd_loss(new, old, teacher, mask), direct)
     assert torch.autograd.gradcheck(lambda x: skill_sd_loss(x, old, teacher, mask), (new,))
     # Expected over y ~ pi_old = pi_theta (enumerating the vocabulary), the gradient equals that of
-    # the reverse KL(pi_theta || pi_T): the derivation in DESIGN.md.
+    # the reverse KL(pi_theta || pi_T) (docs/algorithms.md, Skill-SD).
     theta = torch.randn(7, dtype=torch.float64, requires_grad=True)
     t_logits = torch.randn(7, dtype=torch.float64)
     lp_theta, lp_t = torch.log_softmax(theta, -1), torch.log_softmax(t_logits, -1)
