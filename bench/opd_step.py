@@ -116,7 +116,13 @@ def one_step(
         s_hidden = hidden(student)
         if loss_mode == "jsd":
             loss = fused_linear_jsd(
-                s_hidden, scoring.lm_head(student), t_hidden, scoring.lm_head(teacher), mask_BN, 0.5, 1.0
+                s_hidden,
+                scoring.lm_head(student),
+                t_hidden,
+                scoring.lm_head(teacher),
+                mask_BN,
+                0.5,
+                1.0,
             )
         else:
             lp_s = scoring.logprobs_from_hidden(student, s_hidden, target_BN, 1.0)

@@ -8,7 +8,6 @@ that each takes seconds; one math run covers the tool env and OPSD's reference s
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 
 import gymnasium
 import pytest

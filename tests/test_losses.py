@@ -221,9 +221,7 @@ def test_clipped_pg_loss_formula_asymmetric_clip_and_gradcheck():
     direct = (-obj * mask).sum() / mask.sum()
     got = clipped_pg_loss(new, old, adv, mask, clip_low=0.2, clip_high=0.28)
     assert torch.allclose(got, direct)
-    assert torch.autograd.gradcheck(
-        lambda x: clipped_pg_loss(x, old, adv, mask, 0.2, 0.28), (new,)
-    )
+    assert torch.autograd.gradcheck(lambda x: clipped_pg_loss(x, old, adv, mask, 0.2, 0.28), (new,))
     assert math.isclose(
         clipped_pg_loss(old.clone(), old, adv, mask).item(),
         -((adv[:, None] * mask).sum() / mask.sum()).item(),

@@ -292,6 +292,13 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         return dict(value)
     if tp is Any:
         return yaml.safe_load(value) if isinstance(value, str) else value
+    if tp in (bool, int, float, str):
+        return coerce_scalar(value, tp, key)
+    raise ConfigError(f"{key}: field type {tp} is not supported by the config loader")
+
+
+def coerce_scalar(value: Any, tp: type, key: str) -> Any:
+    """`value` as a bool, int, float or str (YAML values, or strings from `--set`)."""
     if tp is bool:
         if isinstance(value, bool):
             return value

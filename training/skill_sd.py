@@ -286,6 +286,17 @@ def skill_logprob_gain(
     return float(((lp_skill_BL - lp_plain_BL) * keep_BL).sum()), float(keep_BL.sum())
 
 
+def add_skills(buffer: SkillBuffer, summarizer: Summarizer, trajs: list[Trajectory], n: int) -> int:
+    """Summarize `n` of the step's episodes (successes first) into the buffer; returns how
+    many skills went in."""
+    added = 0
+    for traj in sorted(trajs, key=lambda t: not t.success)[:n]:
+        skill = summarizer.summarize(traj)
+        if skill is not None:
+            added += buffer.add(skill)
+    return added
+
+
 def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
     """Skill-SD end to end; returns `RUN/final`."""
     run = onpolicy.start(cfg, run_dir, resume, "skill_sd")
@@ -353,11 +364,7 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
         # 5. the skill buffer: every arm used this step is updated, new skills are added
         for sk, value in bandit:
             buffer.update(sk, value)
-        added = 0
-        for traj in sorted(trajs, key=lambda t: not t.success)[: cfg.summaries_per_step]:
-            skill = summarizer.summarize(traj)
-            if skill is not None:
-                added += buffer.add(skill)
+        added = add_skills(buffer, summarizer, trajs, cfg.summaries_per_step)
         stats.metrics.update(
             skills=float(len(buffer.skills)),
             skills_added=float(added),
