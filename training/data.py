@@ -307,7 +307,7 @@ def _cached_order(n: int, epoch: int, seed: int) -> np.ndarray:
 
 
 @dataclass
-class Episode:
+class TokenizedEpisode:
     """One trajectory as token sequences; `spans[k]` locates turn k's sampled ids."""
 
     seqs: list[list[int]]
@@ -335,7 +335,7 @@ def encode_episode(
     note: str | None = None,
     context_turns: int = 0,
     system_prompt: bool = True,
-) -> Episode:
+) -> TokenizedEpisode:
     """The episode as ids, each sampled turn exactly as sampled (never re-tokenized).
 
     With the whole conversation in view (`context_turns=0`) it is one sequence; with a
@@ -381,7 +381,7 @@ def encode_episode(
                 dropped += 1
         ids += suffix[1:] if suffix and body and body[-1] == suffix[0] else suffix
         k += 1
-    return Episode([ids[:max_seq_len]], spans, turns, dropped)
+    return TokenizedEpisode([ids[:max_seq_len]], spans, turns, dropped)
 
 
 def _encode_windowed(
@@ -391,8 +391,8 @@ def _encode_windowed(
     note: str | None,
     context_turns: int,
     system_prompt: bool,
-) -> Episode:
-    ep = Episode([], [], [])
+) -> TokenizedEpisode:
+    ep = TokenizedEpisode([], [], [])
     for k, turn in enumerate(traj.turns):
         if not turn.token_ids:
             continue
@@ -434,7 +434,7 @@ class Batch:
 
 
 def make_batch(
-    episodes: list[Episode], trajs: list[Trajectory], pad_id: int, device: torch.device
+    episodes: list[TokenizedEpisode], trajs: list[Trajectory], pad_id: int, device: torch.device
 ) -> Batch:
     """Pack episodes (and their trajectories' sampler logprobs) into a `Batch` on `device`."""
     seqs = [seq for e in episodes for seq in e.seqs]

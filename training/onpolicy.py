@@ -30,7 +30,7 @@ from mentorgym.errors import ConfigError
 from mentorgym.training import student as student_lib
 from mentorgym.training import trainer
 from mentorgym.training.config import OnPolicyConfig
-from mentorgym.training.data import Batch, Episode, encode_episode, make_batch
+from mentorgym.training.data import Batch, TokenizedEpisode, encode_episode, make_batch
 from mentorgym.training.losses import grpo_advantages
 from mentorgym.training.student import Student
 
@@ -109,7 +109,7 @@ class MicroBatch:
 
     idx: list[int]
     """Indices into the step's flattened episodes."""
-    episodes: list[Episode]
+    episodes: list[TokenizedEpisode]
     batch: Batch
     share: float
     """This micro-batch's loss tokens over the step's: the weight of its token-mean loss."""

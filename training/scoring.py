@@ -23,7 +23,7 @@ from mentorgym.envs.base import Message
 from mentorgym.errors import ConfigError
 from mentorgym.training import trainer
 from mentorgym.training.config import OnPolicyConfig
-from mentorgym.training.data import Batch, Episode, encode_episode, make_batch
+from mentorgym.training.data import Batch, TokenizedEpisode, encode_episode, make_batch
 from mentorgym.training.losses import token_logprobs
 
 
@@ -115,7 +115,7 @@ def teacher_view(
     teacher: torch.nn.Module,
     tok: Any,
     trajs: list[Trajectory],
-    student_eps: list[Episode],
+    student_eps: list[TokenizedEpisode],
     notes: list[str | None],
     cfg: OnPolicyConfig,
     device: torch.device,
@@ -131,7 +131,7 @@ def teacher_view(
         t_ep = encode_episode(tok, traj, room, note, cfg.context_turns, cfg.system_prompt)
         keep = set(ep.turns)
         pairs = [(s, k) for s, k in zip(t_ep.spans, t_ep.turns, strict=True) if k in keep]
-        t_eps.append(Episode(t_ep.seqs, [s for s, _ in pairs], [k for _, k in pairs]))
+        t_eps.append(TokenizedEpisode(t_ep.seqs, [s for s, _ in pairs], [k for _, k in pairs]))
         if [k for _, k in pairs] != ep.turns:
             raise ValueError(
                 f"teacher view of episode seed={traj.seed} lost a turn; raise max_seq_len"
@@ -143,7 +143,7 @@ def teacher_view(
 
 
 def external_teacher_logprobs(
-    teacher: Teacher, trajs: list[Trajectory], student_eps: list[Episode], L: int
+    teacher: Teacher, trajs: list[Trajectory], student_eps: list[TokenizedEpisode], L: int
 ) -> torch.Tensor:
     """Logprobs from any `Teacher` (e.g. `openai:` via prompt_logprobs): one `score` call per
     turn with that turn's whole context and its sampled ids (a teacher with a context window
@@ -195,7 +195,7 @@ def teacher_logprobs(
     tok: Any,
     cfg: OnPolicyConfig,
     trajs: list[Trajectory],
-    eps: list[Episode],
+    eps: list[TokenizedEpisode],
     batch: Batch,
     device: torch.device,
     want_hidden: bool = False,
