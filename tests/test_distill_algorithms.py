@@ -177,7 +177,7 @@ def test_note_moves_positions_not_ids(tok):
 
 
 def test_parse_skill_json_handles_invalid_replies():
-    from mentorgym.training.skill_sd import parse_skill_json
+    from mentorgym.training.skills import parse_skill_json
 
     good = 'Sure! {"success_analysis": "a", "mistake_analysis": "b", "golden_workflow": "c"} done'
     skill = parse_skill_json(good)
@@ -198,7 +198,7 @@ def test_parse_skill_json_handles_invalid_replies():
 
 def test_llm_summarizer_counts_invalid_json():
     from mentorgym.agents.base import Action, BatchedPolicy
-    from mentorgym.training.skill_sd import LLMSummarizer
+    from mentorgym.training.skills import LLMSummarizer
 
     class Fixed(BatchedPolicy):
         name = "fixed"
@@ -227,7 +227,7 @@ def test_llm_summarizer_counts_invalid_json():
 
 
 def test_skill_buffer_ucb_tries_each_then_prefers_the_best():
-    from mentorgym.training.skill_sd import Skill, SkillBuffer
+    from mentorgym.training.skills import Skill, SkillBuffer
 
     buf = SkillBuffer(capacity=2, c=0.1)
     assert buf.select(2) == [None, None]
@@ -251,7 +251,7 @@ def test_skill_buffer_ucb_tries_each_then_prefers_the_best():
 def test_rule_summaries_come_from_the_env_and_transfer():
     """The rule-based skills are the env's hook; they describe behaviour, never this task's
     moves or answer (another task's facts are noise to the teacher)."""
-    from mentorgym.training.skill_sd import RuleSummarizer
+    from mentorgym.training.skills import RuleSummarizer
 
     soko = Trajectory(
         "mentorgym/Sokoban-v0",
