@@ -428,7 +428,10 @@ def test_two_steps_end_to_end(algo, over, tiny_path, tmp_path):
     train = [r for r in records if r["kind"] == "train"]
     assert len(train) == 2 and records[-1]["kind"] == "eval"
     # a gradient flowed and the student moved
-    assert all(r["grad_norm"] > 0 and r["loss_tokens"] > 0 for r in train)
+    assert all(r["loss_tokens"] > 0 for r in train)
+    flowed = [r["grad_norm"] > 0 for r in train]
+    # Skill-SD's first step has no skill yet and the short Sokoban groups tie (zero advantage).
+    assert flowed[-1] if algo == "skill_sd" else all(flowed)
     assert _weights_moved(tiny_path, policy)
     if algo == "grpo":
         assert any(r["zero_adv_groups"] < cfg.tasks_per_step for r in train)
