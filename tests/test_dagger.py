@@ -197,7 +197,11 @@ def test_teacher_with_another_tokenizer_is_reencoded(tmp_path):
     trajs = run(SIX_TURN_SOKOBAN, teacher, 2, seed=0)
     assert all(t.token_ids for traj in trajs for t in traj.turns)
     exs, stats = examples_from_trajectories(
-        trajs, tok, max_seq_len=4096, foreign_ids=teacher_shares_tokenizer(f"hf:{other}", tok)
+        trajs,
+        tok,
+        max_seq_len=4096,
+        target="action",  # every turn is the teacher's own (no mixture here)
+        foreign_ids=teacher_shares_tokenizer(f"hf:{other}", tok),
     )
     assert stats.exact_ids == 0 and len(exs) == sum(len(t.turns) for t in trajs)
     turns = [t for traj in trajs for t in traj.turns]
