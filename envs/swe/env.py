@@ -43,6 +43,17 @@ from mentorgym.envs.base import (
     user,
 )
 from mentorgym.envs.swe.grading import GradeResult, grade_log
+from mentorgym.envs.swe.guard import (
+    GUARD_DIR,
+    GUARD_MODULE,
+    GUARD_OUT,
+    cross_check,
+    new_token,
+    read_guard_files,
+)
+from mentorgym.envs.swe.guard import env_prefix as guard_env
+from mentorgym.envs.swe.guard import plugin_source as guard_plugin_source
+from mentorgym.envs.swe.protect import PYTEST_CONFIG_FILES, PatchReview, review_patch, split_patch
 from mentorgym.envs.swe.tasks import ensure_image, load_tasks
 from mentorgym.envs.swe.tools import DEFAULT_TOOL_OUTPUT_LIMIT, BashTool, EditorTool, submit_tool
 from mentorgym.errors import ConfigError, SandboxError
@@ -266,8 +277,7 @@ class SWEEnv(TextEnv):
             tests=result.tests,
             model_patch=self._patch or "",
         )
-        if result.error:
-            info["grade_error"] = result.error
+        info.update(result.integrity_info())
         return messages, float(result.resolved), True, False, info
 
     def on_truncation(self) -> tuple[float, dict[str, Any]]:
@@ -288,8 +298,7 @@ class SWEEnv(TextEnv):
             model_patch=self._patch or "",
             graded_at="turn_limit",
         )
-        if result.error:
-            info["grade_error"] = result.error
+        info.update(result.integrity_info())
         return float(result.resolved), info
 
     def close(self) -> None:
@@ -298,30 +307,57 @@ class SWEEnv(TextEnv):
     # --- the patch and the grade -----------------------------------------------------------------
 
     def model_patch(self) -> str:
-        """`git diff BASE` of /testbed now: new files included, `test_patch`'s files excluded.
+        """The graded patch of /testbed now: `git diff BASE` with new files, protected files left out.
+
+        See `protect.py` for what is protected; `review_patch()` also says what was left
+        out and what the static check found.
+        """
+        return self.review_patch().patch
+
+    def review_patch(self) -> PatchReview:
+        """`git diff BASE` of /testbed (new files included), split by `protect.review_patch`.
 
         A scratch index keeps the agent's own `git status` untouched.
         """
         if self.sandbox is None or self.task is None:
             raise RuntimeError("no episode is running; call reset() first")
         base = shlex.quote(self.task["base_commit"])
-        excludes = " ".join(
-            shlex.quote(f":(exclude){p}") for p in patch_files(self.task.get("test_patch", ""))
-        )
         out = "/tmp/.mentorgym_model.patch"
         idx = "/tmp/.mentorgym_index"
         git = "git -c safe.directory='*' -c core.quotepath=false"
         cmd = (
             f"( cd {TESTBED} && rm -f {idx} && (cp .git/index {idx} 2>/dev/null; true) && "
             f"GIT_INDEX_FILE={idx} {git} add -A && "
-            f"GIT_INDEX_FILE={idx} {git} diff --cached --binary --no-color --no-ext-diff {base} -- . {excludes} > {out}; "
+            f"GIT_INDEX_FILE={idx} {git} diff --cached --binary --no-color --no-ext-diff {base} > {out}; "
             f"rc=$?; rm -f {idx}; exit $rc )"
         )
         r = self.sandbox.exec(cmd, timeout=120)
         if r.exit_code != 0:
             # the agent broke the repository (removed .git, ...): there is no patch to grade
-            return ""
-        return self.sandbox.read_file(out).decode("utf-8", errors="replace")
+            return PatchReview(patch="")
+        patch = self.sandbox.read_file(out).decode("utf-8", errors="replace")
+        old_text: dict[str, str | None] = {}
+        new_text: dict[str, str | None] = {}
+        for path, _block in split_patch(patch):
+            name = path.rsplit("/", 1)[-1]
+            if name in PYTEST_CONFIG_FILES:
+                old_text[path] = self._read_text(
+                    f"git -c safe.directory='*' show {base}:{shlex.quote(path)}"
+                )
+            if name in PYTEST_CONFIG_FILES or name.endswith(".py"):
+                new_text[path] = self._read_text(f"cat {shlex.quote(path)}")
+        return review_patch(
+            patch,
+            set(patch_files(self.task.get("test_patch", ""))),
+            old_text,
+            new_text,
+            repo=self.task.get("repo", ""),
+        )
+
+    def _read_text(self, cmd: str) -> str | None:
+        assert self.sandbox is not None
+        r = self.sandbox.exec(f"cd {TESTBED} && {cmd} 2>/dev/null", timeout=60)
+        return r.output if r.exit_code == 0 else None
 
     def eval_script(self, task: dict[str, Any]) -> str:
         """The shell script that applies the test patch and runs the graded tests, with SWE-bench's markers."""
@@ -354,8 +390,11 @@ class SWEEnv(TextEnv):
 
     def grade(self) -> GradeResult:
         """Grade the repository as it stands: apply its model patch and the test patch in a
-        fresh container at `base_commit`, run the tests, grade with swebench's rules.
+        fresh container at `base_commit`, run the tests under the guard plugin, grade with
+        swebench's rules.
 
+        Protected files are left out of the patch (`result.excluded`); a static-check
+        finding or tampering the guard saw makes the grade 0 (`result.tampering`).
         Cached for the episode; `info["model_patch"]` of the submit step is the patch graded.
         Raises `SandboxError` when a container dies.
         """
@@ -364,12 +403,33 @@ class SWEEnv(TextEnv):
         if self.task is None or self.sandbox is None:
             raise RuntimeError("no episode is running; call reset() first")
         task = self.task
-        self._patch = self.model_patch()
-        log = self._run_tests(task, self._patch)
-        self._result = grade_log(task, log)
-        return self._result
+        review = self.review_patch()
+        self._patch = review.patch
+        if review.findings:
+            # No test run: the patch reaches into the test runner or ends the process.
+            result = GradeResult(resolved=False, error="the static check rejected the patch")
+            result.tampering = [f"static check: {f}" for f in review.findings]
+        else:
+            token = new_token()
+            log, guard_files = self._run_tests(task, review.patch, token, patch_files(review.patch))
+            result = grade_log(task, log)
+            verdict = read_guard_files(guard_files, token)
+            graded = [*task["FAIL_TO_PASS"], *task["PASS_TO_PASS"]]
+            pytest_ran = result.error is None and "pytest" in self._test_command(task)
+            result.tampering = cross_check(verdict, result.status_map, graded, pytest_ran)
+        result.excluded = review.excluded
+        if result.tampering:
+            result.resolved = False
+        self._result = result
+        return result
 
-    def _run_tests(self, task: dict[str, Any], model_patch: str) -> str:
+    def _test_command(self, task: dict[str, Any]) -> str:
+        return str(task.get("eval_script") or task.get("test_cmd") or DEFAULT_TEST_CMD)
+
+    def _run_tests(
+        self, task: dict[str, Any], model_patch: str, token: str, patched: list[str]
+    ) -> tuple[str, list[str]]:
+        """The grading log, and the guard plugin's JSON files, from a fresh container."""
         sb = self._acquire(ensure_image(task))
         try:
             self._checkout(sb, task)
@@ -381,23 +441,33 @@ class SWEEnv(TextEnv):
                     timeout=120,
                 )
                 if r.exit_code != 0:
-                    return r.output + "\n>>>>> Patch Apply Failed\n"
+                    return r.output + "\n>>>>> Patch Apply Failed\n", []
                 log += r.output + "\n>>>>> Applied Patch\n"
             if task.get("test_patch", "").strip():
                 sb.write_file("/tmp/.mentorgym_test.patch", task["test_patch"])
+            sb.write_file(f"{GUARD_DIR}/{GUARD_MODULE}.py", guard_plugin_source())
             sb.write_file("/tmp/.mentorgym_eval.sh", self.eval_script(task))
-            # the log goes to a file: exec's output is cut, and a -rA summary sits at the end
-            r = sb.exec(
-                "bash /tmp/.mentorgym_eval.sh > /tmp/.mentorgym_eval.log 2>&1",
-                timeout=self.test_timeout,
+            sb.write_file(
+                "/tmp/.mentorgym_run.sh",
+                f"rm -rf {GUARD_OUT} && mkdir -p {GUARD_OUT}\n"
+                + guard_env(token, patched)
+                + "bash /tmp/.mentorgym_eval.sh > /tmp/.mentorgym_eval.log 2>&1\n",
             )
+            # the log goes to a file: exec's output is cut, and a -rA summary sits at the end
+            r = sb.exec("bash /tmp/.mentorgym_run.sh", timeout=self.test_timeout)
             try:
                 log += sb.read_file("/tmp/.mentorgym_eval.log").decode("utf-8", errors="replace")
             except FileNotFoundError:
                 log += r.output
             if r.timed_out:
                 log += "\n>>>>> Tests Timed Out\n"
-            return log
+            listing = sb.exec(f"ls {GUARD_OUT} 2>/dev/null", timeout=30)
+            guard_files = [
+                sb.read_file(f"{GUARD_OUT}/{name}").decode("utf-8", errors="replace")
+                for name in listing.output.split()
+                if name.startswith("guard-") and name.endswith(".json")
+            ]
+            return log, guard_files
         finally:
             sb.close(wait=False)
 

@@ -65,6 +65,10 @@ class GradeResult:
     """Every test the log reports, with its status."""
     error: str | None = None
     """Why the log could not be graded (patch did not apply, tests timed out, ...), else None."""
+    tampering: list[str] = field(default_factory=list)
+    """Why the run cannot be trusted (the env's guard and static check); non-empty = not resolved."""
+    excluded: dict[str, str] = field(default_factory=dict)
+    """Files left out of the graded patch, with the reason (see `protect.py`)."""
 
     @property
     def tests(self) -> dict[str, str]:
@@ -77,7 +81,20 @@ class GradeResult:
             "fail_to_pass": self.fail_to_pass,
             "pass_to_pass": self.pass_to_pass,
             "error": self.error,
+            "tampering": self.tampering,
+            "excluded": self.excluded,
         }
+
+    def integrity_info(self) -> dict[str, Any]:
+        """The env's `info` keys for this grade: grade_error, tampering, excluded (when set)."""
+        info: dict[str, Any] = {}
+        if self.error:
+            info["grade_error"] = self.error
+        if self.tampering:
+            info["tampering"] = self.tampering
+        if self.excluded:
+            info["excluded"] = self.excluded
+        return info
 
 
 def tests_of(instance: dict[str, Any], key: str) -> list[str]:
