@@ -58,8 +58,10 @@ class GuardVerdict:
     tampering: list[str] = field(default_factory=list)
 
 
-def read_guard_files(texts: list[str], token: str) -> GuardVerdict:
-    """Merge the guard's per-process JSON files, checking each one's token and completeness."""
+def read_guard_files(
+    texts: list[str], token: str, guard_file: str = f"{GUARD_DIR}/{GUARD_MODULE}.py"
+) -> GuardVerdict:
+    """Merge the guard's per-process JSON files, checking each one's token, origin and completeness."""
     verdict = GuardVerdict(ran=bool(texts))
     for text in texts:
         try:
@@ -70,7 +72,7 @@ def read_guard_files(texts: list[str], token: str) -> GuardVerdict:
         if not isinstance(data, dict) or data.get("token") != token:
             verdict.tampering.append("a guard report lacks this run's token: it was forged")
             continue
-        if data.get("guard_file") != f"{GUARD_DIR}/{GUARD_MODULE}.py":
+        if data.get("guard_file") != guard_file:
             verdict.tampering.append(
                 f"pytest loaded {data.get('guard_file')!r} as the guard, not the grader's plugin"
             )

@@ -122,14 +122,15 @@ def pytest_sections(path: str, text: str | None) -> str:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError:
             return text  # unparseable: pytest would fail on it too; treat as a change
-        return repr(data.get("tool", {}).get("pytest", {}))
+        section = data.get("tool", {}).get("pytest", {})
+        return repr(section) if section else ""
     parser = configparser.RawConfigParser(strict=False, interpolation=None)
     try:
         parser.read_string(text)
     except configparser.Error:
         return text
     keep = [s for s in parser.sections() if s in ("pytest", "tool:pytest")]
-    return repr([(s, sorted(parser.items(s))) for s in keep])
+    return repr([(s, sorted(parser.items(s))) for s in keep]) if keep else ""
 
 
 def added_lines(block: str) -> list[tuple[int, str]]:
