@@ -6,13 +6,18 @@ and `submit` (Qwen/Hermes tool calls; `<answer>` also submits). One turn may car
 several calls; they run in order, and calls after `submit` are not run.
 
 Grading (on submit): the model patch is `git diff BASE` of /testbed, new files
-included and files that `test_patch` touches excluded. In a *fresh* container from
-the same image the model patch is applied to `base_commit`, then the test patch,
-then FAIL_TO_PASS and PASS_TO_PASS run (the task's SWE-bench `eval_script` when it
-has one, else `test_cmd` on the tests' files); reward is 1.0 exactly when all pass
-(swebench's parsers and rules, see `grading.py`). Grading in a fresh container means
-nothing the agent did outside the diff (installed packages, edited conftest outside
-the repo, killed processes) can change the verdict.
+included, minus what an agent has no business changing (`protect.py`: test files,
+conftest.py, pytest configuration, .pth / sitecustomize, bytecode, modules shadowing
+pytest), which is left out and listed in `info["excluded"]`. A static check of the rest
+rejects code that reaches into pytest's internals or exits the process at import. In a
+*fresh* container from the same image the model patch is applied to the starting
+commit, then the test patch, then FAIL_TO_PASS and PASS_TO_PASS run (the task's
+SWE-bench `eval_script` when it has one, else `test_cmd` on the tests' files) under the
+guard plugin (`guard_plugin.py`), which pytest loads before any repository code. Reward
+is 1.0 exactly when all pass by swebench 5.x's rules (`grading.py`) and neither the
+static check nor the guard found tampering (`info["tampering"]` says why otherwise).
+Grading in a fresh container means nothing the agent did outside the diff (installed
+packages, edited files outside the repo, killed processes) can change the verdict.
 
 Truncation: the turn limit is Gymnasium's `TimeLimit`, which the env cannot see
 coming, so an episode cut by it is *not graded*: its last step's info still holds
@@ -146,27 +151,60 @@ class SWEEnv(TextEnv):
         self._result: GradeResult | None = None
         self._patch: str | None = None
         self._done = False
+        self._base = ""
 
     # --- containers ------------------------------------------------------------------------
 
     def _acquire(self, image: str) -> DockerSandbox:
         return get_pool(image, self.pool_size, workdir=TESTBED, **self.container_kwargs).acquire()
 
-    def _checkout(self, sb: Sandbox, task: dict[str, Any]) -> None:
-        base = shlex.quote(task["base_commit"])
+    def _checkout(self, sb: Sandbox, task: dict[str, Any]) -> str:
+        """Put /testbed at the task's starting state and return that commit.
+
+        SWE-bench / SWE-Gym: `base_commit`. SWE-smith: the bug branch when the image has
+        it, else the image's HEAD with `bug_patch` applied; either way committed again as
+        a parentless commit with fixed dates, so the fix is in no history the agent can
+        read and every container of the task gets the same hash.
+        """
+        swesmith = bool(task.get("bug_patch") or task.get("bug_branch")) and not task.get(
+            "base_commit"
+        )
+        if swesmith:
+            sb.write_file("/tmp/.mentorgym_bug.patch", task.get("bug_patch", ""))
+            branch = shlex.quote(f"refs/heads/{task['bug_branch']}")
+            start = (
+                f"cd {TESTBED} && git -c safe.directory='*' checkout -qf HEAD && git clean -fdxq && "
+                f"( if git rev-parse -q --verify {branch} >/dev/null; then git checkout -qf {branch}; "
+                "else git apply /tmp/.mentorgym_bug.patch; fi ) && git add -A && "
+                "tree=$(git write-tree) && base=$(GIT_AUTHOR_NAME=mentorgym GIT_AUTHOR_EMAIL=m@g "
+                "GIT_COMMITTER_NAME=mentorgym GIT_COMMITTER_EMAIL=m@g GIT_AUTHOR_DATE=2000-01-01T00:00:00Z "
+                "GIT_COMMITTER_DATE=2000-01-01T00:00:00Z git commit-tree $tree -m task) && "
+                "git checkout -qf $base"
+            )
+        else:
+            base = shlex.quote(task["base_commit"])
+            start = (
+                f"cd {TESTBED} && git -c safe.directory='*' checkout -qf {base} && git clean -fdxq"
+            )
         r = sb.exec(
-            f"cd {TESTBED} && git -c safe.directory='*' checkout -qf {base} && git clean -fdxq"
+            start
             # One image serves every task of a repository: drop the other refs and reflogs so
             # `git log --all` or `git diff main` cannot show the agent the fixed code.
-            " && git for-each-ref --format='%(refname)' | xargs -r -n1 git update-ref -d"
-            " && rm -rf .git/logs",
+            + " && git for-each-ref --format='%(refname)' | xargs -r -n1 git update-ref -d"
+            " && rm -rf .git/logs && git rev-parse HEAD",
             timeout=120,
         )
         if r.exit_code != 0:
+            what = (
+                f"the SWE-smith bug (branch {task.get('bug_branch')} or bug_patch)"
+                if swesmith
+                else f"base_commit {task['base_commit']}"
+            )
             raise ConfigError(
-                f"could not check out base_commit {task['base_commit']} of task {task['instance_id']} "
+                f"could not check out {what} of task {task['instance_id']} "
                 f"in {TESTBED}: {r.output.strip()[-500:]}. The task's image must hold that commit."
             )
+        return r.output.strip().splitlines()[-1]
 
     def _release(self) -> None:
         if self.sandbox is not None:
@@ -199,7 +237,7 @@ class SWEEnv(TextEnv):
         task = self.tasks[k]
         sb = self._acquire(ensure_image(task))
         try:
-            self._checkout(sb, task)
+            self._base = self._checkout(sb, task)
         except BaseException:
             sb.close()
             raise
@@ -321,7 +359,7 @@ class SWEEnv(TextEnv):
         """
         if self.sandbox is None or self.task is None:
             raise RuntimeError("no episode is running; call reset() first")
-        base = shlex.quote(self.task["base_commit"])
+        base = shlex.quote(self._base)
         out = "/tmp/.mentorgym_model.patch"
         idx = "/tmp/.mentorgym_index"
         git = "git -c safe.directory='*' -c core.quotepath=false"
@@ -412,7 +450,10 @@ class SWEEnv(TextEnv):
         else:
             token = new_token()
             log, guard_files = self._run_tests(task, review.patch, token, patch_files(review.patch))
-            result = grade_log(task, log)
+            # The env's reward uses the strictest rules (5.x's: a skipped or missing
+            # FAIL_TO_PASS test fails) whatever project the task is from; SWE-smith's
+            # "missing counts as passed" would pay a patch that stops tests from running.
+            result = grade_log(task, log, harness="mentorgym")
             verdict = read_guard_files(guard_files, token)
             graded = [*task["FAIL_TO_PASS"], *task["PASS_TO_PASS"]]
             pytest_ran = result.error is None and "pytest" in self._test_command(task)
@@ -474,16 +515,19 @@ class SWEEnv(TextEnv):
     # --- the oracle ----------------------------------------------------------------------------
 
     def expert_action(self) -> str | None:
-        """The gold patch: one bash call that resets /testbed to base and `git apply`s it, then submit."""
-        if self.task is None or self._done or not self.task.get("patch", "").strip():
+        """The gold fix: one bash call that resets /testbed to the start and `git apply`s the
+        gold patch (a SWE-smith task: reverts its bug patch), then submit."""
+        if self.task is None or self._done:
             return None
-        patch = (
-            self.task["patch"] if self.task["patch"].endswith("\n") else self.task["patch"] + "\n"
-        )
-        base = shlex.quote(self.task["base_commit"])
+        reverse = not self.task.get("patch", "").strip()
+        patch = self.task.get("bug_patch", "") if reverse else self.task["patch"]
+        if not patch.strip():
+            return None
+        patch = patch if patch.endswith("\n") else patch + "\n"
+        base = shlex.quote(self._base)
         command = (
             f"cd {TESTBED} && git checkout -qf {base} && git clean -fdq && "
-            f"git apply -v <<'{_EXPERT_EOF}'\n{patch}{_EXPERT_EOF}"
+            f"git apply {'-R ' if reverse else ''}-v <<'{_EXPERT_EOF}'\n{patch}{_EXPERT_EOF}"
         )
         return (
             format_tool_call("bash", {"command": command}) + "\n" + format_tool_call("submit", {})

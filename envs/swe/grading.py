@@ -412,3 +412,19 @@ def report_json_verdict(report: dict[str, Any], instance_id: str) -> bool:
     if not isinstance(entry, dict) or "resolved" not in entry:
         raise ValueError(f"the report has no `resolved` for {instance_id!r}")
     return bool(entry["resolved"])
+
+
+def grade_table(instance_id: str, result: GradeResult) -> str:
+    """The verdict and a per-test table, for the command line."""
+    verdict = "RESOLVED" if result.resolved else "NOT RESOLVED"
+    lines = [f"{instance_id}: {verdict} (rules: {result.harness})"]
+    if result.error:
+        lines.append(f"  not graded: {result.error}")
+    for reason in result.tampering:
+        lines.append(f"  tampering: {reason}")
+    rows = [("FAIL_TO_PASS", t, s) for t, s in result.fail_to_pass.items()]
+    rows += [("PASS_TO_PASS", t, s) for t, s in result.pass_to_pass.items()]
+    width = max((len(t) for _, t, _ in rows), default=10)
+    for kind, test, status in rows:
+        lines.append(f"  {kind:<13} {status:<8} {test:<{width}}")
+    return "\n".join(lines)
