@@ -29,8 +29,11 @@ episode truncated with the reason in `info["error"]`.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import re
 import shlex
+import threading
 from typing import Any
 
 from mentorgym.envs.base import (
@@ -67,6 +70,33 @@ from mentorgym.sandboxes.docker import DockerSandbox
 from mentorgym.sandboxes.pool import get_pool
 
 TESTBED = "/testbed"
+
+
+class _GradeCache:
+    """Grades by (instance_id, image, hash of test command + graded patch), shared by the
+    process's envs; bounded, oldest first out."""
+
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self._grades: dict[tuple[str, str, str], GradeResult] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str, str]) -> GradeResult | None:
+        with self._lock:
+            return self._grades.get(key)
+
+    def put(self, key: tuple[str, str, str], result: GradeResult) -> None:
+        with self._lock:
+            self._grades[key] = result
+            while len(self._grades) > self.size:
+                self._grades.pop(next(iter(self._grades)))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._grades.clear()
+
+
+_GRADES = _GradeCache()
 DEFAULT_TEST_CMD = "python3 -m pytest -rA -p no:cacheprovider"
 _DIFF_FILE_RE = re.compile(r"^diff --git a/(\S+) b/(\S+)$", re.MULTILINE)
 _EXPERT_EOF = "MENTORGYM_GOLD_PATCH_EOF"
@@ -114,6 +144,8 @@ class SWEEnv(TextEnv):
         test_timeout: seconds the grading test run may take.
         output_limit: characters of one tool result shown to the agent.
         mem_limit, cpus: container limits.
+        grade_cache: reuse the grade of a patch already graded for the same task and image
+            in this process instead of running its tests again (see `grade`).
     """
 
     def __init__(
@@ -126,6 +158,7 @@ class SWEEnv(TextEnv):
         output_limit: int = DEFAULT_TOOL_OUTPUT_LIMIT,
         mem_limit: str = "2g",
         cpus: float = 1.0,
+        grade_cache: bool = True,
         render_mode: str | None = None,
     ):
         super().__init__(render_mode=render_mode)
@@ -145,6 +178,7 @@ class SWEEnv(TextEnv):
         self.test_timeout = test_timeout
         self.output_limit = output_limit
         self.container_kwargs: dict[str, Any] = {"mem_limit": mem_limit, "cpus": cpus}
+        self.grade_cache = grade_cache
         self.task: dict[str, Any] | None = None
         self.sandbox: Sandbox | None = None
         self._tools: list[Tool] = []
@@ -434,7 +468,12 @@ class SWEEnv(TextEnv):
         Protected files are left out of the patch (`result.excluded`); a static-check
         finding or tampering the guard saw makes the grade 0 (`result.tampering`).
         Cached for the episode; `info["model_patch"]` of the submit step is the patch graded.
-        Raises `SandboxError` when a container dies.
+        With `grade_cache`, a graded patch identical to one already graded for the same task,
+        image and test command in this process reuses that grade: the harness's verdict is a
+        function of exactly those (a fresh container each time), so only a flaky test could
+        tell the difference, and it is frozen at its first outcome. Students submit the
+        same patch often (the empty one above all), and each run of the tests costs a
+        container and a pytest process. Raises `SandboxError` when a container dies.
         """
         if self._result is not None:
             return self._result
@@ -443,10 +482,18 @@ class SWEEnv(TextEnv):
         task = self.task
         review = self.review_patch()
         self._patch = review.patch
+        key = (
+            task["instance_id"],
+            ensure_image(task),
+            hashlib.sha256(f"{self._test_command(task)}\0{review.patch}".encode()).hexdigest(),
+        )
+        cached = _GRADES.get(key) if self.grade_cache else None
         if review.findings:
             # No test run: the patch reaches into the test runner or ends the process.
             result = GradeResult(resolved=False, error="the static check rejected the patch")
             result.tampering = [f"static check: {f}" for f in review.findings]
+        elif cached is not None:
+            result = dataclasses.replace(cached, tampering=list(cached.tampering), cached=True)
         else:
             token = new_token()
             log, guard_files = self._run_tests(task, review.patch, token, patch_files(review.patch))
@@ -458,6 +505,8 @@ class SWEEnv(TextEnv):
             graded = [*task["FAIL_TO_PASS"], *task["PASS_TO_PASS"]]
             pytest_ran = result.error is None and "pytest" in self._test_command(task)
             result.tampering = cross_check(verdict, result.status_map, graded, pytest_ran)
+            if result.error is None or "Timed Out" not in result.error:
+                _GRADES.put(key, dataclasses.replace(result))
         result.excluded = review.excluded
         if result.tampering:
             result.resolved = False

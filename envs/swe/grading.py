@@ -116,6 +116,8 @@ class GradeResult:
     """Why the run cannot be trusted (the env's guard and static check); non-empty = not resolved."""
     excluded: dict[str, str] = field(default_factory=dict)
     """Files left out of the graded patch, with the reason (see `protect.py`)."""
+    cached: bool = False
+    """True when the env reused the grade of an identical patch instead of running the tests."""
 
     @property
     def tests(self) -> dict[str, str]:
@@ -142,6 +144,8 @@ class GradeResult:
             info["tampering"] = self.tampering
         if self.excluded:
             info["excluded"] = self.excluded
+        if self.cached:
+            info["grade_cached"] = True
         return info
 
 
