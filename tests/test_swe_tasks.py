@@ -129,3 +129,73 @@ def test_swe_grade_cli_prints_verdict_and_table(
 def test_read_instance_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         read_instance(str(tmp_path / "none.json"))
+
+
+# --- a SWE-smith-style task in Docker: the bug is applied, the expert reverts it --------------
+
+
+def _docker_skip_reason() -> str | None:
+    try:
+        from mentorgym.sandboxes.docker import engine_available
+    except ImportError as e:
+        return f"the Docker sandbox is not importable: {e}"
+    return engine_available()
+
+
+_REASON = _docker_skip_reason()
+
+
+def _smith_task(root: Path) -> dict:
+    import os
+    import subprocess
+
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), *args], env=env, check=True, capture_output=True, text=True).stdout  # fmt: skip
+
+    repo = root / "smithcalc"
+    (repo / "tests").mkdir(parents=True)
+    (repo / "calc.py").write_text("def add(a, b):\n    return a + b\n")
+    (repo / "tests" / "test_calc.py").write_text(
+        "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n\n\n"
+        "def test_zero():\n    assert add(0, 0) == 0\n"
+    )
+    git("init", "-q", "-b", "main")
+    git("add", "-A")
+    git("commit", "-qm", "clean")
+    (repo / "calc.py").write_text("def add(a, b):\n    return a - b\n")
+    bug = git("diff")
+    git("checkout", "-q", "calc.py")
+    return {
+        "instance_id": "smith__calc.abc123.func_pm_op_swap__1",
+        "repo": "swesmith/smith__calc.abc123",
+        "patch": bug,  # SWE-smith: the patch introduces the bug
+        "FAIL_TO_PASS": ["tests/test_calc.py::test_add"],
+        "PASS_TO_PASS": ["tests/test_calc.py::test_zero"],
+        "image_name": "jyangballin/swesmith.x86_64.smith_1776_calc.abc123",
+        "repo_dir": str(repo),
+        "problem_statement": "add(2, 3) is -1",
+    }
+
+
+@pytest.mark.docker
+@pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
+def test_swesmith_task_runs_inverted_in_docker(tmp_path: Path) -> None:
+    from mentorgym.envs.base import format_tool_call
+    from mentorgym.envs.swe.env import SWEEnv
+
+    env = SWEEnv(tasks=[_smith_task(tmp_path)], pool_size=1)
+    try:
+        env.reset(options={"index": 0})
+        out, *_ = env.step(format_tool_call("bash", {"command": "cat /testbed/calc.py; git -C /testbed log --oneline | wc -l"}))  # fmt: skip
+        assert "a - b" in out[0]["content"]  # the bug is in place, in a one-commit history
+        assert out[0]["content"].strip().endswith("1")
+        _, reward, terminated, _, info = env.step(format_tool_call("submit", {}))
+        assert terminated and reward == 0.0 and info["tests"]["tests/test_calc.py::test_add"] == "FAILED"  # fmt: skip
+        env.reset(options={"index": 0})
+        _, reward, _, _, info = env.step(env.expert_action())
+        assert reward == 1.0, info
+        assert "a + b" in info["model_patch"] and "a - b" in info["model_patch"]
+    finally:
+        env.close()

@@ -117,7 +117,7 @@ def pytest_sections(path: str, text: str | None) -> str:
     name = PurePosixPath(path).name
     if name == "pyproject.toml":
         if tomllib is None:
-            return text  # cannot tell sections apart: any change counts
+            return text  # cannot tell sections apart (no TOML parser): any change counts
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError:
