@@ -34,7 +34,6 @@ def _lines(path: Path) -> list[dict]:
 @pytest.mark.docker
 @pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
 def test_swe_builtin_dagger_runs_end_to_end_and_resumes(tmp_path, capsys, monkeypatch):
-    from mentorgym.agents.tiny import default_tiny_path
     from mentorgym.training import dagger
 
     real_collect = dagger.collect
@@ -53,8 +52,7 @@ def test_swe_builtin_dagger_runs_end_to_end_and_resumes(tmp_path, capsys, monkey
         "eval_episodes=2",
         "steps_per_iteration=2",
         "save_every=1",
-        f"student={default_tiny_path()}",
-    ]
+    ]  # the config's own student: a fresh tiny model with the tokenizer its max_seq_len fits
     config = str(ROOT / "configs" / "swe_builtin_dagger.yaml")
     run = tmp_path / "run"
     with pytest.raises(RuntimeError, match="killed after the first iteration"):
