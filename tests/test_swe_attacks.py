@@ -371,3 +371,6 @@ def test_every_attack_scores_zero_on_every_builtin_task() -> None:
             failures.append((name, task, reward, {k: info.get(k) for k in keep}))
     assert failures == [], failures[:5]
     assert len(results) == len(EXPECTED) * len(tasks)
+    # attacks whose protected files were all left out submit the same (empty) graded patch
+    # for a task: its tests ran once and the other episodes reused that grade
+    assert sum(bool(info.get("grade_cached")) for *_, info in results) >= len(tasks)

@@ -33,7 +33,10 @@ import dataclasses
 import hashlib
 import re
 import shlex
+import tempfile
 import threading
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from mentorgym.envs.base import (
@@ -74,22 +77,41 @@ TESTBED = "/testbed"
 
 class _GradeCache:
     """Grades by (instance_id, image, hash of test command + graded patch), shared by the
-    process's envs; bounded, oldest first out."""
+    process's envs; bounded, oldest first out. Single flight: while one env grades a key,
+    others asking for it wait for that grade instead of running the same tests at once
+    (an RL batch submits the same patch for a task many times at the same moment)."""
 
     def __init__(self, size: int = 4096):
         self.size = size
         self._grades: dict[tuple[str, str, str], GradeResult] = {}
+        self._inflight: dict[tuple[str, str, str], threading.Event] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[str, str, str]) -> GradeResult | None:
+    def get_or_grade(
+        self, key: tuple[str, str, str], grade: Callable[[], GradeResult]
+    ) -> GradeResult:
+        """The cached grade (marked `cached`), else `grade()`, kept unless it timed out."""
         with self._lock:
-            return self._grades.get(key)
-
-    def put(self, key: tuple[str, str, str], result: GradeResult) -> None:
-        with self._lock:
-            self._grades[key] = result
-            while len(self._grades) > self.size:
-                self._grades.pop(next(iter(self._grades)))
+            if key in self._grades:
+                hit = self._grades[key]
+                return dataclasses.replace(hit, tampering=list(hit.tampering), cached=True)
+            waiting = self._inflight.get(key)
+            if waiting is None:
+                self._inflight[key] = threading.Event()
+        if waiting is not None:
+            waiting.wait()
+            return self.get_or_grade(key, grade)  # the grade, or our turn if the first one failed
+        try:
+            result = grade()
+            if result.error is None or "Timed Out" not in result.error:
+                with self._lock:
+                    self._grades[key] = dataclasses.replace(result)
+                    while len(self._grades) > self.size:
+                        self._grades.pop(next(iter(self._grades)))
+            return result
+        finally:
+            with self._lock:
+                self._inflight.pop(key).set()
 
     def clear(self) -> None:
         with self._lock:
@@ -192,6 +214,25 @@ class SWEEnv(TextEnv):
     def _acquire(self, image: str) -> DockerSandbox:
         return get_pool(image, self.pool_size, workdir=TESTBED, **self.container_kwargs).acquire()
 
+    @staticmethod
+    def _start_command(task: dict[str, Any], bug_patch_path: str) -> str:
+        """Shell that puts /testbed at the task's starting state (see `_checkout`)."""
+        if task.get("base_commit"):
+            base = shlex.quote(task["base_commit"])
+            return (
+                f"cd {TESTBED} && git -c safe.directory='*' checkout -qf {base} && git clean -fdxq"
+            )
+        branch = shlex.quote(f"refs/heads/{task['bug_branch']}")
+        return (
+            f"cd {TESTBED} && git -c safe.directory='*' checkout -qf HEAD && git clean -fdxq && "
+            f"( if git rev-parse -q --verify {branch} >/dev/null; then git checkout -qf {branch}; "
+            f"else git apply {bug_patch_path}; fi ) && git add -A && "
+            "tree=$(git write-tree) && base=$(GIT_AUTHOR_NAME=mentorgym GIT_AUTHOR_EMAIL=m@g "
+            "GIT_COMMITTER_NAME=mentorgym GIT_COMMITTER_EMAIL=m@g GIT_AUTHOR_DATE=2000-01-01T00:00:00Z "
+            "GIT_COMMITTER_DATE=2000-01-01T00:00:00Z git commit-tree $tree -m task) && "
+            "git checkout -qf $base"
+        )
+
     def _checkout(self, sb: Sandbox, task: dict[str, Any]) -> str:
         """Put /testbed at the task's starting state and return that commit.
 
@@ -200,28 +241,10 @@ class SWEEnv(TextEnv):
         a parentless commit with fixed dates, so the fix is in no history the agent can
         read and every container of the task gets the same hash.
         """
-        swesmith = bool(task.get("bug_patch") or task.get("bug_branch")) and not task.get(
-            "base_commit"
-        )
-        if swesmith:
+        if not task.get("base_commit"):
             sb.write_file("/tmp/.mentorgym_bug.patch", task.get("bug_patch", ""))
-            branch = shlex.quote(f"refs/heads/{task['bug_branch']}")
-            start = (
-                f"cd {TESTBED} && git -c safe.directory='*' checkout -qf HEAD && git clean -fdxq && "
-                f"( if git rev-parse -q --verify {branch} >/dev/null; then git checkout -qf {branch}; "
-                "else git apply /tmp/.mentorgym_bug.patch; fi ) && git add -A && "
-                "tree=$(git write-tree) && base=$(GIT_AUTHOR_NAME=mentorgym GIT_AUTHOR_EMAIL=m@g "
-                "GIT_COMMITTER_NAME=mentorgym GIT_COMMITTER_EMAIL=m@g GIT_AUTHOR_DATE=2000-01-01T00:00:00Z "
-                "GIT_COMMITTER_DATE=2000-01-01T00:00:00Z git commit-tree $tree -m task) && "
-                "git checkout -qf $base"
-            )
-        else:
-            base = shlex.quote(task["base_commit"])
-            start = (
-                f"cd {TESTBED} && git -c safe.directory='*' checkout -qf {base} && git clean -fdxq"
-            )
         r = sb.exec(
-            start
+            self._start_command(task, "/tmp/.mentorgym_bug.patch")
             # One image serves every task of a repository: drop the other refs and reflogs so
             # `git log --all` or `git diff main` cannot show the agent the fixed code.
             + " && git for-each-ref --format='%(refname)' | xargs -r -n1 git update-ref -d"
@@ -229,16 +252,20 @@ class SWEEnv(TextEnv):
             timeout=120,
         )
         if r.exit_code != 0:
-            what = (
-                f"the SWE-smith bug (branch {task.get('bug_branch')} or bug_patch)"
-                if swesmith
-                else f"base_commit {task['base_commit']}"
-            )
-            raise ConfigError(
-                f"could not check out {what} of task {task['instance_id']} "
-                f"in {TESTBED}: {r.output.strip()[-500:]}. The task's image must hold that commit."
-            )
+            raise ConfigError(self._checkout_error(task, r.output))
         return r.output.strip().splitlines()[-1]
+
+    @staticmethod
+    def _checkout_error(task: dict[str, Any], output: str) -> str:
+        what = (
+            f"base_commit {task['base_commit']}"
+            if task.get("base_commit")
+            else f"the SWE-smith bug (branch {task.get('bug_branch')} or bug_patch)"
+        )
+        return (
+            f"could not check out {what} of task {task['instance_id']} in {TESTBED}: "
+            f"{output.strip()[-500:]}. The task's image must hold that commit."
+        )
 
     def _release(self) -> None:
         if self.sandbox is not None:
@@ -448,7 +475,7 @@ class SWEEnv(TextEnv):
         lines = [f"cd {TESTBED}"]
         if task.get("test_patch", "").strip():
             lines.append(
-                "git -c safe.directory='*' apply -v /tmp/.mentorgym_test.patch "
+                f"git -c safe.directory='*' apply -v {GUARD_DIR}/test.patch "
                 "|| { echo '>>>>> Patch Apply Failed'; exit 1; }"
             )
         lines += [
@@ -487,30 +514,32 @@ class SWEEnv(TextEnv):
             ensure_image(task),
             hashlib.sha256(f"{self._test_command(task)}\0{review.patch}".encode()).hexdigest(),
         )
-        cached = _GRADES.get(key) if self.grade_cache else None
         if review.findings:
             # No test run: the patch reaches into the test runner or ends the process.
             result = GradeResult(resolved=False, error="the static check rejected the patch")
             result.tampering = [f"static check: {f}" for f in review.findings]
-        elif cached is not None:
-            result = dataclasses.replace(cached, tampering=list(cached.tampering), cached=True)
+        elif self.grade_cache:
+            result = _GRADES.get_or_grade(key, lambda: self._grade_patch(task, review.patch))
         else:
-            token = new_token()
-            log, guard_files = self._run_tests(task, review.patch, token, patch_files(review.patch))
-            # The env's reward uses the strictest rules (5.x's: a skipped or missing
-            # FAIL_TO_PASS test fails) whatever project the task is from; SWE-smith's
-            # "missing counts as passed" would pay a patch that stops tests from running.
-            result = grade_log(task, log, harness="mentorgym")
-            verdict = read_guard_files(guard_files, token)
-            graded = [*task["FAIL_TO_PASS"], *task["PASS_TO_PASS"]]
-            pytest_ran = result.error is None and "pytest" in self._test_command(task)
-            result.tampering = cross_check(verdict, result.status_map, graded, pytest_ran)
-            if result.error is None or "Timed Out" not in result.error:
-                _GRADES.put(key, dataclasses.replace(result))
+            result = self._grade_patch(task, review.patch)
         result.excluded = review.excluded
         if result.tampering:
             result.resolved = False
         self._result = result
+        return result
+
+    def _grade_patch(self, task: dict[str, Any], patch: str) -> GradeResult:
+        """Run the tests on `patch` under the guard and grade the log; tampering included."""
+        token = new_token()
+        log, guard_files = self._run_tests(task, patch, token, patch_files(patch))
+        # The env's reward uses the strictest rules (5.x's: a skipped or missing
+        # FAIL_TO_PASS test fails) whatever project the task is from; SWE-smith's
+        # "missing counts as passed" would pay a patch that stops tests from running.
+        result = grade_log(task, log, harness="mentorgym")
+        verdict = read_guard_files(guard_files, token)
+        graded = [*task["FAIL_TO_PASS"], *task["PASS_TO_PASS"]]
+        pytest_ran = result.error is None and "pytest" in self._test_command(task)
+        result.tampering = cross_check(verdict, result.status_map, graded, pytest_ran)
         return result
 
     def _test_command(self, task: dict[str, Any]) -> str:
@@ -519,45 +548,60 @@ class SWEEnv(TextEnv):
     def _run_tests(
         self, task: dict[str, Any], model_patch: str, token: str, patched: list[str]
     ) -> tuple[str, list[str]]:
-        """The grading log, and the guard plugin's JSON files, from a fresh container."""
+        """The grading log, and the guard plugin's JSON reports, from a fresh container.
+
+        One copy into the container (patches, the guard, the scripts), one command
+        (checkout, apply, tests), two reads (log, guard reports): each Docker API call
+        costs the engine CPU that concurrent episodes share.
+        """
         sb = self._acquire(ensure_image(task))
-        try:
-            self._checkout(sb, task)
-            log = ""
-            if model_patch.strip():
-                sb.write_file("/tmp/.mentorgym_model.patch", model_patch)
-                r = sb.exec(
-                    f"cd {TESTBED} && git -c safe.directory='*' apply -v /tmp/.mentorgym_model.patch",
-                    timeout=120,
-                )
-                if r.exit_code != 0:
-                    return r.output + "\n>>>>> Patch Apply Failed\n", []
-                log += r.output + "\n>>>>> Applied Patch\n"
-            if task.get("test_patch", "").strip():
-                sb.write_file("/tmp/.mentorgym_test.patch", task["test_patch"])
-            sb.write_file(f"{GUARD_DIR}/{GUARD_MODULE}.py", guard_plugin_source())
-            sb.write_file("/tmp/.mentorgym_eval.sh", self.eval_script(task))
-            sb.write_file(
-                "/tmp/.mentorgym_run.sh",
-                f"rm -rf {GUARD_OUT} && mkdir -p {GUARD_OUT}\n"
-                + guard_env(token, patched)
-                + "bash /tmp/.mentorgym_eval.sh > /tmp/.mentorgym_eval.log 2>&1\n",
+        grade_dir = GUARD_DIR
+        log_file, guard_file = f"{grade_dir}/eval.log", f"{grade_dir}/guard.jsonl"
+        run = [
+            "set -u",
+            f"{self._start_command(task, grade_dir + '/bug.patch')} > {grade_dir}/start.log 2>&1 "
+            f"|| {{ cat {grade_dir}/start.log; exit 97; }}",
+            f"rm -rf {GUARD_OUT} && mkdir -p {GUARD_OUT}",
+        ]
+        if model_patch.strip():
+            run.append(
+                f"git -c safe.directory='*' apply -v {grade_dir}/model.patch > {log_file} 2>&1 "
+                f"|| {{ echo '>>>>> Patch Apply Failed' >> {log_file}; exit 0; }}"
             )
-            # the log goes to a file: exec's output is cut, and a -rA summary sits at the end
-            r = sb.exec("bash /tmp/.mentorgym_run.sh", timeout=self.test_timeout)
+            run.append(f"echo '>>>>> Applied Patch' >> {log_file}")
+        run += [
+            guard_env(token, patched).rstrip("\n"),
+            f"bash {grade_dir}/eval.sh >> {log_file} 2>&1",
+            f'for f in {GUARD_OUT}/guard-*.json; do [ -e "$f" ] && {{ cat "$f"; echo; }}; done > {guard_file}',
+        ]
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                files = {
+                    "model.patch": model_patch,
+                    "test.patch": task.get("test_patch", ""),
+                    "bug.patch": task.get("bug_patch", ""),
+                    f"{GUARD_MODULE}.py": guard_plugin_source(),
+                    "eval.sh": self.eval_script(task),
+                    "run.sh": "\n".join(run) + "\n",
+                }
+                for name, text in files.items():
+                    (Path(tmp) / name).write_text(text, encoding="utf-8")
+                sb.put_dir(tmp, grade_dir)
+            r = sb.exec(f"bash {grade_dir}/run.sh", timeout=self.test_timeout + 120)
+            if r.exit_code == 97:
+                raise ConfigError(self._checkout_error(task, r.output))
             try:
-                log += sb.read_file("/tmp/.mentorgym_eval.log").decode("utf-8", errors="replace")
+                log = sb.read_file(log_file).decode("utf-8", errors="replace")
             except FileNotFoundError:
-                log += r.output
+                log = r.output
             if r.timed_out:
                 log += "\n>>>>> Tests Timed Out\n"
-            listing = sb.exec(f"ls {GUARD_OUT} 2>/dev/null", timeout=30)
-            guard_files = [
-                sb.read_file(f"{GUARD_OUT}/{name}").decode("utf-8", errors="replace")
-                for name in listing.output.split()
-                if name.startswith("guard-") and name.endswith(".json")
-            ]
-            return log, guard_files
+                return log, []
+            try:
+                reports = sb.read_file(guard_file).decode("utf-8", errors="replace")
+            except FileNotFoundError:
+                reports = ""
+            return log, [line for line in reports.splitlines() if line.strip()]
         finally:
             sb.close(wait=False)
 

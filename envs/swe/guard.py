@@ -15,7 +15,8 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-GUARD_DIR = "/tmp/.mentorgym_guard"
+GUARD_DIR = "/tmp/.mentorgym_grade"
+"""Where grading puts its files in the grading container: patches, scripts, the guard, logs."""
 GUARD_OUT = f"{GUARD_DIR}/out"
 GUARD_MODULE = "mentorgym_guard"
 _PASSING = ("PASSED", "XPASS", "XFAIL")  # what swebench counts as passing, and XPASS
