@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import configparser
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -32,6 +33,9 @@ PYTEST_CONFIG_FILES = ("setup.cfg", "tox.ini", "pyproject.toml")
 """Config files where only a pytest section is protected."""
 _SHADOW_NAMES = {"pytest", "_pytest", "pluggy", "py", "mentorgym_guard"}
 _RUNNER_REPOS = {"pytest-dev/pytest", "pytest-dev/pluggy"}
+# CPython 3.11's ast.parse is not safe across threads ("AST constructor recursion depth
+# mismatch" under concurrent episodes); the env grades from many threads.
+_AST_LOCK = threading.Lock()
 _DIFF_BLOCK_RE = re.compile(r"^diff --git a/(\S+) b/(\S+)$", re.MULTILINE)
 
 _INTERNALS_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -154,7 +158,8 @@ def added_lines(block: str) -> list[tuple[int, str]]:
 def module_level_exits(source: str) -> list[int]:
     """Lines where a module calls sys.exit / exit / quit / os._exit at import time."""
     try:
-        tree = ast.parse(source)
+        with _AST_LOCK:
+            tree = ast.parse(source)
     except (SyntaxError, ValueError):
         return []
     lines: list[int] = []
