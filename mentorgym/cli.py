@@ -229,6 +229,34 @@ def cmd_swe_export_preds(args: argparse.Namespace) -> None:
     print(f"wrote {k} prediction(s) to {args.out}")
 
 
+def cmd_swe_grade(args: argparse.Namespace) -> None:
+    from mentorgym.envs.swe.grading import grade_log, grade_table, report_json_verdict
+    from mentorgym.envs.swe.tasks import read_instance
+
+    instance = read_instance(args.instance, args.id)
+    log = Path(args.log).read_text(encoding="utf-8", errors="replace")
+    result = grade_log(instance, log, harness=args.harness)
+    print(grade_table(instance["instance_id"], result))
+    if args.report:
+        report = json.loads(Path(args.report).read_text(encoding="utf-8"))
+        theirs = report_json_verdict(report, instance["instance_id"])
+        agree = "agrees" if theirs == result.resolved else "DISAGREES"
+        print(f"the harness's report.json says resolved={theirs}: this grade {agree}")
+    if args.json:
+        print(json.dumps(result.to_dict()))
+
+
+def cmd_swe_check(args: argparse.Namespace) -> None:
+    from mentorgym.envs.swe.tasks import check_tasks
+
+    lines, missing = check_tasks(args.file, images=not args.no_images)
+    print("\n".join(lines))
+    if missing:
+        raise ConfigError(
+            f"{missing} image(s) missing from the local engine; fetch them as shown above"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mentorgym", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -345,6 +373,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--model-name", default="mentorgym")
     p.set_defaults(func=cmd_swe_export_preds)
+    p = swe.add_parser("grade", help="grade a harness's test log as that harness would")
+    p.add_argument("log", help="a SWE-bench / SWE-Gym / SWE-smith eval log, or a pytest report")
+    p.add_argument("--instance", required=True, help="a JSON or JSONL file holding the instance")
+    p.add_argument("--id", default=None, help="which instance of a multi-instance file")
+    p.add_argument(
+        "--harness",
+        choices=["swebench", "swebench4", "swesmith", "swegym", "mentorgym"],
+        default=None,
+        help="whose rules (default: picked from the instance)",
+    )
+    p.add_argument("--report", default=None, help="the harness's report.json, to compare")
+    p.add_argument("--json", action="store_true", help="also print the grade as JSON")
+    p.set_defaults(func=cmd_swe_grade)
+    p = swe.add_parser("check", help="validate a SWE task file and list which images are present")
+    p.add_argument(
+        "file", help="JSONL / JSON of SWE-bench, SWE-Gym or SWE-smith instances, or 'builtin'"
+    )
+    p.add_argument("--no-images", action="store_true", help="do not ask the Docker engine")
+    p.set_defaults(func=cmd_swe_check)
     return parser
 
 

@@ -165,3 +165,19 @@ def test_synthesize_docker(small_repo: Path, tmp_path: Path) -> None:
             )
         assert not any(passed(at_base, x) for x in t["FAIL_TO_PASS"])
         assert all(passed(fixed, x) for x in t["FAIL_TO_PASS"])
+    # The env grades the synthesized tasks as before the anti-gaming checks: the gold
+    # fix resolves each one, submitting nothing resolves none, and nothing is excluded.
+    from mentorgym.envs.base import format_tool_call
+    from mentorgym.envs.swe.env import SWEEnv
+
+    env = SWEEnv(tasks=tasks, pool_size=1)
+    try:
+        for k in range(len(tasks)):
+            env.reset(options={"index": k})
+            _, reward, _, _, info = env.step(env.expert_action())
+            assert reward == 1.0 and "excluded" not in info and "tampering" not in info, info
+            env.reset(options={"index": k})
+            _, reward, _, _, info = env.step(format_tool_call("submit", {}))
+            assert reward == 0.0 and "tampering" not in info, info
+    finally:
+        env.close()

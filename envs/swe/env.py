@@ -6,13 +6,18 @@ and `submit` (Qwen/Hermes tool calls; `<answer>` also submits). One turn may car
 several calls; they run in order, and calls after `submit` are not run.
 
 Grading (on submit): the model patch is `git diff BASE` of /testbed, new files
-included and files that `test_patch` touches excluded. In a *fresh* container from
-the same image the model patch is applied to `base_commit`, then the test patch,
-then FAIL_TO_PASS and PASS_TO_PASS run (the task's SWE-bench `eval_script` when it
-has one, else `test_cmd` on the tests' files); reward is 1.0 exactly when all pass
-(swebench's parsers and rules, see `grading.py`). Grading in a fresh container means
-nothing the agent did outside the diff (installed packages, edited conftest outside
-the repo, killed processes) can change the verdict.
+included, minus what an agent has no business changing (`protect.py`: test files,
+conftest.py, pytest configuration, .pth / sitecustomize, bytecode, modules shadowing
+pytest), which is left out and listed in `info["excluded"]`. A static check of the rest
+rejects code that reaches into pytest's internals or exits the process at import. In a
+*fresh* container from the same image the model patch is applied to the starting
+commit, then the test patch, then FAIL_TO_PASS and PASS_TO_PASS run (the task's
+SWE-bench `eval_script` when it has one, else `test_cmd` on the tests' files) under the
+guard plugin (`guard_plugin.py`), which pytest loads before any repository code. Reward
+is 1.0 exactly when all pass by swebench 5.x's rules (`grading.py`) and neither the
+static check nor the guard found tampering (`info["tampering"]` says why otherwise).
+Grading in a fresh container means nothing the agent did outside the diff (installed
+packages, edited files outside the repo, killed processes) can change the verdict.
 
 Truncation: the turn limit is Gymnasium's `TimeLimit`, which the env cannot see
 coming, so an episode cut by it is *not graded*: its last step's info still holds
@@ -24,8 +29,14 @@ episode truncated with the reason in `info["error"]`.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import re
 import shlex
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from mentorgym.envs.base import (
@@ -43,6 +54,17 @@ from mentorgym.envs.base import (
     user,
 )
 from mentorgym.envs.swe.grading import GradeResult, grade_log
+from mentorgym.envs.swe.guard import (
+    GUARD_DIR,
+    GUARD_MODULE,
+    GUARD_OUT,
+    cross_check,
+    new_token,
+    read_guard_files,
+)
+from mentorgym.envs.swe.guard import env_prefix as guard_env
+from mentorgym.envs.swe.guard import plugin_source as guard_plugin_source
+from mentorgym.envs.swe.protect import PYTEST_CONFIG_FILES, PatchReview, review_patch, split_patch
 from mentorgym.envs.swe.tasks import ensure_image, load_tasks
 from mentorgym.envs.swe.tools import DEFAULT_TOOL_OUTPUT_LIMIT, BashTool, EditorTool, submit_tool
 from mentorgym.errors import ConfigError, SandboxError
@@ -51,6 +73,52 @@ from mentorgym.sandboxes.docker import DockerSandbox
 from mentorgym.sandboxes.pool import get_pool
 
 TESTBED = "/testbed"
+
+
+class _GradeCache:
+    """Grades by (instance_id, image, hash of test command + graded patch), shared by the
+    process's envs; bounded, oldest first out. Single flight: while one env grades a key,
+    others asking for it wait for that grade instead of running the same tests at once
+    (an RL batch submits the same patch for a task many times at the same moment)."""
+
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self._grades: dict[tuple[str, str, str], GradeResult] = {}
+        self._inflight: dict[tuple[str, str, str], threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def get_or_grade(
+        self, key: tuple[str, str, str], grade: Callable[[], GradeResult]
+    ) -> GradeResult:
+        """The cached grade (marked `cached`), else `grade()`, kept unless it timed out."""
+        with self._lock:
+            if key in self._grades:
+                hit = self._grades[key]
+                return dataclasses.replace(hit, tampering=list(hit.tampering), cached=True)
+            waiting = self._inflight.get(key)
+            if waiting is None:
+                self._inflight[key] = threading.Event()
+        if waiting is not None:
+            waiting.wait()
+            return self.get_or_grade(key, grade)  # the grade, or our turn if the first one failed
+        try:
+            result = grade()
+            if result.error is None or "Timed Out" not in result.error:
+                with self._lock:
+                    self._grades[key] = dataclasses.replace(result)
+                    while len(self._grades) > self.size:
+                        self._grades.pop(next(iter(self._grades)))
+            return result
+        finally:
+            with self._lock:
+                self._inflight.pop(key).set()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._grades.clear()
+
+
+_GRADES = _GradeCache()
 DEFAULT_TEST_CMD = "python3 -m pytest -rA -p no:cacheprovider"
 _DIFF_FILE_RE = re.compile(r"^diff --git a/(\S+) b/(\S+)$", re.MULTILINE)
 _EXPERT_EOF = "MENTORGYM_GOLD_PATCH_EOF"
@@ -98,6 +166,8 @@ class SWEEnv(TextEnv):
         test_timeout: seconds the grading test run may take.
         output_limit: characters of one tool result shown to the agent.
         mem_limit, cpus: container limits.
+        grade_cache: reuse the grade of a patch already graded for the same task and image
+            in this process instead of running its tests again (see `grade`).
     """
 
     def __init__(
@@ -110,6 +180,7 @@ class SWEEnv(TextEnv):
         output_limit: int = DEFAULT_TOOL_OUTPUT_LIMIT,
         mem_limit: str = "2g",
         cpus: float = 1.0,
+        grade_cache: bool = True,
         render_mode: str | None = None,
     ):
         super().__init__(render_mode=render_mode)
@@ -129,33 +200,72 @@ class SWEEnv(TextEnv):
         self.test_timeout = test_timeout
         self.output_limit = output_limit
         self.container_kwargs: dict[str, Any] = {"mem_limit": mem_limit, "cpus": cpus}
+        self.grade_cache = grade_cache
         self.task: dict[str, Any] | None = None
         self.sandbox: Sandbox | None = None
         self._tools: list[Tool] = []
         self._result: GradeResult | None = None
         self._patch: str | None = None
         self._done = False
+        self._base = ""
 
     # --- containers ------------------------------------------------------------------------
 
     def _acquire(self, image: str) -> DockerSandbox:
         return get_pool(image, self.pool_size, workdir=TESTBED, **self.container_kwargs).acquire()
 
-    def _checkout(self, sb: Sandbox, task: dict[str, Any]) -> None:
-        base = shlex.quote(task["base_commit"])
+    @staticmethod
+    def _start_command(task: dict[str, Any], bug_patch_path: str) -> str:
+        """Shell that puts /testbed at the task's starting state (see `_checkout`)."""
+        if task.get("base_commit"):
+            base = shlex.quote(task["base_commit"])
+            return (
+                f"cd {TESTBED} && git -c safe.directory='*' checkout -qf {base} && git clean -fdxq"
+            )
+        branch = shlex.quote(f"refs/heads/{task['bug_branch']}")
+        return (
+            f"cd {TESTBED} && git -c safe.directory='*' checkout -qf HEAD && git clean -fdxq && "
+            f"( if git rev-parse -q --verify {branch} >/dev/null; then git checkout -qf {branch}; "
+            f"else git apply {bug_patch_path}; fi ) && git add -A && "
+            "tree=$(git write-tree) && base=$(GIT_AUTHOR_NAME=mentorgym GIT_AUTHOR_EMAIL=m@g "
+            "GIT_COMMITTER_NAME=mentorgym GIT_COMMITTER_EMAIL=m@g GIT_AUTHOR_DATE=2000-01-01T00:00:00Z "
+            "GIT_COMMITTER_DATE=2000-01-01T00:00:00Z git commit-tree $tree -m task) && "
+            "git checkout -qf $base"
+        )
+
+    def _checkout(self, sb: Sandbox, task: dict[str, Any]) -> str:
+        """Put /testbed at the task's starting state and return that commit.
+
+        SWE-bench / SWE-Gym: `base_commit`. SWE-smith: the bug branch when the image has
+        it, else the image's HEAD with `bug_patch` applied; either way committed again as
+        a parentless commit with fixed dates, so the fix is in no history the agent can
+        read and every container of the task gets the same hash.
+        """
+        if not task.get("base_commit"):
+            sb.write_file("/tmp/.mentorgym_bug.patch", task.get("bug_patch", ""))
         r = sb.exec(
-            f"cd {TESTBED} && git -c safe.directory='*' checkout -qf {base} && git clean -fdxq"
+            self._start_command(task, "/tmp/.mentorgym_bug.patch")
             # One image serves every task of a repository: drop the other refs and reflogs so
             # `git log --all` or `git diff main` cannot show the agent the fixed code.
-            " && git for-each-ref --format='%(refname)' | xargs -r -n1 git update-ref -d"
-            " && rm -rf .git/logs",
+            + " && git for-each-ref --format='%(refname)' | xargs -r -n1 git update-ref -d"
+            " && rm -rf .git/logs && git rev-parse HEAD",
             timeout=120,
         )
         if r.exit_code != 0:
-            raise ConfigError(
-                f"could not check out base_commit {task['base_commit']} of task {task['instance_id']} "
-                f"in {TESTBED}: {r.output.strip()[-500:]}. The task's image must hold that commit."
-            )
+            raise ConfigError(self._checkout_error(task, r.output))
+        return r.output.strip().splitlines()[-1]
+
+    @staticmethod
+    def _checkout_error(task: dict[str, Any], output: str) -> str:
+        what = (
+            f"base_commit {task['base_commit']}"
+            if task.get("base_commit")
+            else f"the SWE-smith bug (branch {task.get('bug_branch')} or bug_patch)"
+        )
+        return (
+            f"could not check out {what} of task {task['instance_id']} in {TESTBED}: "
+            f"{output.strip()[-500:]}. The task's image must hold that commit."
+        )
 
     def _release(self) -> None:
         if self.sandbox is not None:
@@ -188,7 +298,7 @@ class SWEEnv(TextEnv):
         task = self.tasks[k]
         sb = self._acquire(ensure_image(task))
         try:
-            self._checkout(sb, task)
+            self._base = self._checkout(sb, task)
         except BaseException:
             sb.close()
             raise
@@ -266,8 +376,7 @@ class SWEEnv(TextEnv):
             tests=result.tests,
             model_patch=self._patch or "",
         )
-        if result.error:
-            info["grade_error"] = result.error
+        info.update(result.integrity_info())
         return messages, float(result.resolved), True, False, info
 
     def on_truncation(self) -> tuple[float, dict[str, Any]]:
@@ -288,8 +397,7 @@ class SWEEnv(TextEnv):
             model_patch=self._patch or "",
             graded_at="turn_limit",
         )
-        if result.error:
-            info["grade_error"] = result.error
+        info.update(result.integrity_info())
         return float(result.resolved), info
 
     def close(self) -> None:
@@ -298,30 +406,57 @@ class SWEEnv(TextEnv):
     # --- the patch and the grade -----------------------------------------------------------------
 
     def model_patch(self) -> str:
-        """`git diff BASE` of /testbed now: new files included, `test_patch`'s files excluded.
+        """The graded patch of /testbed now: `git diff BASE` with new files, protected files left out.
+
+        See `protect.py` for what is protected; `review_patch()` also says what was left
+        out and what the static check found.
+        """
+        return self.review_patch().patch
+
+    def review_patch(self) -> PatchReview:
+        """`git diff BASE` of /testbed (new files included), split by `protect.review_patch`.
 
         A scratch index keeps the agent's own `git status` untouched.
         """
         if self.sandbox is None or self.task is None:
             raise RuntimeError("no episode is running; call reset() first")
-        base = shlex.quote(self.task["base_commit"])
-        excludes = " ".join(
-            shlex.quote(f":(exclude){p}") for p in patch_files(self.task.get("test_patch", ""))
-        )
+        base = shlex.quote(self._base)
         out = "/tmp/.mentorgym_model.patch"
         idx = "/tmp/.mentorgym_index"
         git = "git -c safe.directory='*' -c core.quotepath=false"
         cmd = (
             f"( cd {TESTBED} && rm -f {idx} && (cp .git/index {idx} 2>/dev/null; true) && "
             f"GIT_INDEX_FILE={idx} {git} add -A && "
-            f"GIT_INDEX_FILE={idx} {git} diff --cached --binary --no-color --no-ext-diff {base} -- . {excludes} > {out}; "
+            f"GIT_INDEX_FILE={idx} {git} diff --cached --binary --no-color --no-ext-diff {base} > {out}; "
             f"rc=$?; rm -f {idx}; exit $rc )"
         )
         r = self.sandbox.exec(cmd, timeout=120)
         if r.exit_code != 0:
             # the agent broke the repository (removed .git, ...): there is no patch to grade
-            return ""
-        return self.sandbox.read_file(out).decode("utf-8", errors="replace")
+            return PatchReview(patch="")
+        patch = self.sandbox.read_file(out).decode("utf-8", errors="replace")
+        old_text: dict[str, str | None] = {}
+        new_text: dict[str, str | None] = {}
+        for path, _block in split_patch(patch):
+            name = path.rsplit("/", 1)[-1]
+            if name in PYTEST_CONFIG_FILES:
+                old_text[path] = self._read_text(
+                    f"git -c safe.directory='*' show {base}:{shlex.quote(path)}"
+                )
+            if name in PYTEST_CONFIG_FILES or name.endswith(".py"):
+                new_text[path] = self._read_text(f"cat {shlex.quote(path)}")
+        return review_patch(
+            patch,
+            set(patch_files(self.task.get("test_patch", ""))),
+            old_text,
+            new_text,
+            repo=self.task.get("repo", ""),
+        )
+
+    def _read_text(self, cmd: str) -> str | None:
+        assert self.sandbox is not None
+        r = self.sandbox.exec(f"cd {TESTBED} && {cmd} 2>/dev/null", timeout=60)
+        return r.output if r.exit_code == 0 else None
 
     def eval_script(self, task: dict[str, Any]) -> str:
         """The shell script that applies the test patch and runs the graded tests, with SWE-bench's markers."""
@@ -340,7 +475,7 @@ class SWEEnv(TextEnv):
         lines = [f"cd {TESTBED}"]
         if task.get("test_patch", "").strip():
             lines.append(
-                "git -c safe.directory='*' apply -v /tmp/.mentorgym_test.patch "
+                f"git -c safe.directory='*' apply -v {GUARD_DIR}/test.patch "
                 "|| { echo '>>>>> Patch Apply Failed'; exit 1; }"
             )
         lines += [
@@ -354,66 +489,138 @@ class SWEEnv(TextEnv):
 
     def grade(self) -> GradeResult:
         """Grade the repository as it stands: apply its model patch and the test patch in a
-        fresh container at `base_commit`, run the tests, grade with swebench's rules.
+        fresh container at `base_commit`, run the tests under the guard plugin, grade with
+        swebench's rules.
 
+        Protected files are left out of the patch (`result.excluded`); a static-check
+        finding or tampering the guard saw makes the grade 0 (`result.tampering`).
         Cached for the episode; `info["model_patch"]` of the submit step is the patch graded.
-        Raises `SandboxError` when a container dies.
+        With `grade_cache`, a graded patch identical to one already graded for the same task,
+        image and test command in this process reuses that grade: the harness's verdict is a
+        function of exactly those (a fresh container each time), so only a flaky test could
+        tell the difference, and it is frozen at its first outcome. Students submit the
+        same patch often (the empty one above all), and each run of the tests costs a
+        container and a pytest process. Raises `SandboxError` when a container dies.
         """
         if self._result is not None:
             return self._result
         if self.task is None or self.sandbox is None:
             raise RuntimeError("no episode is running; call reset() first")
         task = self.task
-        self._patch = self.model_patch()
-        log = self._run_tests(task, self._patch)
-        self._result = grade_log(task, log)
-        return self._result
+        review = self.review_patch()
+        self._patch = review.patch
+        key = (
+            task["instance_id"],
+            ensure_image(task),
+            hashlib.sha256(f"{self._test_command(task)}\0{review.patch}".encode()).hexdigest(),
+        )
+        if review.findings:
+            # No test run: the patch reaches into the test runner or ends the process.
+            result = GradeResult(resolved=False, error="the static check rejected the patch")
+            result.tampering = [f"static check: {f}" for f in review.findings]
+        elif self.grade_cache:
+            result = _GRADES.get_or_grade(key, lambda: self._grade_patch(task, review.patch))
+        else:
+            result = self._grade_patch(task, review.patch)
+        result.excluded = review.excluded
+        if result.tampering:
+            result.resolved = False
+        self._result = result
+        return result
 
-    def _run_tests(self, task: dict[str, Any], model_patch: str) -> str:
+    def _grade_patch(self, task: dict[str, Any], patch: str) -> GradeResult:
+        """Run the tests on `patch` under the guard and grade the log; tampering included."""
+        token = new_token()
+        log, guard_files = self._run_tests(task, patch, token, patch_files(patch))
+        # The env's reward uses the strictest rules (5.x's: a skipped or missing
+        # FAIL_TO_PASS test fails) whatever project the task is from; SWE-smith's
+        # "missing counts as passed" would pay a patch that stops tests from running.
+        result = grade_log(task, log, harness="mentorgym")
+        verdict = read_guard_files(guard_files, token)
+        graded = [*task["FAIL_TO_PASS"], *task["PASS_TO_PASS"]]
+        pytest_ran = result.error is None and "pytest" in self._test_command(task)
+        result.tampering = cross_check(verdict, result.status_map, graded, pytest_ran)
+        return result
+
+    def _test_command(self, task: dict[str, Any]) -> str:
+        return str(task.get("eval_script") or task.get("test_cmd") or DEFAULT_TEST_CMD)
+
+    def _run_tests(
+        self, task: dict[str, Any], model_patch: str, token: str, patched: list[str]
+    ) -> tuple[str, list[str]]:
+        """The grading log, and the guard plugin's JSON reports, from a fresh container.
+
+        One copy into the container (patches, the guard, the scripts), one command
+        (checkout, apply, tests), two reads (log, guard reports): each Docker API call
+        costs the engine CPU that concurrent episodes share.
+        """
         sb = self._acquire(ensure_image(task))
-        try:
-            self._checkout(sb, task)
-            log = ""
-            if model_patch.strip():
-                sb.write_file("/tmp/.mentorgym_model.patch", model_patch)
-                r = sb.exec(
-                    f"cd {TESTBED} && git -c safe.directory='*' apply -v /tmp/.mentorgym_model.patch",
-                    timeout=120,
-                )
-                if r.exit_code != 0:
-                    return r.output + "\n>>>>> Patch Apply Failed\n"
-                log += r.output + "\n>>>>> Applied Patch\n"
-            if task.get("test_patch", "").strip():
-                sb.write_file("/tmp/.mentorgym_test.patch", task["test_patch"])
-            sb.write_file("/tmp/.mentorgym_eval.sh", self.eval_script(task))
-            # the log goes to a file: exec's output is cut, and a -rA summary sits at the end
-            r = sb.exec(
-                "bash /tmp/.mentorgym_eval.sh > /tmp/.mentorgym_eval.log 2>&1",
-                timeout=self.test_timeout,
+        grade_dir = GUARD_DIR
+        log_file, guard_file = f"{grade_dir}/eval.log", f"{grade_dir}/guard.jsonl"
+        run = [
+            "set -u",
+            f"{self._start_command(task, grade_dir + '/bug.patch')} > {grade_dir}/start.log 2>&1 "
+            f"|| {{ cat {grade_dir}/start.log; exit 97; }}",
+            f"rm -rf {GUARD_OUT} && mkdir -p {GUARD_OUT}",
+        ]
+        if model_patch.strip():
+            run.append(
+                f"git -c safe.directory='*' apply -v {grade_dir}/model.patch > {log_file} 2>&1 "
+                f"|| {{ echo '>>>>> Patch Apply Failed' >> {log_file}; exit 0; }}"
             )
+            run.append(f"echo '>>>>> Applied Patch' >> {log_file}")
+        run += [
+            guard_env(token, patched).rstrip("\n"),
+            f"bash {grade_dir}/eval.sh >> {log_file} 2>&1",
+            f'for f in {GUARD_OUT}/guard-*.json; do [ -e "$f" ] && {{ cat "$f"; echo; }}; done > {guard_file}',
+        ]
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                files = {
+                    "model.patch": model_patch,
+                    "test.patch": task.get("test_patch", ""),
+                    "bug.patch": task.get("bug_patch", ""),
+                    f"{GUARD_MODULE}.py": guard_plugin_source(),
+                    "eval.sh": self.eval_script(task),
+                    "run.sh": "\n".join(run) + "\n",
+                }
+                for name, text in files.items():
+                    (Path(tmp) / name).write_text(text, encoding="utf-8")
+                sb.put_dir(tmp, grade_dir)
+            r = sb.exec(f"bash {grade_dir}/run.sh", timeout=self.test_timeout + 120)
+            if r.exit_code == 97:
+                raise ConfigError(self._checkout_error(task, r.output))
             try:
-                log += sb.read_file("/tmp/.mentorgym_eval.log").decode("utf-8", errors="replace")
+                log = sb.read_file(log_file).decode("utf-8", errors="replace")
             except FileNotFoundError:
-                log += r.output
+                log = r.output
             if r.timed_out:
                 log += "\n>>>>> Tests Timed Out\n"
-            return log
+                return log, []
+            try:
+                reports = sb.read_file(guard_file).decode("utf-8", errors="replace")
+            except FileNotFoundError:
+                reports = ""
+            return log, [line for line in reports.splitlines() if line.strip()]
         finally:
             sb.close(wait=False)
 
     # --- the oracle ----------------------------------------------------------------------------
 
     def expert_action(self) -> str | None:
-        """The gold patch: one bash call that resets /testbed to base and `git apply`s it, then submit."""
-        if self.task is None or self._done or not self.task.get("patch", "").strip():
+        """The gold fix: one bash call that resets /testbed to the start and `git apply`s the
+        gold patch (a SWE-smith task: reverts its bug patch), then submit."""
+        if self.task is None or self._done:
             return None
-        patch = (
-            self.task["patch"] if self.task["patch"].endswith("\n") else self.task["patch"] + "\n"
-        )
-        base = shlex.quote(self.task["base_commit"])
+        reverse = not self.task.get("patch", "").strip()
+        patch = self.task.get("bug_patch", "") if reverse else self.task["patch"]
+        if not patch.strip():
+            return None
+        patch = patch if patch.endswith("\n") else patch + "\n"
+        base = shlex.quote(self._base)
         command = (
             f"cd {TESTBED} && git checkout -qf {base} && git clean -fdq && "
-            f"git apply -v <<'{_EXPERT_EOF}'\n{patch}{_EXPERT_EOF}"
+            f"git apply {'-R ' if reverse else ''}-v <<'{_EXPERT_EOF}'\n{patch}{_EXPERT_EOF}"
         )
         return (
             format_tool_call("bash", {"command": command}) + "\n" + format_tool_call("submit", {})

@@ -1,0 +1,98 @@
+"""Where a SWE episode's time goes, at 1 and at N concurrent episodes, with and without
+the grade cache.
+
+    python bench/swe_throughput.py [--episodes 16] [--concurrency 16]
+
+Runs the expert (gold patch, then submit) on the builtin tasks through `agents.rollout.run`,
+once per setting, and times the env's phases from inside (summed over episodes, so at
+concurrency N they add up to more than the wall time):
+  reset      taking a warm container and checking out the task (`SWEEnv._acquire`, `_checkout`)
+  act        the agent's bash call (`git apply` of the gold patch) via the persistent shell
+  review     `git diff` of the agent's tree and the protected-file split (`review_patch`)
+  grade      the fresh grading container: checkout, apply, pytest under the guard (`_run_tests`)
+Settings: `plain` (every episode runs its tests) at concurrency 1 and N, then `cache` at
+concurrency N, where each task's second and later episodes reuse the grade of the same
+patch (the builtin set has 13 tasks, so 16 episodes repeat 3 of them; an RL batch of G
+samples per task repeats far more). The grade cache is emptied before each setting.
+Prints wall times and speed-ups against concurrency 1, plain, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+_totals: dict[str, float] = defaultdict(float)
+_lock = threading.Lock()
+
+
+def _timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with _lock:
+                _totals[name] += time.perf_counter() - t
+
+    return wrapper
+
+
+def instrument() -> None:
+    from mentorgym.envs.swe import env as swe_env
+    from mentorgym.envs.swe import tools
+
+    cls = swe_env.SWEEnv
+    cls.reset = _timed("reset", cls.reset)  # type: ignore[method-assign]
+    cls.review_patch = _timed("review", cls.review_patch)  # type: ignore[method-assign]
+    cls._run_tests = _timed("grade", cls._run_tests)  # type: ignore[method-assign]
+    tools.BashTool.__call__ = _timed("act", tools.BashTool.__call__)  # type: ignore[method-assign]
+
+
+def one_setting(episodes: int, concurrency: int, cache: bool) -> float:
+    from mentorgym.agents.rollout import run
+    from mentorgym.agents.specs import load_policy
+    from mentorgym.envs.swe import env as swe_env
+
+    swe_env._GRADES.clear()
+    _totals.clear()
+    t = time.perf_counter()
+    trajs = run(
+        "mentorgym/SWE-v0",
+        load_policy("expert"),
+        n=episodes,
+        env_kwargs={"tasks": "builtin", "grade_cache": cache},
+        concurrency=concurrency,
+        all_tasks=False,
+        seed=0,
+    )
+    wall = time.perf_counter() - t
+    ok = sum(bool(tr.success) for tr in trajs)
+    phases = "  ".join(f"{k} {v:6.1f}s" for k, v in sorted(_totals.items()))
+    label = f"{'cache' if cache else 'plain'} x{concurrency}"
+    print(f"  {label:<10} wall {wall:7.2f} s  resolved {ok}/{len(trajs)}   summed: {phases}")
+    return wall
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--episodes", type=int, default=16)
+    ap.add_argument("--concurrency", type=int, default=16)
+    args = ap.parse_args()
+    instrument()
+    n, c = args.episodes, args.concurrency
+    print(f"SWE expert episodes on the builtin tasks: {n} episodes")
+    one_setting(2, 2, False)  # warm-up: builds the images and fills the container pools
+    base = one_setting(n, 1, False)
+    plain = one_setting(n, c, False)
+    cached = one_setting(n, c, True)
+    print(f"  speed-up plain x{c} vs x1: {base / plain:.2f}x")
+    print(f"  speed-up cache x{c} vs plain x1: {base / cached:.2f}x   (goal >= 3x)")
+
+
+if __name__ == "__main__":
+    main()
