@@ -113,7 +113,9 @@ class RemoteEnv(TextEnv):
         except InvalidStatus as e:
             status = e.response.status_code
             hint = " (a wrong or missing token?)" if status in (401, 403) else ""
-            raise RemoteEnvError(f"{self.base}/ws refused the connection: HTTP {status}{hint}") from e
+            raise RemoteEnvError(
+                f"{self.base}/ws refused the connection: HTTP {status}{hint}"
+            ) from e
         except OSError as e:
             raise RemoteEnvError(f"could not reach the env server at {self.base}/ws: {e}") from e
         self.session_id = self._ws.response.headers.get("X-Session-Id") or self.session_id

@@ -25,7 +25,7 @@ Additions, all optional so that OpenEnv's stock client still works unchanged:
   `X-API-Key: T` on every route and on the WebSocket handshake. Binding to anything but
   loopback without a token is refused.
 - Resume: the handshake's response carries `X-Session-Id`. A connection that drops
-  without a `close` frame leaves its session (env, sandbox, episode) alive for the idle
+  (no `close` message and no clean WebSocket close, code 1000) leaves its session (env, sandbox, episode) alive for the idle
   TTL; connecting with `X-Session-Id: ID` (or `?session_id=ID`) takes it back, and the
   extension frame `{"type": "last"}` returns the reply to the last reset or step (with
   its `step_count`), waiting for a step that was still running.
@@ -55,6 +55,7 @@ import ipaddress
 import json
 import logging
 import os
+import sys
 import threading
 import time
 import uuid
@@ -223,8 +224,11 @@ class Session:
 
 
 def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
+    """The exception's type and the first line of its message, at most 300 characters."""
+    arg = e.args[0] if len(e.args) == 1 and isinstance(e.args[0], str) else str(e)
+    lines = arg.strip().splitlines()
+    first = lines[0][:300] if lines else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
 class EnvService:
@@ -270,7 +274,9 @@ class EnvService:
                 )
             self._reserved += 1
         try:
-            session = Session(id=uuid.uuid4().hex, env_id=env_id, env_kwargs=self.kwargs_for(env_id))
+            session = Session(
+                id=uuid.uuid4().hex, env_id=env_id, env_kwargs=self.kwargs_for(env_id)
+            )
             session.env = await self.call(
                 lambda: make(env_id, **session.env_kwargs), self.settings.step_timeout_s
             )
@@ -334,6 +340,9 @@ class EnvService:
         for s in list(self.sessions.values()):
             await self.destroy(s)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        pools = sys.modules.get("mentorgym.sandboxes.pool")
+        if pools is not None:  # the warm containers of SWE envs go with the server
+            pools.close_all_pools()
 
     # the session protocol ------------------------------------------------------------------
 
@@ -657,7 +666,11 @@ def _env_router(env_id: str, service: EnvService) -> APIRouter:
         try:
             body = json.loads(await request.body())
         except (json.JSONDecodeError, UnicodeDecodeError):
-            return {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "Parse error"}}
+            return {
+                "jsonrpc": "2.0",
+                "id": None,
+                "error": {"code": -32700, "message": "Parse error"},
+            }
         return mcp_reply(body)
 
     @router.websocket("/ws")
@@ -698,6 +711,9 @@ async def serve_session(websocket: WebSocket, env_id: str, service: EnvService) 
         while True:
             event = await websocket.receive()
             if event["type"] == "websocket.disconnect":
+                # A clean close (1000) is the client's choice; anything else is a drop,
+                # and the session waits for a resume.
+                closed_by_client = event.get("code") == 1000
                 break
             raw = event.get("text")
             if raw is None:
@@ -862,7 +878,9 @@ def serve(env_ids: list[str], host: str, port: int, settings: ServeSettings) -> 
     check_bind(host, token)
     settings = ServeSettings(**{**settings.__dict__, "token": token})
     app = create_app(env_ids, settings)
-    print(f"serving {', '.join(env_ids)} on ws://{host}:{port}/ws (token {'on' if token else 'off'})")
+    print(
+        f"serving {', '.join(env_ids)} on ws://{host}:{port}/ws (token {'on' if token else 'off'})"
+    )
     uvicorn.Server(_uvicorn_config(app, host, port, settings)).run()
 
 

@@ -4,6 +4,7 @@ process for the same seeds (expert and replay agents), resume after a dropped co
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 from gymnasium.utils.env_checker import check_env
@@ -13,6 +14,13 @@ from mentorgym.agents.rollout import run
 from mentorgym.agents.scripted import ExpertPolicy, ReplayPolicy
 from mentorgym.env_server import BackgroundEnvServer, ServeSettings
 from mentorgym.envs.remote import RemoteEnv, RemoteEnvError, ws_base
+
+
+def drop(ws) -> None:
+    """Cut the TCP connection without a close frame, as a network failure does."""
+    ws.socket.shutdown(socket.SHUT_RDWR)
+    ws.socket.close()
+
 
 SERVED = ["mentorgym/Sokoban-v0", "mentorgym/MathTools-v0", "toy/ReverseWord-v0"]
 
@@ -92,7 +100,7 @@ def test_resume_after_a_dropped_connection_keeps_the_episode(server):
         moves = ["<answer>Left</answer>", "<answer>Down</answer>", "<answer>Right</answer>"]
         sid = env.session_id
         for move in moves:
-            env._ws.close()  # drop the socket without a close frame, as a network blip does
+            drop(env._ws)
             assert env.step(move) == local.step(move)
         assert env.session_id == sid and env.state()["step_count"] == len(moves)
     finally:
@@ -108,7 +116,7 @@ def test_a_step_that_ran_before_the_drop_is_not_run_twice(server):
         move = "<answer>Left</answer>"
         env._ws.send(json.dumps({"type": "step", "data": {"message": move}}))
         env._ws.recv()  # the server ran the step, then the reply is "lost" with the socket
-        env._ws.close()
+        drop(env._ws)
         # The client sends the step again; on resume, `last` shows it already ran.
         assert env.step(move) == local.step(move)
         assert env.state()["step_count"] == 1
