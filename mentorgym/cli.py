@@ -187,6 +187,22 @@ def cmd_serve_model(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from mentorgym.env_server import ServeSettings, serve
+
+    env_kwargs = _env_args(args.env_arg)
+    settings = ServeSettings(
+        token=args.token,
+        max_sessions=args.max_sessions,
+        session_ttl_s=args.session_ttl,
+        step_timeout_s=args.step_timeout or None,
+        max_message_bytes=args.max_message_bytes,
+        env_kwargs={env_id: env_kwargs for env_id in args.env_ids} if env_kwargs else {},
+        client_env_args=frozenset(args.client_env_arg),
+    )
+    serve(args.env_ids, host=args.host, port=args.port, settings=settings)
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from mentorgym.training.entry import train_from_config
 
@@ -292,6 +308,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_gen(p)
     p.set_defaults(func=cmd_serve_model)
+
+    p = sub.add_parser(
+        "serve", help="serve envs over OpenEnv's protocol (WebSocket /ws) for remote trainers"
+    )
+    p.add_argument("env_ids", nargs="+", metavar="ENV_ID", help="the first is also at the root")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--token",
+        default=None,
+        help="required on every request (Bearer or X-API-Key); default $MENTORGYM_SERVE_TOKEN; "
+        "needed to bind beyond loopback",
+    )
+    p.add_argument("--max-sessions", type=int, default=64)
+    p.add_argument(
+        "--session-ttl", type=float, default=600.0, help="idle seconds before a session closes"
+    )
+    p.add_argument(
+        "--step-timeout",
+        type=float,
+        default=1800.0,
+        help="seconds a step may run before the episode ends truncated (0: no limit)",
+    )
+    p.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024)
+    p.add_argument(
+        "--env-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="env kwarg for every served env",
+    )
+    p.add_argument(
+        "--client-env-arg",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="an env kwarg that clients may set in their reset",
+    )
+    p.set_defaults(func=cmd_serve)
 
     model = sub.add_parser("model", help="models").add_subparsers(
         dest="model_command", required=True

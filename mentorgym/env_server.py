@@ -577,6 +577,9 @@ def mcp_reply(request: Any) -> dict[str, Any]:
 # --- the app --------------------------------------------------------------------------------
 
 
+_OPTIONAL_RESET_BODY = Body(default_factory=ResetRequest)  # POST /reset with no body is fine
+
+
 def _env_router(env_id: str, service: EnvService) -> APIRouter:
     router = APIRouter()
     spec = gymnasium.spec(env_id)
@@ -630,7 +633,7 @@ def _env_router(env_id: str, service: EnvService) -> APIRouter:
                 await service.call(env.close, 120.0)
 
     @router.post("/reset", response_model=ObservationResponse, tags=["Environment Control"])
-    async def reset(request: ResetRequest = Body(default_factory=ResetRequest)) -> dict:
+    async def reset(request: ResetRequest = _OPTIONAL_RESET_BODY) -> dict:
         """Stateless: a fresh env is reset and closed. Sessions use WS /ws."""
         messages, info = await stateless(
             lambda env: env.reset(seed=request.seed, options=request.options),
