@@ -70,6 +70,18 @@ def _add_episodes(p: argparse.ArgumentParser) -> None:
         "--no-relabel", action="store_true", help="do not store the teacher's label of every state"
     )
     p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="where episodes run: this process, or Ray workers (the `ray` extra)",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="with --executor ray: the cluster (HOST:PORT of `ray start --head`, or auto); "
+        "default: a local Ray for this run",
+    )
     _add_gen(p)
 
 
@@ -77,6 +89,28 @@ def _run_episodes(args: argparse.Namespace, out: str | None, resume: bool) -> li
     from mentorgym.agents.rollout import run
     from mentorgym.agents.specs import load_policy
 
+    if args.executor == "ray":
+        from mentorgym.agents.ray_rollout import run_ray
+
+        result = run_ray(
+            args.env_id,
+            args.agent,
+            args.n,
+            seed=args.seed,
+            env_kwargs=_env_args(args.env_arg),
+            teacher=args.teacher,
+            beta=args.beta,
+            relabel=not args.no_relabel,
+            out=out,
+            resume=resume,
+            concurrency=args.concurrency,
+            all_tasks=args.all,
+            gen=_gen_args(args),
+            address=args.address,
+        )
+        for failure in result.failures:
+            print(f"mentorgym: episode {failure.key} lost: {failure.error}", file=sys.stderr)
+        return result.trajectories
     policy = load_policy(args.agent, **_gen_args(args))
     teacher = load_policy(args.teacher, **_gen_args(args)) if args.teacher else None
     return run(
