@@ -240,15 +240,19 @@ class EnvService:
         self.sessions: dict[str, Session] = {}
         self._reserved = 0
         self._lock = asyncio.Lock()
-        # One thread per session at most is busy at a time; a timed-out step keeps its thread
-        # until it returns, hence the headroom.
-        self.pool = ThreadPoolExecutor(
-            max_workers=2 * settings.max_sessions + 4, thread_name_prefix="mentorgym-env"
-        )
+        self.pool = self._new_pool()
+        self._pool_closed = False
         self.stateless = asyncio.Semaphore(4)
         self._reaper: asyncio.Task[None] | None = None
 
     # running blocking env calls ------------------------------------------------------------
+
+    def _new_pool(self) -> ThreadPoolExecutor:
+        # One thread per session at most is busy at a time; a timed-out step keeps its thread
+        # until it returns, hence the headroom.
+        return ThreadPoolExecutor(
+            max_workers=2 * self.settings.max_sessions + 4, thread_name_prefix="mentorgym-env"
+        )
 
     async def call(self, fn: Callable[[], T], timeout_s: float | None) -> T:
         future = asyncio.get_running_loop().run_in_executor(self.pool, fn)
@@ -330,6 +334,8 @@ class EnvService:
                 log.exception("idle-session reaper")
 
     def start(self) -> None:
+        if self._pool_closed:  # an app served again after a stop (test clients do that)
+            self.pool, self._pool_closed = self._new_pool(), False
         if self._reaper is None:
             self._reaper = asyncio.create_task(self._reap_forever())
 
@@ -340,6 +346,7 @@ class EnvService:
         for s in list(self.sessions.values()):
             await self.destroy(s)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self._pool_closed = True
         pools = sys.modules.get("mentorgym.sandboxes.pool")
         if pools is not None:  # the warm containers of SWE envs go with the server
             pools.close_all_pools()
