@@ -894,6 +894,25 @@ def serve(env_ids: list[str], host: str, port: int, settings: ServeSettings) -> 
     uvicorn.Server(_uvicorn_config(app, host, port, settings)).run()
 
 
+ENVS_ENV_VAR = "MENTORGYM_SERVE_ENVS"
+
+
+def app_from_environ() -> FastAPI:
+    """The app for OpenEnv's runtime (`uvicorn mentorgym.env_server:app`, openenv.yaml):
+    env ids from $MENTORGYM_SERVE_ENVS (comma-separated), the token from
+    $MENTORGYM_SERVE_TOKEN, the rest of the settings at their defaults."""
+    env_ids = [e.strip() for e in os.environ.get(ENVS_ENV_VAR, "").split(",") if e.strip()]
+    if not env_ids:
+        raise ConfigError(f"set {ENVS_ENV_VAR} to the env ids to serve, e.g. mentorgym/SWE-v0")
+    return create_app(env_ids, ServeSettings(token=os.environ.get(TOKEN_ENV_VAR) or None))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # built on first access, so importing this module needs no settings
+        return app_from_environ()
+    raise AttributeError(name)
+
+
 class BackgroundEnvServer:
     """`create_app` served by uvicorn on a thread (tests, benches, notebooks); a context manager.
 
