@@ -11,10 +11,11 @@
 ARG BASE_IMAGE=mentorgym/base:latest
 FROM ${BASE_IMAGE}
 COPY build/env-image/wheels /tmp/wheels
-RUN python3 /tmp/wheels/pip-*.whl/pip install --no-cache-dir --no-index --break-system-packages \
+RUN PIP="$(ls /tmp/wheels/pip-*.whl)/pip" \
+    && python3 "$PIP" install --no-cache-dir --no-index --break-system-packages \
         --find-links /tmp/wheels -r /tmp/wheels/requirements.txt \
-    && python3 /tmp/wheels/pip-*.whl/pip install --no-cache-dir --no-index --no-deps \
-        --break-system-packages --find-links /tmp/wheels mentorgym \
+    && python3 "$PIP" install --no-cache-dir --no-index --no-deps --break-system-packages \
+        --find-links /tmp/wheels mentorgym \
     && rm -rf /tmp/wheels
 ENV MENTORGYM_SERVE_ENVS=mentorgym/Sokoban-v0 PYTHONUNBUFFERED=1
 EXPOSE 8000
