@@ -11,7 +11,8 @@ call for SWE) and resets again when an episode ends, until the time is up; then 
 Reported: step latency p50/p95/p99 (ms, client-side round trip), steps/s, and the checks:
 lost steps (a step sent without an observation back, or the server's step_count not
 matching the client's), sessions the server still holds after every client closed, and
-containers its process still owns (SWE).
+for SWE the containers its process owns while it still serves (its warm pools, two per
+task image, and removals still in flight) and after it exits (must be 0).
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ def main() -> None:
         figures = load_test(url, args.sessions, args.duration, action)
         if "SWE" in args.env:
             time.sleep(3)  # removals run in the background
-            figures["containers_in_use"] = containers_of(proc.pid)
+            figures["containers_while_serving"] = containers_of(proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=60)

@@ -27,11 +27,21 @@ ENV = "mentorgym/SWE-v0"
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument(
+        "--pool-size",
+        type=int,
+        default=None,
+        help="SWE warm containers per image and process (default: the env's, 2); every Ray "
+        "worker is its own process with its own pools",
+    )
     args = ap.parse_args()
+    kwargs = {} if args.pool_size is None else {"pool_size": args.pool_size}
     import ray
 
     t0 = time.perf_counter()
-    local = run(ENV, ExpertPolicy(), all_tasks=True, concurrency=args.concurrency)
+    local = run(
+        ENV, ExpertPolicy(), all_tasks=True, concurrency=args.concurrency, env_kwargs=kwargs
+    )
     local_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -39,7 +49,9 @@ def main() -> None:
     ray_start_s = time.perf_counter() - t0
     try:
         t0 = time.perf_counter()
-        on_ray = run_ray(ENV, "expert", all_tasks=True, concurrency=args.concurrency)
+        on_ray = run_ray(
+            ENV, "expert", all_tasks=True, concurrency=args.concurrency, env_kwargs=kwargs
+        )
         ray_s = time.perf_counter() - t0
     finally:
         ray.shutdown()
@@ -48,6 +60,7 @@ def main() -> None:
         json.dumps(
             {
                 "episodes": n,
+                "pool_size": args.pool_size,
                 "concurrency": args.concurrency,
                 "cpus": os.cpu_count(),
                 "local_s": round(local_s, 1),
