@@ -19,8 +19,9 @@ policy with no action) stops the run, as it would locally.
 With the same seeds and a deterministic policy the trajectories equal a local run's.
 A teacher mixture (`beta`) draws its coins per episode here (seeded from `mixture_seed`
 and the episode's position), so those draws differ from a local run's shared sequence.
-Model policies in workers should be endpoints (`openai:`); `hf:`/`tiny` load one copy
-per worker.
+Model policies in workers are best endpoints (`openai:` to `vllm serve`); an `hf:`/`tiny`
+model loads one copy per worker, or, with `shared_policy`, one copy in a Ray actor that
+serves every worker.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mentorgym.agents.base import Action, BatchedPolicy
 from mentorgym.agents.rollout import EpisodeSpec, episode_specs
 from mentorgym.agents.trajectory import Trajectory, TrajectoryWriter, read_trajectories
+from mentorgym.envs.base import Message
 from mentorgym.errors import ConfigError, MentorgymError
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,39 @@ class RayRollout:
     failures: list[EpisodeFailure] = field(default_factory=list)
 
 
+class PolicyActor:
+    """A Ray actor that holds one model policy and serves every worker's `act_batch` calls
+    (one copy of the weights instead of one per worker)."""
+
+    def __init__(self, spec: str, gen: dict[str, Any]):
+        from mentorgym.agents.base import Policy
+        from mentorgym.agents.specs import load_policy
+
+        self.policy = load_policy(spec, **gen)
+        if not isinstance(self.policy, Policy):
+            raise ConfigError(
+                f"{spec!r} reads the env itself (expert, random): it cannot be a shared policy"
+            )
+
+    def name(self) -> str:
+        return self.policy.name
+
+    def act_batch(self, histories: list[list[Message]]) -> list[Action]:
+        return list(self.policy.act_batch(histories))
+
+
+class ActorPolicy(BatchedPolicy):
+    """A Policy whose turns come from a `PolicyActor` (in a worker: the shared model)."""
+
+    def __init__(self, handle: Any, name: str):
+        self.handle, self.name = handle, name
+
+    def act_batch(self, histories: list[list[Message]]) -> list[Action]:
+        import ray
+
+        return ray.get(self.handle.act_batch.remote(histories))
+
+
 class EpisodeWorker:
     """A Ray actor: holds the policies, plays one episode per call on its own node."""
 
@@ -64,7 +100,7 @@ class EpisodeWorker:
         self,
         env_id: str,
         env_kwargs: dict[str, Any],
-        agent: str,
+        agent: str | tuple[Any, str],
         teacher: str | None,
         gen: dict[str, Any],
         beta: float,
@@ -74,7 +110,10 @@ class EpisodeWorker:
         from mentorgym.agents.specs import load_policy
 
         self.env_id, self.env_kwargs = env_id, env_kwargs
-        self.policy = load_policy(agent, **gen)
+        if isinstance(agent, tuple):  # (PolicyActor handle, its name): the shared model
+            self.policy: Any = ActorPolicy(*agent)
+        else:
+            self.policy = load_policy(agent, **gen)
         self.teacher = load_policy(teacher, **gen) if teacher else None
         self.beta, self.relabel = beta, relabel
 
@@ -149,6 +188,7 @@ def run_ray(
     address: str | None = None,
     max_retries: int = 1,
     cpus_per_worker: float = 0.0,
+    shared_policy: bool = False,
 ) -> RayRollout:
     """Play episodes of `env_id` on Ray workers; the arguments mean what `rollout.run`'s do,
     with the agent and teacher given as specs (each worker builds its own).
@@ -156,6 +196,8 @@ def run_ray(
     `address`: the Ray cluster ("HOST:PORT" of `ray start --head`, or "auto"); None starts
     a local Ray for this call. `concurrency` workers play at once; `cpus_per_worker` is
     the CPU each reserves (0: episodes wait on I/O, so workers only spread over nodes).
+    `shared_policy`: one Ray actor loads the agent's model and every worker's turns go to
+    it, instead of a copy per worker (for `hf:`/`tiny`; endpoints need no such thing).
     """
     if agent == "human" or teacher == "human":
         raise ConfigError("a human agent cannot play on Ray workers; use --executor local")
@@ -172,10 +214,21 @@ def run_ray(
     ray = import_ray()
     leave = connect(address)
     remote_worker = ray.remote(num_cpus=cpus_per_worker, max_restarts=0)(EpisodeWorker)
+    acting: str | tuple[Any, str] = agent
+    if shared_policy:
+        holder = ray.remote(num_cpus=cpus_per_worker, max_restarts=-1)(PolicyActor).remote(
+            agent, gen
+        )
+        try:
+            acting = (holder, ray.get(holder.name.remote()))
+        except ray.exceptions.RayActorError as e:
+            if leave:
+                ray.shutdown()
+            raise ConfigError(f"the shared policy {agent!r} could not start: {e}") from None
 
     def new_worker() -> Any:
         return remote_worker.options(scheduling_strategy="SPREAD").remote(
-            env_id, env_kwargs, agent, teacher, gen, beta, relabel
+            env_id, env_kwargs, acting, teacher, gen, beta, relabel
         )
 
     results: dict[str, Trajectory] = {}

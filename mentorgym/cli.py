@@ -82,6 +82,11 @@ def _add_episodes(p: argparse.ArgumentParser) -> None:
         help="with --executor ray: the cluster (HOST:PORT of `ray start --head`, or auto); "
         "default: a local Ray for this run",
     )
+    p.add_argument(
+        "--shared-policy",
+        action="store_true",
+        help="with --executor ray: one Ray actor holds the agent's model for every worker",
+    )
     _add_gen(p)
 
 
@@ -107,6 +112,7 @@ def _run_episodes(args: argparse.Namespace, out: str | None, resume: bool) -> li
             all_tasks=args.all,
             gen=_gen_args(args),
             address=args.address,
+            shared_policy=args.shared_policy,
         )
         for failure in result.failures:
             print(f"mentorgym: episode {failure.key} lost: {failure.error}", file=sys.stderr)

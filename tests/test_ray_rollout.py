@@ -91,3 +91,17 @@ def test_episode_errors_stop_the_run_with_the_message():
         run_ray("mentorgym/Sokoban-v0", "replay:/no/such/file.json", n=1)
     with pytest.raises(ConfigError, match="human"):
         run_ray("mentorgym/Sokoban-v0", "human", n=1)
+
+
+def test_shared_policy_actor_serves_every_worker(tmp_path):
+    script = tmp_path / "moves.json"
+    script.write_text(json.dumps(["<answer>Left</answer>", "<answer>Up</answer>"] * 3))
+    local = run("mentorgym/Sokoban-v0", ReplayPolicy(script), n=4, seed=8)
+    got = run_ray(
+        "mentorgym/Sokoban-v0", f"replay:{script}", n=4, seed=8, concurrency=2, shared_policy=True
+    )
+    assert [comparable(t) for t in got.trajectories] == [comparable(t) for t in local]
+    from mentorgym.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot be a shared policy"):
+        run_ray("mentorgym/Sokoban-v0", "expert", n=1, shared_policy=True)
