@@ -4,6 +4,7 @@ session cap, size limits, step timeout, errors without tracebacks)."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -274,3 +275,25 @@ def test_concurrent_sessions_step_independently(server):
         t.join()
     assert len({grid for _, grid in results}) == 3
     wait_for(lambda: not server.service.sessions)
+
+
+def test_cli_refuses_to_bind_beyond_loopback_without_a_token():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mentorgym.cli",
+            "serve",
+            "mentorgym/Sokoban-v0",
+            "--host",
+            "0.0.0.0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "MENTORGYM_SERVE_TOKEN"},
+    )
+    assert done.returncode == 2 and "without a token" in done.stderr

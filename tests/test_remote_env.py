@@ -135,3 +135,19 @@ def test_unknown_session_and_wrong_url_are_clear_errors(server):
     with pytest.raises(Exception, match="write http://HOST:PORT"):
         ws_base("localhost:8000", None)
     assert ws_base("https://h:1/x/", "a/B-v0") == "wss://h:1/x/env/a/B-v0"
+
+
+def test_client_env_kwargs_only_where_the_operator_allows_them():
+    settings = ServeSettings(client_env_args=frozenset({"num_boxes"}))
+    with BackgroundEnvServer(["mentorgym/Sokoban2-v0"], settings) as srv:
+        env = RemoteEnv(srv.url, num_boxes=1)
+        local = mentorgym.make("mentorgym/Sokoban2-v0", num_boxes=1)
+        try:
+            assert env.reset(seed=6) == local.reset(seed=6)
+            assert env.step("<answer>Up</answer>") == local.step("<answer>Up</answer>")
+        finally:
+            env.close()
+        refused = RemoteEnv(srv.url, sandbox="local")
+        with pytest.raises(RemoteEnvError, match="may not be set by clients"):
+            refused.reset(seed=0)
+        refused.close()
