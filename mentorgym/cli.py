@@ -83,6 +83,12 @@ def _add_episodes(p: argparse.ArgumentParser) -> None:
         "default: a local Ray for this run",
     )
     p.add_argument(
+        "--cpus-per-worker",
+        type=float,
+        default=0.0,
+        help="with --executor ray: CPUs each worker reserves (0: workers wait on I/O)",
+    )
+    p.add_argument(
         "--shared-policy",
         action="store_true",
         help="with --executor ray: one Ray actor holds the agent's model for every worker",
@@ -113,6 +119,7 @@ def _run_episodes(args: argparse.Namespace, out: str | None, resume: bool) -> li
             gen=_gen_args(args),
             address=args.address,
             shared_policy=args.shared_policy,
+            cpus_per_worker=args.cpus_per_worker,
         )
         for failure in result.failures:
             print(f"mentorgym: episode {failure.key} lost: {failure.error}", file=sys.stderr)

@@ -49,7 +49,7 @@ def _ports(k: int) -> list[int]:
 
 def _node_args(ports: list[int], temp_dir: str) -> list[str]:
     return [
-        "--num-cpus=1",
+        "--num-cpus=2",
         f"--object-store-memory={80 * 1024 * 1024}",
         "--disable-usage-stats",
         f"--temp-dir={temp_dir}",
@@ -120,7 +120,10 @@ def test_two_node_cluster_spreads_episodes_and_matches_local(cluster, tmp_path):
     address, env = cluster
     out = tmp_path / "out.jsonl"
     cli = [sys.executable, "-m", "mentorgym.cli", "rollout", "mentorgym/Sokoban-v0"]
+    # Four workers of one CPU each on two nodes of two: both nodes must play (Ray's SPREAD
+    # alone is best effort, and would put them all on the head if the other is late).
     cli += ["--agent", "expert", "-n", "8", "--seed", "40", "--concurrency", "4"]
+    cli += ["--cpus-per-worker", "1"]
     cli += ["--executor", "ray", "--address", address, "--out", str(out)]
     done = subprocess.run(cli, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
