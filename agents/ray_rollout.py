@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -119,6 +120,16 @@ class EpisodeWorker:
 
     def ready(self) -> int:
         return os.getpid()
+
+    def close(self) -> None:
+        """Remove this worker's warm containers now (Ray may end it without running atexit;
+        a killed worker's are reaped later by their owner pid)."""
+        pools = sys.modules.get("mentorgym.sandboxes.pool")
+        if pools is not None:
+            pools.close_all_pools()
+        sandboxes = sys.modules.get("mentorgym.sandboxes.docker")
+        if sandboxes is not None:
+            sandboxes.drain_removals()
 
     def play(self, seed: int | None, index: int | None, mixture_seed: int | None) -> dict:
         import ray
@@ -234,6 +245,7 @@ def run_ray(
     results: dict[str, Trajectory] = {}
     failures: list[EpisodeFailure] = []
     writer = TrajectoryWriter(out) if out is not None else None
+    workers: list[Any] = []
     try:
         workers = [new_worker() for _ in range(max(1, min(concurrency, len(todo))))]
         try:
@@ -276,6 +288,11 @@ def run_ray(
     finally:
         if writer is not None:
             writer.close()
+        closing = [w.close.remote() for w in workers]
+        try:
+            ray.get(closing, timeout=120)
+        except (ray.exceptions.RayError, TimeoutError) as e:  # a dead worker has nothing to close
+            log.info("closing Ray workers: %s", _brief(e))
         if leave:
             ray.shutdown()
     merged = {**done, **results}
