@@ -53,6 +53,7 @@ _BUILTIN: list[dict[str, Any]] = [
     dict(id="mentorgym/SWE-v0", entry_point="mentorgym.envs.swe:SWEEnv", max_episode_steps=50),
     # No turn limit here: the server applies the served env's own.
     dict(id="mentorgym/Remote-v0", entry_point="mentorgym.envs.remote:RemoteEnv"),
+    dict(id="mentorgym/Ray-v0", entry_point="mentorgym.envs.ray_env:RayEnv"),
 ]
 
 _plugins_loaded = False

@@ -105,3 +105,63 @@ def test_shared_policy_actor_serves_every_worker(tmp_path):
 
     with pytest.raises(ConfigError, match="cannot be a shared policy"):
         run_ray("mentorgym/Sokoban-v0", "expert", n=1, shared_policy=True)
+
+
+def test_ray_env_hosts_an_env_in_an_actor():
+    from gymnasium.utils.env_checker import check_env
+
+    import mentorgym
+
+    env = mentorgym.make("mentorgym/Ray-v0", env_id="mentorgym/Sokoban-v0")
+    try:
+        check_env(env.unwrapped, skip_render_check=True)
+    finally:
+        env.close()
+    hosted = run(
+        "mentorgym/Ray-v0",
+        ExpertPolicy(),
+        n=3,
+        seed=2,
+        concurrency=2,
+        env_kwargs={"env_id": "toy/ReverseWord-v0"},
+    )
+    local = run("toy/ReverseWord-v0", ExpertPolicy(), n=3, seed=2)
+    strip = [{**comparable(t), "env_id": None} for t in hosted]
+    assert strip == [{**comparable(t), "env_id": None} for t in local]
+
+
+def test_dagger_with_executor_ray_collects_what_local_collects(tmp_path):
+    from pathlib import Path
+
+    from mentorgym.agents.tiny import default_tiny_path
+    from mentorgym.training.entry import train_from_config
+
+    config = str(Path(__file__).resolve().parents[1] / "configs/sokoban_dagger.yaml")
+    small = [
+        "progress=false",
+        "iterations=1",
+        "steps_per_iteration=1",
+        "batch_size=4",
+        "episodes=3",
+        "eval_episodes=2",
+        "max_new_tokens=8",
+        "concurrency=2",
+        f"student={default_tiny_path()}",
+    ]
+    runs = {}
+    for executor in ("local", "ray"):
+        runs[executor] = train_from_config(
+            config, [*small, f"executor={executor}"], str(tmp_path / executor), None, False
+        )
+
+    def rollouts(run_dir):
+        lines = (run_dir / "iter_00" / "rollouts.jsonl").read_text().splitlines()
+        trajs = sorted((json.loads(x) for x in lines), key=lambda t: t["seed"])
+        for t in trajs:
+            t.pop("env_id")
+            t["meta"].pop("reset_s")
+            for turn in t["turns"]:
+                turn.pop("timing")
+        return trajs
+
+    assert rollouts(runs["ray"]) == rollouts(runs["local"])
