@@ -144,8 +144,7 @@ class RemoteEnv(TextEnv):
         last: BaseException = cause
         for _ in range(self.reconnect_attempts):
             try:
-                self._close_socket()
-                self._connect(resume=True)
+                self._resume()
                 if frame["type"] != "step":
                     return self._send_recv(frame)  # reset with a seed, state: safe to repeat
                 reply = self._send_recv({"type": "last"})
@@ -156,10 +155,28 @@ class RemoteEnv(TextEnv):
                 return self._send_recv(frame)  # it never arrived: send it again
             except (ConnectionClosed, OSError, RemoteEnvError) as e:
                 last = e
+                if isinstance(e, RemoteEnvError) and e.code == "SESSION_ERROR":
+                    break  # the server no longer has it: retrying cannot help
         raise RemoteEnvError(
             f"lost the connection to {self.base}/ws and could not resume session "
             f"{self.session_id}: {last}"
         ) from last
+
+    def _resume(self) -> None:
+        """Reconnect to this env's session; RemoteEnvError (SESSION_ERROR) if the server no
+        longer has it (it answers with an error frame, then closes)."""
+        from websockets.exceptions import ConnectionClosed
+
+        self._close_socket()
+        self._connect(resume=True)
+        try:
+            reply = self._send_recv({"type": "state"})
+        except ConnectionClosed:  # closed before our frame arrived: its error is buffered
+            try:
+                reply = json.loads(self._ws.recv(timeout=1))
+            except (ConnectionClosed, TimeoutError) as e:
+                raise RemoteEnvError(f"session {self.session_id} could not be resumed: {e}") from e
+        self._checked(reply)
 
     @staticmethod
     def _checked(reply: dict[str, Any]) -> dict[str, Any]:

@@ -128,8 +128,7 @@ def test_unknown_session_and_wrong_url_are_clear_errors(server):
     env = RemoteEnv(server.url)
     env.session_id = "no-such-session"
     with pytest.raises(RemoteEnvError, match="unknown or expired"):
-        env._connect(resume=True)
-        env._exchange({"type": "state"})
+        env._resume()
     with pytest.raises(RemoteEnvError, match="could not reach"):
         RemoteEnv("http://127.0.0.1:9", connect_timeout_s=2).reset(seed=0)
     with pytest.raises(Exception, match="write http://HOST:PORT"):
