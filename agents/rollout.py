@@ -105,6 +105,7 @@ def run(
     all_tasks: bool = False,
     progress: bool = False,
     mixture_seed: int | None = None,
+    specs: Sequence[EpisodeSpec] | None = None,
 ) -> list[Trajectory]:
     """Play episodes of `env_id` and return their trajectories, in episode order.
 
@@ -115,7 +116,8 @@ def run(
     acting; `relabel` stores the teacher's label for every visited state.
     """
     env_kwargs = dict(env_kwargs or {})
-    specs = episode_specs(env_id, n, seed, seeds, all_tasks, env_kwargs)
+    if specs is None:  # `specs` plays exactly those episodes (a Ray worker's share)
+        specs = episode_specs(env_id, n, seed, seeds, all_tasks, env_kwargs)
     mixture = MixturePolicy(policy, teacher, beta, mixture_seed) if teacher is not None else None
 
     done: dict[str, Trajectory] = {}

@@ -51,6 +51,9 @@ _BUILTIN: list[dict[str, Any]] = [
         max_episode_steps=8,
     ),
     dict(id="mentorgym/SWE-v0", entry_point="mentorgym.envs.swe:SWEEnv", max_episode_steps=50),
+    # No turn limit here: the server applies the served env's own.
+    dict(id="mentorgym/Remote-v0", entry_point="mentorgym.envs.remote:RemoteEnv"),
+    dict(id="mentorgym/Ray-v0", entry_point="mentorgym.envs.ray_env:RayEnv"),
 ]
 
 _plugins_loaded = False
@@ -121,7 +124,7 @@ def _is_text_env(spec: EnvSpec) -> bool:
     return inspect.isclass(creator) and issubclass(creator, TextEnv)
 
 
-def make(env_id: str, **kwargs: Any) -> gymnasium.Env:
+def make(env_id: str, /, **kwargs: Any) -> gymnasium.Env:
     """`gymnasium.make` after plugins are loaded; an unknown id gets a "did you mean"."""
     load_plugins()
     try:

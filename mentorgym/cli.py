@@ -70,6 +70,29 @@ def _add_episodes(p: argparse.ArgumentParser) -> None:
         "--no-relabel", action="store_true", help="do not store the teacher's label of every state"
     )
     p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="where episodes run: this process, or Ray workers (the `ray` extra)",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="with --executor ray: the cluster (HOST:PORT of `ray start --head`, or auto); "
+        "default: a local Ray for this run",
+    )
+    p.add_argument(
+        "--cpus-per-worker",
+        type=float,
+        default=0.0,
+        help="with --executor ray: CPUs each worker reserves (0: workers wait on I/O)",
+    )
+    p.add_argument(
+        "--shared-policy",
+        action="store_true",
+        help="with --executor ray: one Ray actor holds the agent's model for every worker",
+    )
     _add_gen(p)
 
 
@@ -77,6 +100,30 @@ def _run_episodes(args: argparse.Namespace, out: str | None, resume: bool) -> li
     from mentorgym.agents.rollout import run
     from mentorgym.agents.specs import load_policy
 
+    if args.executor == "ray":
+        from mentorgym.agents.ray_rollout import run_ray
+
+        result = run_ray(
+            args.env_id,
+            args.agent,
+            args.n,
+            seed=args.seed,
+            env_kwargs=_env_args(args.env_arg),
+            teacher=args.teacher,
+            beta=args.beta,
+            relabel=not args.no_relabel,
+            out=out,
+            resume=resume,
+            concurrency=args.concurrency,
+            all_tasks=args.all,
+            gen=_gen_args(args),
+            address=args.address,
+            shared_policy=args.shared_policy,
+            cpus_per_worker=args.cpus_per_worker,
+        )
+        for failure in result.failures:
+            print(f"mentorgym: episode {failure.key} lost: {failure.error}", file=sys.stderr)
+        return result.trajectories
     policy = load_policy(args.agent, **_gen_args(args))
     teacher = load_policy(args.teacher, **_gen_args(args)) if args.teacher else None
     return run(
@@ -185,6 +232,22 @@ def cmd_serve_model(args: argparse.Namespace) -> None:
     serve_model(
         args.spec, host=args.host, port=args.port, served_model_name=args.served_model_name, **gen
     )
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from mentorgym.env_server import ServeSettings, serve
+
+    env_kwargs = _env_args(args.env_arg)
+    settings = ServeSettings(
+        token=args.token,
+        max_sessions=args.max_sessions,
+        session_ttl_s=args.session_ttl,
+        step_timeout_s=args.step_timeout or None,
+        max_message_bytes=args.max_message_bytes,
+        env_kwargs={env_id: env_kwargs for env_id in args.env_ids} if env_kwargs else {},
+        client_env_args=frozenset(args.client_env_arg),
+    )
+    serve(args.env_ids, host=args.host, port=args.port, settings=settings)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -320,6 +383,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_gen(p)
     p.set_defaults(func=cmd_serve_model)
+
+    p = sub.add_parser(
+        "serve", help="serve envs over OpenEnv's protocol (WebSocket /ws) for remote trainers"
+    )
+    p.add_argument("env_ids", nargs="+", metavar="ENV_ID", help="the first is also at the root")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--token",
+        default=None,
+        help="required on every request (Bearer or X-API-Key); default $MENTORGYM_SERVE_TOKEN; "
+        "needed to bind beyond loopback",
+    )
+    p.add_argument("--max-sessions", type=int, default=64)
+    p.add_argument(
+        "--session-ttl", type=float, default=600.0, help="idle seconds before a session closes"
+    )
+    p.add_argument(
+        "--step-timeout",
+        type=float,
+        default=1800.0,
+        help="seconds a step may run before the episode ends truncated (0: no limit)",
+    )
+    p.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024)
+    p.add_argument(
+        "--env-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="env kwarg for every served env",
+    )
+    p.add_argument(
+        "--client-env-arg",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="an env kwarg that clients may set in their reset",
+    )
+    p.set_defaults(func=cmd_serve)
 
     model = sub.add_parser("model", help="models").add_subparsers(
         dest="model_command", required=True

@@ -9,6 +9,9 @@ if [ -f scripts/docker_up.sh ]; then
   bash scripts/docker_up.sh || echo "docker_up.sh failed: Docker tests will skip with the reason"
 fi
 . .venv/bin/activate
+# Optional extras whose tests run in CI: Ray (rollout executor) and openenv-core +
+# schemathesis (env server compatibility); about 45 s of installs on a fresh machine.
+python -m pip install -q -e ".[openenv,ray]" "torch==$(python -c 'import torch; print(torch.__version__.split("+")[0])')"
 set +e
 python -m pytest -p no:cacheprovider --timeout 900 "$@"
 rc=$?

@@ -84,8 +84,23 @@ class CoreConfig:
     """Episodes stepped at once by the rollout engine (policy calls are batched)."""
     progress: bool = True
     """Show progress bars."""
+    executor: str = "local"
+    """Where the episodes' envs and sandboxes live: `local` (this process) or `ray` (one Ray
+    actor per env, spread over the cluster's nodes; the student still acts here, batched)."""
+    ray_address: str | None = None
+    """With `executor: ray`: the cluster (HOST:PORT of `ray start --head`, or `auto`);
+    None starts a small local Ray."""
+
+    def rollout_env(self) -> tuple[str, dict[str, Any]]:
+        """The env id and kwargs the rollout engine makes: the env itself, or it in Ray."""
+        if self.executor == "ray":
+            kwargs = {"env_id": self.env_id, "env_kwargs": self.env_kwargs}
+            return "mentorgym/Ray-v0", {**kwargs, "address": self.ray_address}
+        return self.env_id, self.env_kwargs
 
     def validate(self) -> None:
+        if self.executor not in ("local", "ray"):
+            raise ConfigError(f"executor {self.executor!r}: use local or ray")
         for name in ("max_seq_len", "max_new_tokens", "concurrency"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")

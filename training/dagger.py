@@ -161,12 +161,13 @@ def collect(student: Student, cfg: Config, run_dir: Path, i: int) -> list[Trajec
     policy = student_lib.sampling_policy(
         student, cfg, cfg.rollout_temperature, seed=cfg.seed, weights_path=weights_path
     )
+    env_id, env_kwargs = cfg.rollout_env()
     trajs = run(
-        cfg.env_id,
+        env_id,
         policy,
         cfg.episodes,
         seed=cfg.seed + i * cfg.episodes,
-        env_kwargs=cfg.env_kwargs,
+        env_kwargs=env_kwargs,
         teacher=teacher,
         beta=beta_at(cfg, i),
         relabel=True,

@@ -77,12 +77,13 @@ def sample(student: Student, cfg: OnPolicyConfig, step: int) -> list[list[Trajec
     seeds = [cfg.seed + step * cfg.tasks_per_step + i for i in range(cfg.tasks_per_step)]
     # The engine keys episodes by seed, so each group member is its own call; the policy's
     # generator advances between calls, so members differ.
+    env_id, env_kwargs = cfg.rollout_env()
     members = [
         rollout(
-            cfg.env_id,
+            env_id,
             policy,
             seeds=seeds,
-            env_kwargs=cfg.env_kwargs,
+            env_kwargs=env_kwargs,
             concurrency=cfg.concurrency,
             progress=cfg.progress,
         )

@@ -54,12 +54,13 @@ def collect_teacher(cfg: Config, out: Path) -> list[Trajectory]:
     from mentorgym.agents.specs import load_policy
 
     teacher = load_policy(cfg.teacher, temperature=0.0, max_new_tokens=cfg.max_new_tokens)
+    env_id, env_kwargs = cfg.rollout_env()
     return run(
-        cfg.env_id,
+        env_id,
         teacher,
         cfg.episodes,
         seed=cfg.seed,
-        env_kwargs=cfg.env_kwargs,
+        env_kwargs=env_kwargs,
         out=out,
         resume=True,
         concurrency=cfg.concurrency,

@@ -124,12 +124,13 @@ def evaluate(
     was_training = student.model.training
     student.model.eval()
     policy = sampling_policy(student, cfg, cfg.eval_temperature, cfg.seed if seed is None else seed)
+    env_id, env_kwargs = cfg.rollout_env()
     trajs = run(
-        cfg.env_id,
+        env_id,
         policy,
         cfg.eval_episodes,
         seed=cfg.eval_seed,
-        env_kwargs=cfg.env_kwargs,
+        env_kwargs=env_kwargs,
         out=out,
         concurrency=cfg.concurrency,
         progress=cfg.progress,
