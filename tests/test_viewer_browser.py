@@ -1,0 +1,120 @@
+"""The viewer in a real browser: headless Chromium from Debian's packages, driven by Playwright
+(pointed at that binary; no browser is downloaded). Filters to failed episodes, opens one,
+finds its turn text and the teacher-label diff, checks that agent text holding script, an
+`onerror` image and a `javascript:` link shows as text and runs nothing, then watches the run
+page's curve grow while metrics.jsonl is appended to. Screenshots of the three pages are
+kept in the test's tmp dir (paths printed)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from viewer_fixtures import STUDENT_TEXT, TEACHER_LABEL, XSS_IMG, XSS_LINK, XSS_SCRIPT, make_run
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    if CHROMIUM is None:
+        pytest.skip("no chromium on PATH: apt-get install chromium (scripts/test.sh does, as root)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="pip install 'mentorgym[browser]' (Playwright)"
+    )
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The viewer over a fixture run, on a free loopback port, in a thread of this process."""
+    import uvicorn
+
+    from mentorgym.viewer import create_app
+
+    run = make_run(tmp_path / "runs")
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(run), host="127.0.0.1", port=0, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the viewer did not start"
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}/", run
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_failed_episode_label_diff_escaping_and_a_live_curve(browser, served, tmp_path):
+    base, run = served
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    dialogs: list[str] = []
+    errors: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    # The episode list, filtered to failures through the page's own control.
+    page.goto(base)
+    page.wait_for_selector("table.episodes tbody tr")
+    page.select_option("select[name=success]", "0")
+    page.wait_for_function("location.hash.includes('success=0')")
+    page.wait_for_selector("table.episodes tbody tr.bad")
+    rows = page.locator("table.episodes tbody tr")
+    assert rows.count() == 3  # the failed rollout and two failed held-out episodes
+    assert all("failure" in t for t in rows.all_inner_texts())
+    page.screenshot(path=str(tmp_path / "list.png"), full_page=True)
+
+    # Open the failed rollout (iteration 1, 5 turns) and read it turn by turn.
+    page.locator("table.episodes tbody tr", has_text="rollouts").first.click()
+    page.wait_for_selector("section.turn")
+    assert page.locator("section.turn:not(.final)").count() == 5
+    diffs = page.locator(".label-diff")
+    assert diffs.count() == 2  # turn 1 and turn 2; turn 3's label matches, turn 4 has none
+    first = diffs.first
+    assert first.locator(".side.student").inner_text().endswith(STUDENT_TEXT)
+    assert first.locator(".side.teacher").inner_text().endswith(TEACHER_LABEL)
+    assert first.is_visible()
+    assert page.locator(".grid").first.is_visible()  # the Sokoban grid drawn as a grid
+    assert page.locator("#turn-2 .badge.bad", has_text="format error").is_visible()
+
+    # Agent text is data: the hostile actions show verbatim and nothing of them runs.
+    text = page.locator("main").inner_text()
+    for hostile in (XSS_SCRIPT, XSS_IMG, XSS_LINK):
+        assert hostile in text
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.__pwned === undefined")
+    assert page.locator("main img, main script, main a[href^='javascript']").count() == 0
+    assert page.evaluate("document.scripts.length") == 1  # app.js alone
+    page.screenshot(path=str(tmp_path / "episode.png"), full_page=True)
+
+    # The run page: the success curve, and a new iteration appears while the page is open.
+    page.goto(base + "#/runs")
+    chart = page.locator("#chart-success")
+    page.wait_for_selector("#chart-success polyline")
+    assert chart.get_attribute("data-points") == "2"
+    assert page.locator("#chart-loss polyline").count() == 1
+    assert "algorithm: dagger" in page.locator(".config pre").inner_text()
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(
+            json.dumps({"kind": "eval", "iteration": 2, "step": 15, "success_rate": 0.9}) + "\n"
+        )
+    page.wait_for_selector("#chart-success[data-points='3']", timeout=15_000)
+    assert "0.20 → 0.90" in page.locator("table.run-summary").inner_text()
+    page.screenshot(path=str(tmp_path / "runs.png"), full_page=True)
+
+    assert not dialogs and not errors, (dialogs, errors)
+    for name in ("list", "episode", "runs"):
+        print(f"screenshot: {tmp_path / (name + '.png')}")
