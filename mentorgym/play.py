@@ -6,9 +6,10 @@ import sys
 import time
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from mentorgym.agents.base import EnvPolicy, Policy
 from mentorgym.agents.trajectory import read_trajectories
@@ -35,7 +36,8 @@ _WORDS = {
     "l": "Left",
     "r": "Right",
 }
-KEY_HELP = "arrow keys or W/A/S/D move, q quits, n starts a new room"
+KEY_HELP = "arrow keys or W/A/S/D move · n new room · q quits"
+TYPE_HELP = "type up/down/left/right, q to quit"
 
 
 def _show(console: Console, messages: list[Message]) -> None:
@@ -44,6 +46,15 @@ def _show(console: Console, messages: list[Message]) -> None:
         console.print(
             Panel(m["content"], title=m["role"], border_style=style, expand=False), markup=False
         )
+
+
+def board(grid: str, title: str, help_line: str | None = None) -> Group:
+    """The grid in a panel, with the key help on its own line below it: as a panel subtitle
+    it was cut to the grid's width ("n sta─"), while a line of its own fits 80 columns."""
+    parts: list[Panel | Text] = [Panel(grid, title=title, expand=False)]
+    if help_line:
+        parts.append(Text(help_line, style="dim"))
+    return Group(*parts)
 
 
 def _read_key() -> str:
@@ -77,11 +88,10 @@ def play(env_id: str, seed: int | None = None, env_kwargs: dict[str, Any] | None
         while True:
             if grid:
                 console.print(
-                    Panel(
+                    board(
                         env.unwrapped.grid_text(),
-                        title=f"{env_id}  turn {turn}  reward {total:+.1f}",
-                        subtitle=KEY_HELP if keys else "type up/down/left/right, q to quit",
-                        expand=False,
+                        f"{env_id}  turn {turn}  reward {total:+.1f}",
+                        KEY_HELP if keys else TYPE_HELP,
                     )
                 )
             if keys:
