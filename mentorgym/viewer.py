@@ -9,8 +9,8 @@ reads every line once and keeps its offset and a small summary (env, success, re
 turns, actor mix); the turns are not kept, and an episode is read back by seeking to its
 offset. The index grows as the file grows, so a live run shows new episodes; only complete
 lines (ending in a newline) are indexed, and a file that shrank or was rewritten is indexed
-again. Text search scans the raw bytes with one regular expression and then checks each
-candidate's text fields, so a query for "student" finds what an agent wrote, not the
+again. Text search scans each episode's raw bytes and then checks each candidate's text
+fields, so a query for "student" finds what an agent wrote, not the
 `actor` key of every turn. `metrics.jsonl` is read from the byte offset the page passes, so
 a page watching a live run fetches only the new records.
 
@@ -26,7 +26,6 @@ or `?token=T` once in the browser (the page then keeps it in an HttpOnly cookie)
 
 from __future__ import annotations
 
-import bisect
 import hmac
 import ipaddress
 import json
@@ -272,34 +271,20 @@ class TrajectoryFile:
     def _search(self, query: str) -> list[int]:
         if not self.episodes or not query:
             return []
-        # The query as it appears inside a JSON string (quotes, backslashes, newlines escaped);
-        # files written with ensure_ascii=True escape non-ASCII too, so try both spellings.
-        forms = {json.dumps(query, ensure_ascii=False)[1:-1], json.dumps(query)[1:-1]}
-        pattern = re.compile(
-            b"|".join(re.escape(f.encode()) for f in sorted(forms, key=len, reverse=True)),
-            re.IGNORECASE,
-        )
-        starts = [s.offset for s in self.episodes]
-        candidates: list[int] = []
+        needle = query.lower()
+        # Prefilter on raw bytes: the query as it appears inside a JSON string (quotes,
+        # backslashes and newlines escaped), in ASCII-lowered lines. A non-ASCII query skips
+        # the prefilter (bytes.lower() folds ASCII only, and \uXXXX escapes vary in case).
+        raw_needle = json.dumps(needle)[1:-1].encode() if needle.isascii() else None
+        hits = []
         with open(self.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            pos, end = 0, self._pos
-            while True:
-                hit = pattern.search(m, pos, end)
-                if hit is None:
-                    break
-                k = bisect.bisect_right(starts, hit.start()) - 1
-                if k < 0 or hit.start() >= self.episodes[k].offset + self.episodes[k].length:
-                    pos = hit.end()  # inside a bad line
+            for s in self.episodes:
+                raw = m[s.offset : s.offset + s.length]
+                if raw_needle is not None and raw_needle not in raw.lower():
                     continue
-                candidates.append(k)
-                pos = self.episodes[k].offset + self.episodes[k].length  # next episode
-            needle = query.lower()
-            hits = []
-            for k in candidates:
-                s = self.episodes[k]
-                d = json.loads(m[s.offset : s.offset + s.length].decode("utf-8"))
-                if any(needle in t.lower() for t in _texts(d)):
-                    hits.append(k)
+                # Then only what an agent or env wrote counts, not the JSON keys.
+                if any(needle in t.lower() for t in _texts(json.loads(raw.decode("utf-8")))):
+                    hits.append(s.k)
         return hits
 
     def describe(self) -> dict[str, Any]:
