@@ -58,6 +58,15 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     thread.join(timeout=10)
 
 
+def until(page, expression: str, timeout_s: float = 15.0) -> None:
+    """Poll a JS expression from Python: the page's CSP forbids the string evaluation that
+    Playwright's `wait_for_function` does inside the page."""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"still false after {timeout_s} s: {expression}"
+        time.sleep(0.1)
+
+
 def test_failed_episode_label_diff_escaping_and_a_live_curve(browser, served, tmp_path):
     base, run = served
     page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -70,8 +79,11 @@ def test_failed_episode_label_diff_escaping_and_a_live_curve(browser, served, tm
     page.goto(base)
     page.wait_for_selector("table.episodes tbody tr")
     page.select_option("select[name=success]", "0")
-    page.wait_for_function("location.hash.includes('success=0')")
-    page.wait_for_selector("table.episodes tbody tr.bad")
+    until(page, "location.hash.includes('success=0')")
+    until(  # the table re-rendered with failures only
+        page,
+        "[...document.querySelectorAll('table.episodes tbody tr')].every(r => r.matches('.bad'))",
+    )
     rows = page.locator("table.episodes tbody tr")
     assert rows.count() == 3  # the failed rollout and two failed held-out episodes
     assert all("failure" in t for t in rows.all_inner_texts())
@@ -115,6 +127,20 @@ def test_failed_episode_label_diff_escaping_and_a_live_curve(browser, served, tm
     assert "0.20 → 0.90" in page.locator("table.run-summary").inner_text()
     page.screenshot(path=str(tmp_path / "runs.png"), full_page=True)
 
+    # A SWE episode: the long test log folds, the submitted patch is highlighted as a diff.
+    page.goto(base + "#/?env=mentorgym/SWE-v0")
+    page.locator("table.episodes tbody tr", has_text="SWE").first.wait_for()
+    page.locator("table.episodes tbody tr").first.click()
+    page.wait_for_selector(".msg.patch")
+    assert page.locator(".msg.patch pre.diff span.add", has_text="return a + b").is_visible()
+    assert page.locator(".msg.patch pre.diff span.del", has_text="return a - b").is_visible()
+    tool = page.locator(".msg.role-tool")
+    assert "test_199" not in tool.inner_text()  # folded: a preview and a button
+    tool.locator("button.unfold").click()
+    assert "test_199 PASSED" in tool.inner_text()
+    tool.locator("button.unfold").click()  # fold it again for the screenshot
+    page.screenshot(path=str(tmp_path / "swe.png"), full_page=True)
+
     assert not dialogs and not errors, (dialogs, errors)
-    for name in ("list", "episode", "runs"):
+    for name in ("list", "episode", "runs", "swe"):
         print(f"screenshot: {tmp_path / (name + '.png')}")

@@ -57,6 +57,39 @@ def episode(
     )
 
 
+PATCH = (
+    "diff --git a/pkg/mod.py b/pkg/mod.py\n--- a/pkg/mod.py\n+++ b/pkg/mod.py\n"
+    "@@ -1,3 +1,3 @@\n def add(a, b):\n-    return a - b\n+    return a + b\n"
+)
+LONG_OUTPUT = "\n".join(f"tests/test_mod.py::test_{i} PASSED" for i in range(200))
+
+
+def swe_episode() -> Trajectory:
+    """A SWE episode: a long test log (folds) and a submitted patch (highlighted)."""
+    call = '<tool_call>{"name": "bash", "arguments": {"command": "pytest -v"}}</tool_call>'
+    return Trajectory(
+        env_id="mentorgym/SWE-v0",
+        task_id="toy__add-1",
+        turns=[
+            Turn(
+                observation=[{"role": "user", "content": "Fix add()."}],
+                actor="student",
+                action=call,
+            ),
+            Turn(
+                observation=[{"role": "tool", "content": LONG_OUTPUT}],
+                actor="student",
+                action='<tool_call>{"name": "submit", "arguments": {}}</tool_call>',
+                reward=1.0,
+                info={"model_patch": PATCH},
+            ),
+        ],
+        success=True,
+        terminated=True,
+        meta={"agent": "hf:student"},
+    )
+
+
 def write(path: Path, trajs: list[Trajectory]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with TrajectoryWriter(path) as w:
@@ -117,6 +150,7 @@ def make_run(root: Path, name: str = "sokoban_dagger", iterations: int = 2) -> P
             episode(12, True, ["student", "student"]),
         ],
     )
+    write(run / "iter_01" / "swe.jsonl", [swe_episode()])
     write(
         run / "iter_01" / "eval.jsonl",
         [episode(1_000_000 + s, s % 2 == 0, ["student"]) for s in range(4)],
