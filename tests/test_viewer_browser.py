@@ -15,7 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from viewer_fixtures import STUDENT_TEXT, TEACHER_LABEL, XSS_IMG, XSS_LINK, XSS_SCRIPT, make_run
+from viewer_fixtures import (
+    STUDENT_TEXT,
+    TEACHER_LABEL,
+    XSS_IMG,
+    XSS_LINK,
+    XSS_SCRIPT,
+    make_metrics_only_run,
+    make_run,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -37,14 +45,16 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """The viewer over a fixture run, on a free loopback port, in a thread of this process."""
+    """The viewer over a folder of two fixture runs (one with trajectories, one with metrics
+    only), on a free loopback port, in a thread of this process."""
     import uvicorn
 
     from mentorgym.viewer import create_app
 
     run = make_run(tmp_path / "runs")
+    make_metrics_only_run(tmp_path / "runs", "sokoban_bc", iterations=3)
     server = uvicorn.Server(
-        uvicorn.Config(create_app(run), host="127.0.0.1", port=0, log_level="warning")
+        uvicorn.Config(create_app(tmp_path / "runs"), host="127.0.0.1", port=0, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -116,14 +126,15 @@ def test_failed_episode_label_diff_escaping_and_a_live_curve(browser, served, tm
     page.goto(base + "#/runs")
     chart = page.locator("#chart-success")
     page.wait_for_selector("#chart-success polyline")
-    assert chart.get_attribute("data-points") == "2"
-    assert page.locator("#chart-loss polyline").count() == 1
-    assert "algorithm: dagger" in page.locator(".config pre").inner_text()
+    assert chart.locator("g.series").count() == 2  # both runs, overlaid
+    assert chart.get_attribute("data-points") == "5"  # 3 (sokoban_bc) + 2 (sokoban_dagger)
+    assert page.locator("#chart-loss polyline").count() == 2
+    assert "algorithm: dagger" in page.locator(".configs").text_content()
     with open(run / "metrics.jsonl", "a") as f:
         f.write(
             json.dumps({"kind": "eval", "iteration": 2, "step": 15, "success_rate": 0.9}) + "\n"
         )
-    page.wait_for_selector("#chart-success[data-points='3']", timeout=15_000)
+    page.wait_for_selector("#chart-success[data-points='6']", timeout=15_000)
     assert "0.20 → 0.90" in page.locator("table.run-summary").inner_text()
     page.screenshot(path=str(tmp_path / "runs.png"), full_page=True)
 

@@ -158,6 +158,19 @@ def make_run(root: Path, name: str = "sokoban_dagger", iterations: int = 2) -> P
     return run
 
 
+def make_metrics_only_run(root: Path, name: str, iterations: int) -> Path:
+    """A second run to overlay: config and metrics, no trajectories."""
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(f"algorithm: sft\niterations: {iterations}\n")
+    records = metrics_records(iterations)
+    for r in records:
+        if "success_rate" in r:
+            r["success_rate"] /= 2
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return run
+
+
 def big_file(path: Path, n: int) -> list[dict[str, Any]]:
     """n episodes written straight as JSON lines (fast), over two envs and three actor mixes;
     every 7th is a success, episode k's return is k/100 - 50, and every 100th holds the word
