@@ -201,3 +201,17 @@ def test_cli_view_refuses_a_public_bind_without_token_and_a_missing_path(tmp_pat
     assert "give a token" in capsys.readouterr().err
     assert cli.main(["view", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_terminal_view_names_bad_lines_and_still_prints_the_rest(tmp_path, capsys):
+    path = write(tmp_path / "t.jsonl", [episode(0, True, ["student"])])
+    with open(path, "ab") as out:
+        out.write(b"\xff not utf-8\n")
+    write(path, [episode(4, False, ["teacher", "student"])])
+    assert cli.main(["view", str(path), "--list"]) == 0
+    out = capsys.readouterr().out
+    assert f"{path} line 2: not valid UTF-8" in " ".join(out.split())
+    assert cli.main(["view", str(path), "--episode", "1"]) == 0
+    assert "seed=4" in capsys.readouterr().out
+    assert cli.main(["view", str(tmp_path), "--episode", "0"]) == 2
+    assert "is not a trajectories file" in capsys.readouterr().err
