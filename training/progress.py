@@ -2,7 +2,7 @@
 
 - `Progress`: tqdm's bar on a terminal, unchanged. In a log file (stderr is not a TTY) a bar
   would write a line per step, so it writes one line when the phase ends (one per DAgger
-  iteration) and at most one a minute before that, with the same figures: steps, loss,
+  iteration) and at most one every two minutes before that, with the same figures: steps, loss,
   seconds per step, elapsed time.
 - `quiet_transformers()`: Transformers draws "Loading weights" and "Writing model shards"
   bars at every checkpoint; inside this context they are off (warnings still show).
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-LOG_EVERY_S = 60.0
+LOG_EVERY_S = 120.0
 
 
 def _clock(seconds: float) -> str:

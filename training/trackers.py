@@ -20,6 +20,7 @@ Each tracker is an optional extra, imported only when named:
 
 from __future__ import annotations
 
+import atexit
 import difflib
 import json
 import math
@@ -179,4 +180,8 @@ def open_trackers(
         for t in trackers:  # the ones already open end cleanly before the error propagates
             t.close()
         raise
-    return Trackers(trackers)
+    opened = Trackers(trackers)
+    if trackers:
+        # A run that ends (or dies) without closing still finishes its W&B and trackio runs.
+        atexit.register(opened.close)
+    return opened
