@@ -122,6 +122,11 @@ def test_failed_episode_label_diff_escaping_and_a_live_curve(browser, served, tm
     assert page.evaluate("document.scripts.length") == 1  # app.js alone
     page.screenshot(path=str(tmp_path / "episode.png"), full_page=True)
 
+    # Arrow keys step through the filtered list the episode was opened from (3 failures).
+    assert "3 of 3 listed" in page.locator(".episode-head .nav").inner_text()
+    page.keyboard.press("ArrowLeft")
+    page.locator("h2", has_text="seed 1000003").wait_for()
+
     # The run page: the success curve, and a new iteration appears while the page is open.
     page.goto(base + "#/runs")
     chart = page.locator("#chart-success")

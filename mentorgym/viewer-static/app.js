@@ -12,10 +12,13 @@ const RUN_POLL_MS = 2000;
 const LIST_POLL_MS = 5000;
 
 let timers = [];
+let keyNav = null; // the episode page's arrow keys; cleared on every route
 function clearTimers() {
   timers.forEach(clearInterval);
   timers = [];
+  keyNav = null;
 }
+window.addEventListener("keydown", (e) => { if (keyNav) keyNav(e); });
 
 // --- DOM helpers (text only) ------------------------------------------------------------------
 
@@ -218,6 +221,8 @@ async function viewList(params) {
       select("limit-pick", data.limit, PAGE_SIZES.map((n) => [n, `${n} a page`])),
     );
   };
+  // The episode page steps through this page of results (prev/next, arrow keys).
+  sessionStorage.setItem("mentorgym-list-items", JSON.stringify(data.items.map((e) => `#/episode/${e.fid}/${e.k}`)));
   const main = document.getElementById("main");
   main.replaceChildren(form, pager("top"), table, pager("bottom"));
   for (const s of main.querySelectorAll("select[name=limit-pick]")) {
@@ -376,12 +381,21 @@ async function viewEpisode(fid, k) {
   const s = data.summary;
   const ctx = { sokoban: /sokoban/i.test(String(ep.env_id ?? "")), teachers: data.teacher_names };
   const back = sessionStorage.getItem("mentorgym-list") || "#/";
+  // Previous / next: within the filtered list this episode was opened from, else within its file.
+  const here = `#/episode/${fid}/${k}`;
+  let listed = [];
+  try { listed = JSON.parse(sessionStorage.getItem("mentorgym-list-items") || "[]"); } catch (_) { listed = []; }
+  const at = listed.indexOf(here);
+  const prevHref = at >= 0 ? listed[at - 1] : k > 0 ? `#/episode/${fid}/${k - 1}` : undefined;
+  const nextHref = at >= 0 ? listed[at + 1] : k + 1 < data.file.episodes ? `#/episode/${fid}/${k + 1}` : undefined;
+  const scope = at >= 0 ? `${at + 1} of ${listed.length} listed` : `episode ${k + 1} of ${data.file.episodes} in this file`;
   const where = [data.run_name && `run ${data.run_name}`, data.file.iteration !== null && `iteration ${data.file.iteration}`, data.file.kind].filter(Boolean).join(" · ");
   const header = el("div", { class: "episode-head" },
     el("div", { class: "nav" },
       el("a", { href: back, text: "← episodes" }),
-      k > 0 ? el("a", { href: `#/episode/${fid}/${k - 1}`, text: "‹ previous" }) : null,
-      k + 1 < data.file.episodes ? el("a", { href: `#/episode/${fid}/${k + 1}`, text: "next ›" }) : null),
+      prevHref ? el("a", { href: prevHref, text: "‹ previous", title: "← key" }) : null,
+      nextHref ? el("a", { href: nextHref, text: "next ›", title: "→ key" }) : null,
+      el("span", { class: "muted", text: scope })),
     el("h2", {}, `${ep.env_id ?? "?"} · `, ep.task_id !== null && ep.task_id !== undefined ? `task ${ep.task_id}` : `seed ${ep.seed ?? "–"}`),
     el("div", { class: "facts" },
       el("span", { class: `badge ${s.success ? "ok" : "bad"}`, text: s.success ? "success" : "failure" }),
@@ -400,6 +414,12 @@ async function viewEpisode(fid, k) {
     : null;
   document.getElementById("main").replaceChildren(header, ...turns, fin || "");
   window.scrollTo(0, 0);
+  keyNav = (e) => {
+    if (e.target.closest && e.target.closest("input, select, textarea")) return;
+    if (e.key === "ArrowLeft" && prevHref) location.hash = prevHref;
+    else if (e.key === "ArrowRight" && nextHref) location.hash = nextHref;
+    else if (e.key === "Escape") location.hash = back;
+  };
 }
 
 // --- runs ------------------------------------------------------------------------------------
