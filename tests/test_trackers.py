@@ -172,3 +172,26 @@ def test_trackio_logs_read_back_from_its_local_store(tmp_path):
     assert losses == expected()["train/loss"]
     assert [e["eval/success_rate"] for e in got["logs"] if "eval/success_rate" in e] == [0.25, 0.5]
     assert got["config"]["algorithm"] == "dagger"
+
+
+def test_the_trainers_metrics_feed_the_trackers_and_configs_check_report_to(tmp_path):
+    pytest.importorskip("tensorboard", reason="pip install 'mentorgym[tensorboard]'")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from mentorgym.training.config import load_config
+    from mentorgym.training.trainer import Metrics
+
+    trackers = open_trackers(["tensorboard"], tmp_path, CONFIG, "m")
+    metrics = Metrics(tmp_path / "metrics.jsonl", trackers=trackers)
+    for r in RECORDS:
+        metrics.log(r)
+    trackers.close()
+    written = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert written == RECORDS
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    got = [(e.step, e.value) for e in acc.Scalars("train/loss")]
+    assert got == [(r["step"], pytest.approx(r["loss"])) for r in written if r["kind"] == "train"]
+    assert load_config("configs/sokoban_dagger.yaml", [])[1].report_to == []
+    with pytest.raises(ConfigError, match="did you mean 'wandb'"):
+        load_config("configs/sokoban_dagger.yaml", ["report_to=['wandbb']"])
