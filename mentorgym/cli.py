@@ -206,9 +206,14 @@ def cmd_watch(args: argparse.Namespace) -> None:
 
 
 def cmd_view(args: argparse.Namespace) -> None:
-    from mentorgym.play import view
+    if args.episode is not None or args.list:
+        from mentorgym.play import view
 
-    view(args.file, episode=args.episode)
+        view(args.path, episode=args.episode)
+        return
+    from mentorgym.viewer import serve
+
+    serve(args.path, host=args.host, port=args.port, token=args.token)
 
 
 def cmd_model_tiny(args: argparse.Namespace) -> None:
@@ -357,9 +362,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="also save the trajectories")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("view", help="browse saved trajectories")
-    p.add_argument("file")
-    p.add_argument("--episode", type=int, default=None, help="show one episode in full")
+    p = sub.add_parser("view", help="browse trajectories and runs in a web page")
+    p.add_argument("path", help="a trajectories JSONL, a run directory or a folder of runs")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument(
+        "--token", default=None, help="required off loopback (default: $MENTORGYM_TOKEN)"
+    )
+    p.add_argument(
+        "--episode", type=int, default=None, help="print one episode of a JSONL in the terminal"
+    )
+    p.add_argument("--list", action="store_true", help="print a JSONL's episodes as a table")
     p.set_defaults(func=cmd_view)
 
     p = sub.add_parser("train", help="train from a YAML config")

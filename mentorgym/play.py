@@ -6,12 +6,13 @@ import sys
 import time
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from mentorgym.agents.base import EnvPolicy, Policy
-from mentorgym.agents.trajectory import read_trajectories
+from mentorgym.agents.trajectory import Trajectory
 from mentorgym.envs.base import Message
 from mentorgym.envs.registry import make
 from mentorgym.errors import ConfigError
@@ -35,7 +36,8 @@ _WORDS = {
     "l": "Left",
     "r": "Right",
 }
-KEY_HELP = "arrow keys or W/A/S/D move, q quits, n starts a new room"
+KEY_HELP = "arrow keys or W/A/S/D move · n new room · q quits"
+TYPE_HELP = "type up/down/left/right, q to quit"
 
 
 def _show(console: Console, messages: list[Message]) -> None:
@@ -44,6 +46,15 @@ def _show(console: Console, messages: list[Message]) -> None:
         console.print(
             Panel(m["content"], title=m["role"], border_style=style, expand=False), markup=False
         )
+
+
+def board(grid: str, title: str, help_line: str | None = None) -> Group:
+    """The grid in a panel, with the key help on its own line below it: as a panel subtitle
+    it was cut to the grid's width ("n sta─"), while a line of its own fits 80 columns."""
+    parts: list[Panel | Text] = [Panel(grid, title=title, expand=False)]
+    if help_line:
+        parts.append(Text(help_line, style="dim"))
+    return Group(*parts)
 
 
 def _read_key() -> str:
@@ -77,11 +88,10 @@ def play(env_id: str, seed: int | None = None, env_kwargs: dict[str, Any] | None
         while True:
             if grid:
                 console.print(
-                    Panel(
+                    board(
                         env.unwrapped.grid_text(),
-                        title=f"{env_id}  turn {turn}  reward {total:+.1f}",
-                        subtitle=KEY_HELP if keys else "type up/down/left/right, q to quit",
-                        expand=False,
+                        f"{env_id}  turn {turn}  reward {total:+.1f}",
+                        KEY_HELP if keys else TYPE_HELP,
                     )
                 )
             if keys:
@@ -168,32 +178,43 @@ def watch(
 
 
 def view(path: str, episode: int | None = None) -> None:
-    """A table of the episodes in a trajectory file, or one episode turn by turn."""
+    """A table of the episodes in a trajectory file, or one episode turn by turn.
+
+    Reads through the web viewer's byte-offset index, so lines that are not UTF-8 or not
+    JSON are named by file and line instead of stopping the listing."""
+    from pathlib import Path
+
+    from mentorgym.viewer import TrajectoryFile
+
+    if not Path(path).is_file():
+        raise ConfigError(
+            f"{path} is not a trajectories file: --episode and --list read a JSONL "
+            "(e.g. RUN/iter_00/rollouts.jsonl); `mentorgym view RUN` opens a run in the browser"
+        )
     console = Console()
-    trajs = list(read_trajectories(path))
+    index = TrajectoryFile(Path(path), 0, Path(path).stem, None, None)
+    index.refresh()
+    for bad in index.bad:
+        console.print(Text(f"{path} line {bad.line}: {bad.reason} (left out)", style="red"))
+    n = len(index.episodes)
     if episode is None:
         table = Table("#", "env", "seed", "task", "turns", "return", "success", "agent", title=path)
-        for i, t in enumerate(trajs):
-            table.add_row(
-                str(i),
-                t.env_id,
-                str(t.seed),
-                str(t.task_id or "-"),
-                str(len(t.turns)),
-                f"{t.return_:+.2f}",
-                "yes" if t.success else "no",
-                str(t.meta.get("agent", "")),
-            )
+        for s in index.episodes:
+            cells = [s.k, s.env_id, s.seed, s.task_id or "-", s.turns, f"{s.return_:+.2f}"]
+            cells += ["yes" if s.success else "no", s.agent]
+            table.add_row(*(Text(str(c)) for c in cells))  # Text: agent strings are not markup
         console.print(table)
-        console.print(f"[dim]mentorgym view {path} --episode K shows one episode[/]")
+        console.print(Text(f"mentorgym view {path} --episode K shows one episode", style="dim"))
         return
-    if not 0 <= episode < len(trajs):
+    if not 0 <= episode < n:
         raise ConfigError(
-            f"episode {episode} is not in {path}: it holds {len(trajs)} episode(s), 0..{len(trajs) - 1}"
+            f"episode {episode} is not in {path}: it holds {n} episode(s), 0..{n - 1}"
         )
-    t = trajs[episode]
+    t = Trajectory.from_dict(index.read(episode))
     console.rule(
-        f"{t.env_id} seed={t.seed} task={t.task_id} return={t.return_:+.2f} success={t.success}"
+        Text(
+            f"{t.env_id} seed={t.seed} task={t.task_id} return={t.return_:+.2f} success={t.success}"
+        )
     )
     for k, turn in enumerate(t.turns):
         _show(console, turn.observation)

@@ -8,9 +8,32 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 . .venv/bin/activate
-python -m pip install -q --upgrade pip
+
+# A pip config may name index folders that do not exist on this machine (extra-index-url,
+# find-links); pip then warns once per package and folder. Those lines are counted into one
+# note at the end; every other line pip writes passes through unchanged.
+MISSING_INDEX="is ignored: it is neither a file nor a directory"
+SKIPPED=0
+pip_install() {
+  local err rc=0 n
+  err=$(mktemp)
+  python -m pip install -q "$@" 2>"$err" || rc=$?
+  n=$(grep -c "$MISSING_INDEX" "$err" || true)
+  SKIPPED=$((SKIPPED + n))
+  grep -v "$MISSING_INDEX" "$err" >&2 || true
+  rm -f "$err"
+  return "$rc"
+}
+
+pip_install --upgrade pip
 # On a GPU machine set TORCH_SPEC to the build you want (e.g. TORCH_SPEC="torch").
-python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
-TORCH_PIN="torch==$(python -c 'import torch; print(torch.__version__.split("+")[0])')"
-python -m pip install -q -e ".[dev]" "$TORCH_PIN"
+pip_install "${TORCH_SPEC:-torch==2.13.0}"
+# Read the version from the metadata: importing torch before numpy is installed warns.
+TORCH_PIN="torch==$(python -c 'import importlib.metadata as m; print(m.version("torch").split("+")[0])')"
+# setuptools reports how it made the editable install as a warning it calls "InformationOnly"
+# (a path finder maps envs/ to mentorgym.envs); that notice alone is filtered, nothing else.
+PYTHONWARNINGS="ignore:Editable installation" pip_install -e ".[dev]" "$TORCH_PIN"
+if [ "$SKIPPED" -gt 0 ]; then
+  echo "note: pip skipped $SKIPPED lookups in index folders your pip config names but this machine lacks (see: pip config list)"
+fi
 python -c "import mentorgym, torch; print(f'mentorgym {mentorgym.__version__} ready (torch {torch.__version__})')"

@@ -5,6 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The optional extras whose tests run in CI: the trackers (report_to) and the browser test,
+# which drives Debian's chromium through Playwright (no browser is downloaded).
+PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -e ".[tensorboard,wandb,trackio,browser]"
+if [ "$(id -u)" = 0 ] && ! command -v chromium >/dev/null; then
+  { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } ||
+    echo "apt-get install chromium failed: the browser tests will skip with the reason"
+fi
 if [ -f scripts/docker_up.sh ]; then
   bash scripts/docker_up.sh || echo "docker_up.sh failed: Docker tests will skip with the reason"
 fi

@@ -44,7 +44,7 @@ def test_watch_and_view(tmp_path):
         ).returncode
         == 0
     )
-    table = _cli("view", str(out))
+    table = _cli("view", str(out), "--list")
     assert table.returncode == 0 and "mentorgym/Sokoban-v0" in table.stdout
     one = _cli("view", str(out), "--episode", "1")
     assert one.returncode == 0 and "turn 0" in one.stdout

@@ -83,7 +83,10 @@ class CoreConfig:
     concurrency: int = 32
     """Episodes stepped at once by the rollout engine (policy calls are batched)."""
     progress: bool = True
-    """Show progress bars."""
+    """Show progress: tqdm bars on a terminal, a line per phase in a log file."""
+    report_to: list[str] = field(default_factory=list)
+    """Experiment trackers that also get every metrics record and this config, as TRL names
+    them: `tensorboard`, `wandb`, `trackio` (each an optional extra; see trackers.py)."""
     executor: str = "local"
     """Where the episodes' envs and sandboxes live: `local` (this process) or `ray` (one Ray
     actor per env, spread over the cluster's nodes; the student still acts here, batched)."""
@@ -99,6 +102,9 @@ class CoreConfig:
         return self.env_id, self.env_kwargs
 
     def validate(self) -> None:
+        from mentorgym.training.trackers import check_report_to
+
+        check_report_to(self.report_to)
         if self.executor not in ("local", "ray"):
             raise ConfigError(f"executor {self.executor!r}: use local or ray")
         for name in ("max_seq_len", "max_new_tokens", "concurrency"):
@@ -421,6 +427,16 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def echo_config(cfg: Any, algorithm: str) -> str:
-    """The config as YAML lines, printed at the start of a run."""
-    return f"# {algorithm} config\n" + yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+def echo_config(cfg: Any, algorithm: str, width: int = 100) -> str:
+    """The config printed at the start of a run: every `key: value`, packed into lines of
+    `width` columns so the echo takes a few lines of a log (RUN/config.yaml has the YAML)."""
+    lines, line = [], f"# {algorithm} config:"
+    for key, value in config_to_dict(cfg).items():
+        flow = yaml.safe_dump(value, default_flow_style=True, width=10**6)
+        item = f"{key}: {flow.strip().removesuffix('...').strip()}"  # scalars end with "..."
+        if len(line) + 2 + len(item) > width:
+            lines.append(line)
+            line = " " * 2 + item
+        else:
+            line += ("  " if line.strip() else "") + item
+    return "\n".join([*lines, line]) + "\n"

@@ -1,7 +1,9 @@
 """`mentorgym train CONFIG.yaml [--set key=value ...] [--out DIR] [--resume DIR] [--dry-run]`.
 
 Loads the config (its `algorithm:` picks the module), echoes it, saves it as
-`RUN/config.yaml`, and calls the algorithm's `train` (or `dry_run`). A resumed run
+`RUN/config.yaml`, and calls the algorithm's `train` (or `dry_run`), with Transformers'
+per-checkpoint progress bars off; the run ends with a short summary (held-out success,
+the checkpoint, how to view the run). A resumed run
 reads `RUN/config.yaml` (overrides given with `--resume` still apply) so it continues
 exactly the run it was.
 """
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from mentorgym.errors import ConfigError
 from mentorgym.training.config import algorithm_module, dump_config, echo_config, load_config
+from mentorgym.training.progress import quiet_transformers, run_summary
 
 
 def default_run_dir(config_path: str) -> Path:
@@ -54,5 +57,8 @@ def train_from_config(
         run_dir.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, run_dir / "config.yaml", algo)
         print(f"run dir: {run_dir}")
-    module.train(cfg, run_dir, resume=resume is not None)
+    with quiet_transformers():
+        module.train(cfg, run_dir, resume=resume is not None)
+    if main:
+        print("\n".join(run_summary(run_dir)), flush=True)
     return run_dir

@@ -23,7 +23,8 @@ import torch.distributed as dist
 from mentorgym.agents.hf import HFPolicy, PolicyCard
 from mentorgym.errors import ConfigError
 from mentorgym.training import trainer
-from mentorgym.training.config import CoreConfig
+from mentorgym.training.config import CoreConfig, config_to_dict
+from mentorgym.training.trackers import open_trackers
 
 
 @dataclass
@@ -86,7 +87,10 @@ def setup(cfg: CoreConfig, run_dir: Path, strategy: str = "ddp") -> Student:
             f"student: {path} ({n_params / 1e6:.2f}M parameters) on {device} "
             f"x{d.world_size} ({strategy})"
         )
-    metrics = trainer.Metrics(run_dir / "metrics.jsonl", enabled=d.is_main)
+    trackers = None
+    if d.is_main and cfg.report_to:
+        trackers = open_trackers(cfg.report_to, run_dir, config_to_dict(cfg), run_dir.name)
+    metrics = trainer.Metrics(run_dir / "metrics.jsonl", enabled=d.is_main, trackers=trackers)
     return Student(d, device, model, tok, path, metrics)
 
 

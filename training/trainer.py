@@ -16,7 +16,8 @@ optimizer and the scheduler with the helpers here. `train_steps` is the supervis
   torch) per rank and the data position in `state.json`; written to a temporary folder
   and renamed, so a kill mid-save leaves the previous checkpoint intact. Resume is
   exact on CPU with a fixed seed.
-- Metrics: one JSON object per line in `RUN/metrics.jsonl`, a tqdm progress bar, and
+- Metrics: one JSON object per line in `RUN/metrics.jsonl` (and to the trackers named in
+  `report_to`), progress (a tqdm bar on a terminal, a line per phase in a log), and
   `RUN/curves.png` (matplotlib, Agg).
 """
 
@@ -42,6 +43,8 @@ from mentorgym.errors import ConfigError
 from mentorgym.training.config import CoreConfig, SupervisedConfig
 from mentorgym.training.data import Example, collate, iterate_batches
 from mentorgym.training.losses import masked_cross_entropy
+from mentorgym.training.progress import Progress
+from mentorgym.training.trackers import Trackers
 
 if TYPE_CHECKING:
     from mentorgym.training.student import Student
@@ -194,9 +197,10 @@ def read_run_state(ckpt: Path) -> RunState:
 class Metrics:
     """Appends metric records to `metrics.jsonl` (main rank only) and keeps them for plots."""
 
-    def __init__(self, path: Path, enabled: bool = True):
+    def __init__(self, path: Path, enabled: bool = True, trackers: Trackers | None = None):
         self.path = path
         self.enabled = enabled
+        self.trackers = trackers if enabled and trackers is not None else Trackers([])
         self.records: list[dict[str, Any]] = []
         if path.exists():
             self.records = [
@@ -214,6 +218,7 @@ class Metrics:
         if self.enabled:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+            self.trackers.log(record)
 
     def plot(self, path: Path) -> None:
         """Loss and learning rate per step, and evaluation success per iteration if any."""
@@ -294,15 +299,7 @@ def train_steps(
     `cfg.grad_clip`, steps AdamW and the schedule, logs a `kind: train` record and,
     every `cfg.save_every` steps, calls `checkpoint(state)`.
     """
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=n_steps,
-        initial=state.step,
-        desc=desc,
-        disable=not (cfg.progress and d.is_main),
-        leave=False,
-    )
+    bar = Progress(n_steps, state.step, desc, enabled=cfg.progress and d.is_main)
     while state.step < n_steps:
         optimizer.zero_grad(set_to_none=True)
         total, tokens = 0.0, 0
@@ -337,8 +334,7 @@ def train_steps(
             **(extra_metrics or {}),
         }
         metrics.log(rec)
-        bar.update(1)
-        bar.set_postfix(loss=f"{total:.4f}")
+        bar.update(1, loss=total)
         if cfg.save_every and state.step % cfg.save_every == 0 and state.step < n_steps:
             checkpoint(state)
     bar.close()
