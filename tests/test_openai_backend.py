@@ -19,6 +19,7 @@ URL = "http://model.test/v1"
 
 def policy(handler, **kw) -> OpenAIPolicy:
     kw.setdefault("backoff_s", 0.001)
+    kw.setdefault("discover", False)
     return OpenAIPolicy(URL, "m", transport=httpx.MockTransport(handler), **kw)
 
 
@@ -149,6 +150,7 @@ def test_api_key_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
     policy(handler, api_key_env="MY_KEY").act([{"role": "user", "content": "x"}])
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("MENTORGYM_API_KEY", raising=False)
     policy(handler).act([{"role": "user", "content": "x"}])
     assert seen == ["Bearer sk-test", None]
 

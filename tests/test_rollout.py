@@ -1,6 +1,7 @@
 """The rollout engine with scripted agents: trajectories, mixture and relabeling, resume, failures."""
 
 import json
+import time
 
 import gymnasium
 import pytest
@@ -12,13 +13,14 @@ from mentorgym.agents.scripted import ExpertPolicy, RandomPolicy, ReplayPolicy
 from mentorgym.agents.specs import load_policy
 from mentorgym.agents.trajectory import Trajectory, context, read_trajectories
 from mentorgym.envs.base import TextEnv, parse_action, system, user
-from mentorgym.errors import ConfigError
+from mentorgym.errors import ConfigError, SandboxError
 
 TOY = "toy/ReverseWord-v0"
 
 
 class CountEnv(TextEnv):
-    """Say the next number, three times; seed 13 makes step() raise (a dying backend)."""
+    """Say the next number, three times; seed 13 makes step() raise SandboxError (a dead
+    container), seed 66 a RuntimeError (a bug in the env)."""
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -27,7 +29,9 @@ class CountEnv(TextEnv):
 
     def step(self, action):
         if self.seed_ == 13:
-            raise RuntimeError("container vanished")
+            raise SandboxError("container vanished")
+        if self.seed_ == 66:
+            raise RuntimeError("a bug in the env")
         parsed = parse_action(action)
         if parsed.answer != str(self.n + 1):
             return self.format_error(f"expected <answer>{self.n + 1}</answer>")
@@ -85,9 +89,25 @@ def test_expert_trajectories_follow_the_schema(tmp_path):
     assert [m["role"] for m in context(t, 1)] == ["system", "user", "assistant", "user"]
 
 
+class SlowFirstCall(Recorder):
+    """Its first batch takes a second: the other episodes' requests queue up meanwhile."""
+
+    def act_batch(self, histories):
+        if not self.batches:
+            time.sleep(1.0)
+        return super().act_batch(histories)
+
+
+def test_requests_that_wait_together_are_batched():
+    rec = SlowFirstCall()
+    run("test/Count-v0", rec, n=6, concurrency=6)
+    assert rec.batches[1] >= 6 - rec.batches[0]  # all who waited went in one call
+    assert sum(rec.batches) == 6 * 5
+
+
 def test_policy_calls_are_batched_across_episodes():
     rec = Recorder()
-    trajs = run("test/Count-v0", rec, n=6, concurrency=6)
+    trajs = run("test/Count-v0", rec, n=6, concurrency=6, engine="lockstep")
     assert rec.batches[0] == 6
     assert all(t.truncated and not t.success for t in trajs)
     assert trajs[0].turns[0].token_ids == [1, 2] and trajs[0].turns[0].info["format_error"]
@@ -147,11 +167,19 @@ def test_torn_last_line_is_skipped(tmp_path):
     assert len(list(read_trajectories(out))) == 2
 
 
-def test_an_env_that_raises_ends_only_its_episode():
-    trajs = run("test/Count-v0", ExpertPolicy(), n=3, seeds=[12, 13, 14])
+@pytest.mark.parametrize("engine", ["async", "lockstep"])
+def test_a_dead_sandbox_ends_only_its_episode(engine):
+    trajs = run("test/Count-v0", ExpertPolicy(), n=3, seeds=[12, 13, 14], engine=engine)
     assert [t.success for t in trajs] == [True, False, True]
     bad = trajs[1]
     assert bad.truncated and "container vanished" in bad.turns[-1].info["error"]
+    assert summarize(trajs)["env_errors"] == 1
+
+
+@pytest.mark.parametrize("engine", ["async", "lockstep"])
+def test_a_bug_in_an_env_propagates(engine):
+    with pytest.raises(RuntimeError, match="a bug in the env"):
+        run("test/Count-v0", ExpertPolicy(), n=3, seeds=[12, 66, 14], engine=engine)
 
 
 def test_random_and_replay_agents(tmp_path):
