@@ -272,3 +272,25 @@ def encode_view(
     view = window_messages(history, context_turns, system_prompt)
     dropped = assistant_turns(history) - assistant_turns(view)
     return encode_chat_with_actions(tokenizer, view, known[dropped:] or None)
+
+
+def completion_text(
+    tokenizer: Any, ids: list[int], stop: Sequence[str] | None = None
+) -> tuple[str, list[int], bool]:
+    """A sampled completion's text as every backend reports it: `ids` decoded in one piece
+    without special tokens, cut before the first stop string; the ids are cut after the
+    token that completed it. Returns (text, ids, whether a stop string ended it).
+
+    Servers and vLLM detokenize incrementally, which can differ from one decode on byte
+    pieces (and then miss a stop string); decoding here keeps `hf:`, `vllm:` and `openai:`
+    token for token and character for character the same."""
+
+    def decode(part: list[int]) -> str:
+        return tokenizer.decode(part, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    text = decode(ids)
+    cuts = [i for i in (text.find(s) for s in stop or []) if i >= 0]
+    if not cuts:
+        return text, list(ids), False
+    k = next(k for k in range(1, len(ids) + 1) if any(s in decode(ids[:k]) for s in stop or []))
+    return text[: min(cuts)], list(ids[:k]), True

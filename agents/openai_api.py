@@ -44,7 +44,13 @@ import httpx
 
 from mentorgym.agents.base import Action, BatchedPolicy, Scores
 from mentorgym.agents.card import PolicyCard, card_for, first
-from mentorgym.agents.chat import SampledTurns, assistant_turns, encode_view, window_messages
+from mentorgym.agents.chat import (
+    SampledTurns,
+    assistant_turns,
+    completion_text,
+    encode_view,
+    window_messages,
+)
 from mentorgym.envs.base import Message
 from mentorgym.errors import PolicyError, RequestError
 
@@ -357,13 +363,16 @@ class OpenAIPolicy(BatchedPolicy):
             logprobs = [float(x) for x in lp["token_logprobs"]]
             token_ids = _token_ids(lp.get("tokens") or [])
         text = choice.get("text") or ""
+        finish = choice.get("finish_reason")
+        if token_ids is not None and logprobs is not None and self.tokenizer_path is not None:
+            text, token_ids, stopped = completion_text(
+                self._local_tokenizer(), token_ids, self.stop
+            )
+            logprobs = logprobs[: len(token_ids)]
+            finish = "stop" if stopped else finish
         if episode is not None and token_ids is not None:
             self.sampled.remember(episode, assistant_turns(messages), text, token_ids)
-        meta = {
-            "finish_reason": choice.get("finish_reason"),
-            "usage": data.get("usage"),
-            "prompt_tokens": len(prompt),
-        }
+        meta = {"finish_reason": finish, "usage": data.get("usage"), "prompt_tokens": len(prompt)}
         return Action(text=text, token_ids=token_ids, logprobs=logprobs, meta=meta)
 
     def _root_url(self) -> str:

@@ -37,7 +37,13 @@ from typing import Any
 
 from mentorgym.agents.base import Action, BatchedPolicy, Scores
 from mentorgym.agents.card import card_for, first
-from mentorgym.agents.chat import SampledTurns, assistant_turns, encode_view, end_of_turn_id
+from mentorgym.agents.chat import (
+    SampledTurns,
+    assistant_turns,
+    completion_text,
+    encode_view,
+    end_of_turn_id,
+)
 from mentorgym.envs.base import Message
 from mentorgym.errors import PolicyError, RequestError
 
@@ -311,10 +317,9 @@ class VLLMPolicy(BatchedPolicy):
             completion = out.outputs[0]
             ids = list(completion.token_ids)
             logprobs = [float(step[t].logprob) for t, step in zip(ids, completion.logprobs or [])]
-            finish = completion.finish_reason
-            text, cut = self._text(ids)
-            if cut is not None and cut < len(ids):  # vLLM's incremental text missed the stop
-                ids, logprobs, finish = ids[:cut], logprobs[:cut], "stop"
+            text, ids, stopped = completion_text(self.tokenizer, ids, self.stop)
+            logprobs = logprobs[: len(ids)]
+            finish = "stop" if stopped else completion.finish_reason
             if req.episode is not None and req.history is not None:
                 self.sampled.remember(req.episode, assistant_turns(req.history), text, ids)
             meta = {
@@ -341,22 +346,6 @@ class VLLMPolicy(BatchedPolicy):
             best = sorted(table.items(), key=lambda kv: kv[1], reverse=True)[:top_k]
             tops.append(dict(best))
         return lps, (tops if top_k > 0 else None)
-
-    def _text(self, ids: list[int]) -> tuple[str, int | None]:
-        """The ids' text as `hf:` writes it, decoded in one piece without special tokens (vLLM's
-        incremental detokenizer can differ on byte pieces) and cut before a stop string;
-        with a stop string, also how many ids it takes to complete it."""
-        text = self._decode(ids)
-        cuts = [i for i in (text.find(s) for s in self.stop or []) if i >= 0]
-        if not cuts:
-            return text, None
-        k = next(k for k in range(1, len(ids) + 1) if _has_stop(self._decode(ids[:k]), self.stop))
-        return text[: min(cuts)], k
-
-    def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(
-            ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
-        )
 
     def _tokens(self, ids: list[int]) -> Any:
         from vllm.inputs import TokensPrompt
@@ -398,7 +387,3 @@ def _named_tensors(weights: Any) -> list[tuple[str, Any]]:
     else:
         items = weights
     return [(name, t.detach()) for name, t in items]
-
-
-def _has_stop(text: str, stop: list[str] | None) -> bool:
-    return any(s in text for s in stop or [])

