@@ -387,3 +387,38 @@ def _named_tensors(weights: Any) -> list[tuple[str, Any]]:
     else:
         items = weights
     return [(name, t.detach()) for name, t in items]
+
+
+def full_state_dict(model: Any) -> dict[str, Any]:
+    """The trainer model's full weights with Hugging Face names, on every rank's call.
+
+    Plain and DDP models give their (unwrapped) `state_dict`. An FSDP2-sharded model's
+    shards are gathered with `get_model_state_dict(full_state_dict=True, cpu_offload=True)`,
+    a collective: every rank must call this; only rank 0 gets the tensors (the others an
+    empty dict)."""
+    import torch.distributed as dist
+
+    module = getattr(model, "module", model)  # DDP
+    sharded = any(type(p).__name__ == "DTensor" for p in module.parameters())
+    if not sharded:
+        return dict(module.state_dict())
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    state = get_model_state_dict(module, options=options)
+    return state if not dist.is_initialized() or dist.get_rank() == 0 else {}
+
+
+def sync_weights(engine: VLLMPolicy | None, model: Any) -> float:
+    """After an optimizer step: gather the trainer's weights (all ranks) and load them into
+    the engine, which only rank 0 holds (`engine` is None elsewhere); every rank waits for
+    the load. Returns the seconds it took on this rank."""
+    import torch.distributed as dist
+
+    t0 = time.perf_counter()
+    state = full_state_dict(model)
+    if engine is not None:
+        engine.load_weights(list(state.items()))
+    if dist.is_initialized():
+        dist.barrier()
+    return time.perf_counter() - t0

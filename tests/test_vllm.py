@@ -145,7 +145,9 @@ def test_weight_sync_in_memory_makes_engine_logprobs_equal_the_trainer_model(
         before = engine.prompt_logprobs(ids)[0][1:]
         target = trainer_logprobs()
         assert max(abs(a - b) for a, b in zip(before, target, strict=True)) > 1e-2
-        seconds = engine.load_weights(trainer)
+        from mentorgym.agents.vllm_engine import sync_weights
+
+        seconds = sync_weights(engine, trainer)  # what a trainer calls after each step
         after = engine.prompt_logprobs(ids)[0][1:]
         assert after == pytest.approx(target, abs=LOGPROB_TOL)
         assert seconds > 0
