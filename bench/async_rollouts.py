@@ -1,10 +1,10 @@
-"""Asynchronous against lockstep rollouts when env steps take uneven time: 16 Sokoban episodes
-at a time, each env step followed by a random 0-500 ms sleep (a stand-in for a sandbox's tool
+"""Asynchronous against lockstep rollouts when env steps take uneven time: 64 Sokoban episodes,
+16 at a time, each env step followed by a random 0-500 ms sleep (a stand-in for a sandbox's tool
 call or test run; the sleeps are seeded by episode, so both engines wait the same), with the
 tiny model through `hf:` (or `--agent expert` for the env time alone). Prints episodes per
 second of each engine and their ratio, from one run.
 
-    python bench/async_rollouts.py [--episodes 16] [--max-step-s 0.5] [--agent tiny]
+    python bench/async_rollouts.py [--episodes 64] [--at-a-time 16] [--max-step-s 0.5] [--agent tiny]
 """
 
 from __future__ import annotations
@@ -44,14 +44,16 @@ class UnevenSteps(gymnasium.Wrapper):
 gymnasium.register(SLOW_ENV, entry_point=UnevenSteps)
 
 
-def timed(policy, episodes: int, engine: str, max_step_s: float) -> dict[str, float]:
+def timed(
+    policy, episodes: int, at_a_time: int, engine: str, max_step_s: float
+) -> dict[str, float]:
     t0 = time.perf_counter()
     trajs = run(
         SLOW_ENV,
         policy,
         episodes,
         seed=0,
-        concurrency=episodes,
+        concurrency=at_a_time,
         engine=engine,  # type: ignore[arg-type]
         env_kwargs={"max_step_s": max_step_s},
     )
@@ -67,7 +69,8 @@ def timed(policy, episodes: int, engine: str, max_step_s: float) -> dict[str, fl
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--episodes", type=int, default=16)
+    p.add_argument("--at-a-time", type=int, default=16, help="live episodes (concurrency)")
+    p.add_argument("--episodes", type=int, default=64, help="episodes in all")
     p.add_argument("--max-step-s", type=float, default=0.5)
     p.add_argument("--agent", default="tiny", help="agent spec (tiny: hf: on the tiny model)")
     p.add_argument("--max-new-tokens", type=int, default=12)
@@ -76,14 +79,15 @@ def main() -> None:
     if args.agent != "expert":
         gen["max_new_tokens"] = args.max_new_tokens
     policy = load_policy(args.agent, **gen)
-    lockstep = timed(policy, args.episodes, "lockstep", args.max_step_s)
-    asynchronous = timed(policy, args.episodes, "async", args.max_step_s)
+    lockstep = timed(policy, args.episodes, args.at_a_time, "lockstep", args.max_step_s)
+    asynchronous = timed(policy, args.episodes, args.at_a_time, "async", args.max_step_s)
     ratio = asynchronous["episodes_per_s"] / lockstep["episodes_per_s"]
     print(
         json.dumps(
             {
                 "agent": args.agent,
                 "max_step_s": args.max_step_s,
+                "at_a_time": args.at_a_time,
                 "lockstep": lockstep,
                 "async": asynchronous,
                 "async_vs_lockstep": round(ratio, 2),

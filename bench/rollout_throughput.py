@@ -42,6 +42,9 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=32)
     p.add_argument("--max-new-tokens", type=int, default=12)
     p.add_argument("--no-vllm", action="store_true", help="measure the hf: engines only")
+    p.add_argument(
+        "--no-hf-async", action="store_true", help="skip hf: through the asynchronous engine"
+    )
     args = p.parse_args()
     tiny = str(default_tiny_path())
     seeds = list(range(args.episodes))
@@ -50,9 +53,10 @@ def main() -> None:
     run(ENV, hf, seeds=seeds[:2])  # warm-up
     out: dict[str, object] = {"episodes": args.episodes, "max_new_tokens": args.max_new_tokens}
     out["hf_lockstep"] = timed(hf, seeds, "lockstep")
-    out["hf_async"] = timed(hf, seeds, "async")
     base = out["hf_lockstep"]["turns_per_s"]  # type: ignore[index]
-    out["hf_async_vs_hf_lockstep"] = round(out["hf_async"]["turns_per_s"] / base, 2)  # type: ignore[index]
+    if not args.no_hf_async:
+        out["hf_async"] = timed(hf, seeds, "async")
+        out["hf_async_vs_hf_lockstep"] = round(out["hf_async"]["turns_per_s"] / base, 2)  # type: ignore[index]
     if not args.no_vllm:
         from mentorgym.agents.vllm_engine import VLLMPolicy
 
