@@ -44,9 +44,11 @@ def tiny_dir() -> str:
 def engine(tiny_dir: str):
     from mentorgym.agents.vllm_engine import VLLMPolicy
 
+    threads = torch.get_num_threads()  # vLLM lowers torch's threads for serving
     policy = VLLMPolicy(tiny_dir, temperature=0.0, max_model_len=2048, seed=0, enforce_eager=True)
     yield policy
     policy.close()
+    torch.set_num_threads(threads)  # the tests after this module get their threads back
 
 
 @pytest.fixture(scope="module")
