@@ -75,21 +75,19 @@ def sample(student: Student, cfg: OnPolicyConfig, step: int) -> list[list[Trajec
         student, cfg, cfg.rollout_temperature, seed=cfg.seed * 1_000_003 + step
     )
     seeds = [cfg.seed + step * cfg.tasks_per_step + i for i in range(cfg.tasks_per_step)]
-    # The engine keys episodes by seed, so each group member is its own call; the policy's
-    # generator advances between calls, so members differ.
-    members = [
-        rollout(
-            cfg.env_id,
-            policy,
-            seeds=seeds,
-            env_kwargs=cfg.env_kwargs,
-            concurrency=cfg.concurrency,
-            progress=cfg.progress,
-        )
-        for _ in range(cfg.group_size)
-    ]
+    # A group's members are distinct episodes of one seed, all sampled together in one run.
+    trajs = rollout(
+        cfg.env_id,
+        policy,
+        seeds=seeds,
+        samples_per_seed=cfg.group_size,
+        env_kwargs=cfg.env_kwargs,
+        concurrency=cfg.concurrency,
+        progress=cfg.progress,
+    )
     student.model.train()
-    return [[members[g][i] for g in range(cfg.group_size)] for i in range(len(seeds))]
+    g = cfg.group_size
+    return [trajs[i * g : (i + 1) * g] for i in range(len(seeds))]
 
 
 def episode_reward(traj: Trajectory, kind: str) -> float:
