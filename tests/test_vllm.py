@@ -272,7 +272,11 @@ def test_opd_trains_end_to_end_with_the_vllm_sampler(tmp_path, tiny_dir) -> None
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     syncs = [x for x in records if x.get("kind") == "sampler_sync"]
     assert len(syncs) >= 3 and all(x["sampler_sync_s"] > 0 for x in syncs)  # 2 steps + eval
-    assert [x["step"] for x in records if x.get("kind") == "train"] == [1, 2]
+    train = [x for x in records if x.get("kind") == "train"]
+    assert [x["step"] for x in train] == [1, 2]
+    # vLLM's sampled logprobs against the trainer's recomputation of the same tokens (fp32)
+    assert all(0 <= x["sampler_logprob_gap_mean"] <= x["sampler_logprob_gap_max"] for x in train)
+    assert train[0]["sampler_logprob_gap_max"] < 1e-3
     ev = [sys.executable, "-m", "mentorgym.cli", "eval", "mentorgym/Sokoban-v0"]
     ev += ["--agent", f"hf:{out / 'final'}", "-n", "2", "--json"]
     r = subprocess.run(ev, capture_output=True, text=True, timeout=300)

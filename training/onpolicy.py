@@ -148,6 +148,10 @@ class StepStats:
         for k, v in metrics.items():
             self.metrics[k] = self.metrics.get(k, 0.0) + float(v) * mb.share
 
+    def keep_max(self, name: str, value: float) -> None:
+        """A metric that is the step's largest value, not its mean."""
+        self.metrics[name] = max(self.metrics.get(name, float("-inf")), float(value))
+
     def add_batches(self, parts: list[MicroBatch]) -> None:
         """Count the step's loss tokens and the turns the length limit left out."""
         self.metrics["loss_tokens"] = sum(float(p.batch.mask_BL.sum()) for p in parts)
