@@ -29,6 +29,7 @@ end-of-turn token, so the student learns to stop.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -201,3 +202,95 @@ def window_messages(
         return head + rest
     # Cut just after the action that precedes the oldest kept observation.
     return head + rest[asst[-last_turns] + 1 :]
+
+
+class SampledTurns:
+    """The ids a policy sampled for its assistant turns, kept per episode.
+
+    A prompt re-encodes an earlier assistant turn as the ids that were sampled for it (see
+    the module docstring). They are looked up by episode and by the turn's position in the
+    episode, never by text: two episodes (two members of one group) may write the same text
+    with different ids. A remembered turn is used only while the message still holds the
+    text that was sampled; anything else (an expert's turn, an edited history) is tokenized.
+    The oldest episodes are dropped past `max_episodes`; the rollout engine forgets an
+    episode when it ends.
+    """
+
+    def __init__(self, max_episodes: int = 4096):
+        self.max_episodes = max_episodes
+        self._episodes: dict[str, dict[int, tuple[str, list[int]]]] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, episode: str, turn: int, text: str, ids: list[int]) -> None:
+        with self._lock:
+            turns = self._episodes.pop(episode, {})
+            turns[turn] = (text, list(ids))
+            self._episodes[episode] = turns  # re-inserted: most recently used last
+            while len(self._episodes) > self.max_episodes:
+                self._episodes.pop(next(iter(self._episodes)))
+
+    def forget(self, episode: str) -> None:
+        with self._lock:
+            self._episodes.pop(episode, None)
+
+    def action_ids(
+        self, episode: str | None, messages: Sequence[Message]
+    ) -> list[list[int] | None]:
+        """For each assistant message of `messages` (a whole history), its sampled ids or None."""
+        texts = [m["content"] for m in messages if m["role"] == "assistant"]
+        with self._lock:
+            turns = self._episodes.get(episode, {}) if episode is not None else {}
+            out: list[list[int] | None] = []
+            for j, text in enumerate(texts):
+                known = turns.get(j)
+                out.append(list(known[1]) if known is not None and known[0] == text else None)
+        return out
+
+    def __len__(self) -> int:
+        return len(self._episodes)
+
+
+def assistant_turns(messages: Sequence[Message]) -> int:
+    """How many assistant messages `messages` holds (the index the next action will get)."""
+    return sum(m["role"] == "assistant" for m in messages)
+
+
+def encode_view(
+    tokenizer: Any,
+    messages: Sequence[Message],
+    *,
+    context_turns: int,
+    system_prompt: bool,
+    sampled: SampledTurns | None = None,
+    episode: str | None = None,
+) -> list[int]:
+    """Prompt ids of what a policy sees of a history: its policy card's window and system
+    prompt applied, earlier sampled turns as their sampled ids. Every model backend
+    (`hf:`, `vllm:`, `openai:` with a local tokenizer) encodes prompts with this."""
+    history = list(messages)
+    known = sampled.action_ids(episode, history) if sampled is not None else []
+    view = window_messages(history, context_turns, system_prompt)
+    dropped = assistant_turns(history) - assistant_turns(view)
+    return encode_chat_with_actions(tokenizer, view, known[dropped:] or None)
+
+
+def completion_text(
+    tokenizer: Any, ids: list[int], stop: Sequence[str] | None = None
+) -> tuple[str, list[int], bool]:
+    """A sampled completion's text as every backend reports it: `ids` decoded in one piece
+    without special tokens, cut before the first stop string; the ids are cut after the
+    token that completed it. Returns (text, ids, whether a stop string ended it).
+
+    Servers and vLLM detokenize incrementally, which can differ from one decode on byte
+    pieces (and then miss a stop string); decoding here keeps `hf:`, `vllm:` and `openai:`
+    token for token and character for character the same."""
+
+    def decode(part: list[int]) -> str:
+        return tokenizer.decode(part, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    text = decode(ids)
+    cuts = [i for i in (text.find(s) for s in stop or []) if i >= 0]
+    if not cuts:
+        return text, list(ids), False
+    k = next(k for k in range(1, len(ids) + 1) if any(s in decode(ids[:k]) for s in stop or []))
+    return text[: min(cuts)], list(ids[:k]), True

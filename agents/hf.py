@@ -23,57 +23,29 @@ share a policy.
 from __future__ import annotations
 
 import inspect
-import json
 import random
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
 from mentorgym.agents.base import Action, BatchedPolicy, Scores
-from mentorgym.agents.chat import encode_chat_with_actions, end_of_turn_id, window_messages
+from mentorgym.agents.card import (  # noqa: F401  (re-exported: trainers import the card from here)
+    POLICY_CARD,
+    PolicyCard,
+    card_for,
+    read_policy_card,
+    write_policy_card,
+)
+from mentorgym.agents.card import first as _first
+from mentorgym.agents.chat import SampledTurns, assistant_turns, encode_view, end_of_turn_id
 from mentorgym.envs.base import Message
-from mentorgym.errors import PolicyError
+from mentorgym.errors import PolicyError, RequestError
 
-_REMEMBERED_ACTIONS = 4096
 _SCORE_BATCH = 8
-
-
-POLICY_CARD = "mentorgym_policy.json"
-
-
-@dataclass
-class PolicyCard:
-    """How a checkpoint expects to be prompted and sampled. Trainers save it beside the weights
-    (`mentorgym_policy.json`), so that `hf:RUN/final` acts from the same context window and with
-    the same settings as the student did in training. Arguments given to `HFPolicy` win."""
-
-    context_turns: int = 0
-    """Keep only the last k observations (and the actions between them); 0 keeps the whole history."""
-    system_prompt: bool = True
-    """Whether the policy sees the system prompt."""
-    temperature: float | None = None
-    top_p: float | None = None
-    max_new_tokens: int | None = None
-    stop: list[str] | None = None
-
-
-def read_policy_card(path: str | Path) -> PolicyCard:
-    """The card saved in a checkpoint directory, or the defaults when there is none."""
-    file = Path(path) / POLICY_CARD
-    if not file.is_file():
-        return PolicyCard()
-    data = json.loads(file.read_text())
-    known = {f.name for f in fields(PolicyCard)}
-    return PolicyCard(**{k: v for k, v in data.items() if k in known})
-
-
-def write_policy_card(path: str | Path, card: PolicyCard) -> None:
-    Path(path, POLICY_CARD).write_text(json.dumps(asdict(card), indent=2) + "\n")
 
 
 @dataclass
@@ -111,7 +83,7 @@ class HFPolicy(BatchedPolicy):
         tokenizer: Any = None,
     ):
         self.name = "hf:" + str(path_or_id)
-        card = read_policy_card(path_or_id) if Path(path_or_id).is_dir() else PolicyCard()
+        card = card_for(path_or_id)
         self.temperature = _first(temperature, card.temperature, 1.0)
         self.top_p = _first(top_p, card.top_p, 1.0)
         self.max_new_tokens = _first(max_new_tokens, card.max_new_tokens, 256)
@@ -131,9 +103,11 @@ class HFPolicy(BatchedPolicy):
         self._generator = self._new_generator(seed if seed is not None else random.randrange(2**63))
         self.pad_id = _pad_id(tokenizer, model)
         self.eos_ids = _eos_ids(tokenizer, model)
-        # Sampled ids of recent actions, by their text: an assistant message we wrote ourselves
-        # is re-encoded as exactly the ids we sampled, not a re-tokenization.
-        self._sampled: OrderedDict[str, list[int]] = OrderedDict()
+        # Sampled ids of each episode's turns: an assistant message we wrote ourselves is
+        # re-encoded as exactly the ids we sampled, not a re-tokenization.
+        self.sampled = SampledTurns()
+        config = getattr(model, "config", None)
+        self.context_window: int | None = getattr(config, "max_position_embeddings", None)
         params = inspect.signature(model.forward).parameters
         self._keep_arg = "logits_to_keep" in params
         # transformers 5.x renamed `past_key_values` to `cache` (the old name is deprecated).
@@ -141,40 +115,81 @@ class HFPolicy(BatchedPolicy):
 
     # --- Policy ---------------------------------------------------------------------------
 
-    def act_batch(self, histories: list[list[Message]]) -> list[Action]:
-        """One assistant turn for each history, sampled together in one batch."""
-        prompts = [self.encode(h) for h in histories]
+    takes_episode_keys = True
+    """The rollout engine passes `episodes` (one key per history) to `act_batch`."""
+
+    def act_batch(
+        self, histories: list[list[Message]], episodes: Sequence[str] | None = None
+    ) -> list[Action]:
+        """One assistant turn for each history, sampled together in one batch.
+
+        `episodes` names each history's episode, so that its earlier turns are re-encoded as
+        the ids sampled for them. Raises `RequestError` when a prompt fills the model's
+        context window (`try_act_batch` returns it for that history instead).
+        """
+        actions = self.try_act_batch(histories, episodes)
+        for a in actions:
+            if isinstance(a, RequestError):
+                raise a
+        return actions  # type: ignore[return-value]
+
+    def try_act_batch(
+        self, histories: list[list[Message]], episodes: Sequence[str] | None = None
+    ) -> list[Action | RequestError]:
+        """`act_batch` with failures as values: where the context window is known, each
+        prompt's `max_new_tokens` is capped to what is left of it, and a prompt that already
+        fills it gets a `RequestError` while the others are sampled."""
+        keys = list(episodes) if episodes is not None else [None] * len(histories)
+        prompts = [self.encode(h, episode=k) for h, k in zip(histories, keys, strict=True)]
+        budgets = [self.token_budget(len(p)) for p in prompts]
+        ok = [i for i, b in enumerate(budgets) if b > 0]
         gens = self.generate(
-            prompts,
-            max_new_tokens=self.max_new_tokens,
+            [prompts[i] for i in ok],
+            max_new_tokens=[budgets[i] for i in ok],
             temperature=self.temperature,
             top_p=self.top_p,
             stop=self.stop,
         )
-        actions = []
-        for prompt, g in zip(prompts, gens, strict=True):
-            self._remember(g.text, g.token_ids)
-            meta = {"finish_reason": g.finish_reason, "prompt_tokens": len(prompt)}
-            actions.append(Action(g.text, g.token_ids, g.logprobs, meta=meta))
-        return actions
-
-    def encode(self, messages: Sequence[Message | dict[str, Any]]) -> list[int]:
-        """Prompt ids (with the assistant generation prompt) of what the policy sees: the
-        history cut to its context window; see `mentorgym.agents.chat`."""
-        messages = window_messages(list(messages), self.context_turns, self.system_prompt)  # type: ignore[arg-type]
-        action_ids = [
-            self._sampled.get(m["content"]) if m["role"] == "assistant" else None
-            for m in messages
-            if m["role"] == "assistant"
+        out: list[Action | RequestError] = [
+            RequestError(
+                f"{self.name}: the prompt ({len(p)} tokens) fills the model's context window "
+                f"({self.context_window} tokens); shorten the history (a policy card's "
+                "context_turns) or use a model with a longer window"
+            )
+            for p in prompts
         ]
-        return encode_chat_with_actions(self.tokenizer, messages, action_ids)
+        for i, g in zip(ok, gens, strict=True):
+            key = keys[i]
+            if key is not None:
+                self.sampled.remember(key, assistant_turns(histories[i]), g.text, g.token_ids)
+            meta = {"finish_reason": g.finish_reason, "prompt_tokens": len(prompts[i])}
+            out[i] = Action(g.text, g.token_ids, g.logprobs, meta=meta)
+        return out
 
-    def _remember(self, text: str, ids: list[int]) -> None:
-        with self._lock:
-            self._sampled[text] = ids
-            self._sampled.move_to_end(text)
-            while len(self._sampled) > _REMEMBERED_ACTIONS:
-                self._sampled.popitem(last=False)
+    def token_budget(self, prompt_tokens: int) -> int:
+        """How many tokens a completion of this prompt may have: `max_new_tokens`, capped to
+        what is left of the context window."""
+        if self.context_window is None:
+            return self.max_new_tokens
+        return max(0, min(self.max_new_tokens, self.context_window - prompt_tokens))
+
+    def end_episode(self, episode: str) -> None:
+        """Drop what is kept for a finished episode."""
+        self.sampled.forget(episode)
+
+    def encode(
+        self, messages: Sequence[Message | dict[str, Any]], episode: str | None = None
+    ) -> list[int]:
+        """Prompt ids (with the assistant generation prompt) of what the policy sees: the
+        history cut to its context window (see `mentorgym.agents.chat.encode_view`)."""
+        return encode_view(
+            self.tokenizer,
+            list(messages),  # type: ignore[arg-type]
+            context_turns=self.context_turns,
+            system_prompt=self.system_prompt,
+            sampled=self.sampled,
+            episode=episode,
+        )
 
     # --- Teacher ----------------------------------------------------------------------------
 
@@ -256,7 +271,7 @@ class HFPolicy(BatchedPolicy):
         self,
         prompt_ids: list[list[int]],
         *,
-        max_new_tokens: int,
+        max_new_tokens: int | Sequence[int],
         temperature: float,
         top_p: float,
         stop: list[str] | None = None,
@@ -265,6 +280,8 @@ class HFPolicy(BatchedPolicy):
     ) -> list[Generation]:
         """Sample one completion per prompt, all in one left-padded batch over the KV cache.
 
+        `max_new_tokens` is one limit for all prompts or one per prompt.
+
         `seed` makes this call reproducible on its own; without it the policy's generator
         (seeded at construction) advances.
         """
@@ -272,19 +289,26 @@ class HFPolicy(BatchedPolicy):
             raise ValueError("every prompt needs at least one token")
         if not prompt_ids:
             return []
+        limits = (
+            [max_new_tokens] * len(prompt_ids)
+            if isinstance(max_new_tokens, int)
+            else list(max_new_tokens)
+        )
+        if len(limits) != len(prompt_ids) or min(limits) < 1:
+            raise ValueError(f"need one max_new_tokens >= 1 per prompt, got {max_new_tokens}")
         if not 0.0 < top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         with self._lock:
             gen = self._generator if seed is None else self._new_generator(seed)
             return self._generate(
-                prompt_ids, max_new_tokens, temperature, top_p, stop or [], top_logprobs, gen
+                prompt_ids, limits, temperature, top_p, stop or [], top_logprobs, gen
             )
 
     @torch.no_grad()
     def _generate(
         self,
         prompt_ids: list[list[int]],
-        max_new_tokens: int,
+        limits: list[int],
         temperature: float,
         top_p: float,
         stop: list[str],
@@ -313,7 +337,7 @@ class HFPolicy(BatchedPolicy):
         texts: list[str | None] = [None] * B
         finish: list[Literal["stop", "length"]] = ["length"] * B
         done = [False] * B
-        for step in range(max_new_tokens):
+        for _ in range(max(limits)):
             tok_B, lp_B, top_B = _sample(logits_BV, temperature, top_p, top_k, gen)
             for b, (t, lp) in enumerate(zip(tok_B.tolist(), lp_B.tolist(), strict=True)):
                 if done[b]:
@@ -329,7 +353,9 @@ class HFPolicy(BatchedPolicy):
                     cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
                     if cut >= 0:
                         done[b], finish[b], texts[b] = True, "stop", text[:cut]
-            if all(done) or step == max_new_tokens - 1:
+                if not done[b] and len(ids[b]) >= limits[b]:
+                    done[b] = True  # finish_reason stays "length"
+            if all(done):
                 break
             feed_B1 = torch.where(torch.tensor(done, device=self.device), self.pad_id, tok_B)[
                 :, None
@@ -472,8 +498,3 @@ def _eos_ids(tokenizer: Any, model: Any) -> set[int]:
     if not ids:
         raise PolicyError("the tokenizer and model name no eos token; generation could never stop")
     return ids
-
-
-def _first(*values: Any) -> Any:
-    """The first value that is not None (explicit argument, then the policy card, then the default)."""
-    return next((v for v in values if v is not None), None)

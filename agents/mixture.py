@@ -24,9 +24,19 @@ class MixturePolicy:
         self._rng = random.Random(self.seed)
         self.name = f"mixture(beta={self.beta:g})"
 
-    def choose(self) -> str:
-        """Flip this turn's coin: "teacher" with probability beta, else "student"."""
-        return "teacher" if self._rng.random() < self.beta else "student"
+    def choose(self, coin: random.Random | None = None) -> str:
+        """Flip this turn's coin: "teacher" with probability beta, else "student".
+
+        `coin` is an episode's own generator (`coin(key)`); without it the mixture's."""
+        rng = coin if coin is not None else self._rng
+        return "teacher" if rng.random() < self.beta else "student"
+
+    def coin(self, episode_key: str) -> random.Random:
+        """An episode's own coin, seeded by the mixture's seed and the episode: its turns'
+        actors do not depend on how other episodes' turns interleave with its own."""
+        if self.seed is None:
+            return random.Random()
+        return random.Random(f"{self.seed}/{episode_key}")
 
     def act(self, messages: list[Message]) -> Action:
         """Standalone use with two message policies; the rollout engine calls `choose` itself."""

@@ -1,35 +1,65 @@
 """The `openai:BASE_URL#MODEL` backend: any OpenAI-compatible server as a policy and a teacher.
 
-Acting goes through `/v1/chat/completions` (or `/v1/completions` on token ids when
-`use_chat=False`). Scoring a completion the teacher did not write goes through
-`/v1/completions` with a prompt of token ids, `echo=true` and vLLM's `prompt_logprobs`
-extension, so it needs a server that offers it: `vllm serve` or `mentorgym serve-model`.
-The prompt ids come from a local tokenizer (`tokenizer_path`) or the server's `/tokenize`.
+The policy card applies here as in `hf:` and `vllm:`: with no card given, the backend asks
+`GET /v1/models` for the model's `root`; when that is a local directory (vLLM and
+`mentorgym serve-model` report the checkpoint path), its `mentorgym_policy.json` sets the
+context window, the system prompt and the sampling settings, and its tokenizer encodes
+prompts. `card=DIR` names the card (and tokenizer) directly; explicit arguments override
+both. With a local tokenizer, acting goes through `/v1/completions` on the prompt's token
+ids, encoded exactly as `hf:` encodes them (earlier turns as their sampled ids), so a
+served policy sees the tokens it was trained on; without one, through
+`/v1/chat/completions` on the windowed messages. Where `/v1/models` reports
+`max_model_len`, `max_tokens` is capped to what the prompt leaves of it.
 
-Requests run concurrently on a thread pool (the wait is network I/O); transient failures
+Scoring a completion the teacher did not write goes through `/v1/completions` with a
+prompt of token ids, `echo=true` and vLLM's `prompt_logprobs` extension, so it needs a
+server that offers it: `vllm serve` or `mentorgym serve-model`. The prompt ids come from
+the local tokenizer or the server's `/tokenize`.
+
+Authentication: the key is read from `$MENTORGYM_API_KEY`, else `$OPENAI_API_KEY` (or the
+variable `api_key_env` names) and sent as `Authorization: Bearer KEY`.
+
+Requests run concurrently on a thread pool (the wait is network I/O; `submit` returns a
+future per request, which the asynchronous rollout engine waits on); transient failures
 (429, 5xx, connect errors, timeouts) are retried with exponential backoff and jitter,
-honoring `Retry-After`; anything else raises `PolicyError` naming the URL, the status
-and the server's own error text.
+honoring `Retry-After`. Any other 4xx raises `RequestError` (a `PolicyError`) naming the
+URL, the status and the server's own error text, and the rollout engine ends that episode
+only; 401, 403 and 404 (a wrong key, URL or model name) raise `PolicyError` and stop the run.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import random
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from mentorgym.agents.base import Action, BatchedPolicy, Scores
+from mentorgym.agents.card import PolicyCard, card_for, first
+from mentorgym.agents.chat import (
+    SampledTurns,
+    assistant_turns,
+    completion_text,
+    encode_view,
+    window_messages,
+)
 from mentorgym.envs.base import Message
-from mentorgym.errors import PolicyError
+from mentorgym.errors import PolicyError, RequestError
+
+log = logging.getLogger(__name__)
 
 _TOKEN_ID_PREFIX = "token_id:"
 _MAX_BACKOFF_S = 30.0
+API_KEY_ENVS = ("MENTORGYM_API_KEY", "OPENAI_API_KEY")
+"""Where the key is read from, first set wins (unless `api_key_env` names another)."""
 
 
 class OpenAIPolicy(BatchedPolicy):
@@ -37,26 +67,33 @@ class OpenAIPolicy(BatchedPolicy):
 
     `vllm_extensions` sends vLLM's `return_tokens_as_token_ids` so actions carry the exact
     sampled ids; turn it off for servers that reject unknown fields (api.openai.com).
+    `discover=False` skips the `/v1/models` lookup of the card and the context window.
     `transport` and `backoff_s` exist for tests and unusual deployments.
     """
+
+    takes_episode_keys = True
 
     def __init__(
         self,
         base_url: str,
         model: str,
         *,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        max_tokens: int = 256,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_tokens: int | None = None,
         stop: list[str] | None = None,
         seed: int | None = None,
-        api_key_env: str = "OPENAI_API_KEY",
+        card: str | os.PathLike[str] | None = None,
+        context_turns: int | None = None,
+        system_prompt: bool | None = None,
+        api_key_env: str | None = None,
         max_concurrency: int = 16,
         timeout_s: float = 120.0,
         max_retries: int = 5,
-        use_chat: bool = True,
+        use_chat: bool | None = None,
         tokenizer_path: str | os.PathLike[str] | None = None,
         vllm_extensions: bool = True,
+        discover: bool = True,
         backoff_s: float = 0.5,
         transport: httpx.BaseTransport | None = None,
     ):
@@ -65,20 +102,28 @@ class OpenAIPolicy(BatchedPolicy):
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.name = f"openai:{base_url}#{model}"
-        self.temperature = temperature
-        self.top_p = top_p
-        self.max_tokens = max_tokens
-        self.stop = list(stop) if stop else None
+        self._explicit = {
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_tokens": max_tokens,
+            "stop": stop,
+            "context_turns": context_turns,
+            "system_prompt": system_prompt,
+            "use_chat": use_chat,
+            "tokenizer_path": tokenizer_path,
+        }
+        self.card_path = Path(card) if card is not None else None
+        self.context_window: int | None = None
+        self._apply_card(card_for(self.card_path), self.card_path)
         # Each request gets its own seed (seed, seed+1, ...): one shared seed would make
         # every episode that shares a prompt sample the same text.
         self._seeds = itertools.count(seed) if seed is not None else None
         self.max_retries = max_retries
-        self.use_chat = use_chat
-        self.tokenizer_path = Path(tokenizer_path) if tokenizer_path is not None else None
         self.vllm_extensions = vllm_extensions
         self.backoff_s = backoff_s
+        self.sampled = SampledTurns()
         headers = {}
-        api_key = os.environ.get(api_key_env) if api_key_env else None
+        api_key = _api_key(api_key_env)
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         self._http = httpx.Client(
@@ -89,17 +134,94 @@ class OpenAIPolicy(BatchedPolicy):
         )
         self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="openai-policy")
         self._tokenizer: Any = None
+        self._discover = discover and self.card_path is None
+        self._setup_lock = threading.Lock()
+        self._ready = not discover
+
+    def _apply_card(self, card: PolicyCard, card_dir: Path | None) -> None:
+        x = self._explicit
+        self.temperature = first(x["temperature"], card.temperature, 1.0)
+        self.top_p = first(x["top_p"], card.top_p, 1.0)
+        self.max_tokens = first(x["max_tokens"], card.max_new_tokens, 256)
+        stop = first(x["stop"], card.stop, None)
+        self.stop = list(stop) if stop else None
+        self.context_turns = first(x["context_turns"], card.context_turns, 0)
+        self.system_prompt = first(x["system_prompt"], card.system_prompt, True)
+        has_tokenizer = card_dir is not None and (card_dir / "tokenizer_config.json").is_file()
+        tok = first(x["tokenizer_path"], card_dir if has_tokenizer else None)
+        self.tokenizer_path = Path(tok) if tok is not None else None
+        # With the model's own tokenizer, prompts are token ids encoded as `hf:` does.
+        self.use_chat = first(x["use_chat"], self.tokenizer_path is None)
+
+    def _setup(self) -> None:
+        """Once: read the model's `root` and `max_model_len` from `/v1/models`, and the card
+        from the root when it is a local directory."""
+        if self._ready:
+            return
+        with self._setup_lock:
+            if self._ready:
+                return
+            entry = self._model_entry()
+            window = entry.get("max_model_len")
+            self.context_window = int(window) if isinstance(window, int) and window > 0 else None
+            root = entry.get("root")
+            if self._discover and isinstance(root, str) and Path(root).is_dir():
+                self._apply_card(card_for(root), Path(root))
+                log.info("%s: policy card and tokenizer from %s", self.name, root)
+            self._ready = True
+
+    def _model_entry(self) -> dict[str, Any]:
+        try:
+            r = self._http.get(self.base_url + "/models")
+            data = r.json() if r.status_code < 400 else {}
+        except (httpx.HTTPError, ValueError) as e:
+            log.warning("%s: GET /models failed (%s); using defaults", self.name, e)
+            return {}
+        for entry in data.get("data") or []:
+            if isinstance(entry, dict) and entry.get("id") == self.model:
+                return entry
+        return {}
 
     # --- the Policy contract -----------------------------------------------------------------
 
     def act(self, messages: list[Message]) -> Action:
-        if self.use_chat:
-            return self._act_chat(messages)
-        return self._act_completion(messages)
+        action = self._act(messages, None)
+        if isinstance(action, RequestError):
+            raise action
+        return action
 
-    def act_batch(self, histories: list[list[Message]]) -> list[Action]:
+    def submit(self, history: list[Message], episode: str | None = None) -> Future[Any]:
+        """One request on the pool; the future holds an `Action` or the `RequestError`."""
+        return self._pool.submit(self._act, list(history), episode)
+
+    def try_act_batch(
+        self, histories: list[list[Message]], episodes: Sequence[str] | None = None
+    ) -> list[Action | RequestError]:
+        keys = list(episodes) if episodes is not None else [None] * len(histories)
+        futures = [self.submit(h, k) for h, k in zip(histories, keys, strict=True)]
+        return [f.result() for f in futures]
+
+    def act_batch(
+        self, histories: list[list[Message]], episodes: Sequence[str] | None = None
+    ) -> list[Action]:
         """One request per history, at most `max_concurrency` in flight at once."""
-        return list(self._pool.map(self.act, histories))
+        actions = self.try_act_batch(histories, episodes)
+        for a in actions:
+            if isinstance(a, RequestError):
+                raise a
+        return actions  # type: ignore[return-value]
+
+    def end_episode(self, episode: str) -> None:
+        self.sampled.forget(episode)
+
+    def _act(self, messages: list[Message], episode: str | None) -> Action | RequestError:
+        self._setup()
+        try:
+            if self.use_chat:
+                return self._act_chat(messages)
+            return self._act_completion(messages, episode)
+        except RequestError as e:
+            return e
 
     def score(
         self, messages: list[Message], completion_token_ids: list[int], top_k: int = 0
@@ -107,6 +229,7 @@ class OpenAIPolicy(BatchedPolicy):
         """Teacher logprobs of `completion_token_ids` after the chat prompt of `messages`."""
         if not completion_token_ids:
             return Scores(logprobs=[], top_logprobs=[] if top_k > 0 else None)
+        self._setup()
         prompt_ids = self.encode(messages)
         ids = prompt_ids + list(completion_token_ids)
         body: dict[str, Any] = {
@@ -145,13 +268,25 @@ class OpenAIPolicy(BatchedPolicy):
                 tops.append(dict(best))
         return Scores(logprobs=logprobs, top_logprobs=tops if top_k > 0 else None)
 
-    def encode(self, messages: list[Message]) -> list[int]:
-        """The teacher's prompt ids for `messages`, ending with the assistant header."""
+    def encode(self, messages: list[Message], episode: str | None = None) -> list[int]:
+        """The prompt ids of what the policy sees of `messages`, ending with the assistant
+        header: encoded locally as `hf:` does when a tokenizer is known, else by the
+        server's `/tokenize` on the windowed messages."""
+        self._setup()
         if self.tokenizer_path is not None:
-            from mentorgym.agents.chat import encode_chat
-
-            return encode_chat(self._local_tokenizer(), messages, add_generation_prompt=True)
-        body = {"model": self.model, "messages": list(messages), "add_generation_prompt": True}
+            return encode_view(
+                self._local_tokenizer(),
+                messages,
+                context_turns=self.context_turns,
+                system_prompt=self.system_prompt,
+                sampled=self.sampled,
+                episode=episode,
+            )
+        body = {
+            "model": self.model,
+            "messages": self._view(messages),
+            "add_generation_prompt": True,
+        }
         try:
             data = self._post("/tokenize", body, root=True)
         except PolicyError as e:
@@ -170,12 +305,15 @@ class OpenAIPolicy(BatchedPolicy):
 
     # --- requests ----------------------------------------------------------------------------
 
-    def _sampling(self) -> dict[str, Any]:
+    def _view(self, messages: list[Message]) -> list[Message]:
+        return window_messages(list(messages), self.context_turns, self.system_prompt)
+
+    def _sampling(self, max_tokens: int) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
             "temperature": self.temperature,
             "top_p": self.top_p,
-            "max_tokens": self.max_tokens,
+            "max_tokens": max_tokens,
         }
         if self.stop:
             body["stop"] = self.stop
@@ -185,8 +323,24 @@ class OpenAIPolicy(BatchedPolicy):
             body["return_tokens_as_token_ids"] = True
         return body
 
+    def _budget(self, prompt_tokens: int | None) -> int:
+        """`max_tokens`, capped to what the prompt leaves of the context window."""
+        if self.context_window is None or prompt_tokens is None:
+            return self.max_tokens
+        left = self.context_window - prompt_tokens
+        if left <= 0:
+            raise RequestError(
+                f"{self.name}: the prompt ({prompt_tokens} tokens) fills the model's context "
+                f"window ({self.context_window} tokens); shorten the history (a policy card's "
+                "context_turns) or serve a model with a longer window"
+            )
+        return min(self.max_tokens, left)
+
     def _act_chat(self, messages: list[Message]) -> Action:
-        body = {**self._sampling(), "messages": list(messages), "logprobs": True}
+        # The prompt's length is known only from the server; a request past the window is
+        # answered 400 and ends its episode.
+        body = {**self._sampling(self.max_tokens), "messages": self._view(messages)}
+        body["logprobs"] = True
         data = self._post("/chat/completions", body)
         choice = _first_choice(data, self.base_url + "/chat/completions")
         text = (choice.get("message") or {}).get("content") or ""
@@ -198,8 +352,9 @@ class OpenAIPolicy(BatchedPolicy):
         meta = {"finish_reason": choice.get("finish_reason"), "usage": data.get("usage")}
         return Action(text=text, token_ids=token_ids, logprobs=logprobs, meta=meta)
 
-    def _act_completion(self, messages: list[Message]) -> Action:
-        body = {**self._sampling(), "prompt": self.encode(messages), "logprobs": 0}
+    def _act_completion(self, messages: list[Message], episode: str | None = None) -> Action:
+        prompt = self.encode(messages, episode)
+        body = {**self._sampling(self._budget(len(prompt))), "prompt": prompt, "logprobs": 0}
         data = self._post("/completions", body)
         choice = _first_choice(data, self.base_url + "/completions")
         lp = choice.get("logprobs") or {}
@@ -207,10 +362,18 @@ class OpenAIPolicy(BatchedPolicy):
         if isinstance(lp.get("token_logprobs"), list):
             logprobs = [float(x) for x in lp["token_logprobs"]]
             token_ids = _token_ids(lp.get("tokens") or [])
-        meta = {"finish_reason": choice.get("finish_reason"), "usage": data.get("usage")}
-        return Action(
-            text=choice.get("text") or "", token_ids=token_ids, logprobs=logprobs, meta=meta
-        )
+        text = choice.get("text") or ""
+        finish = choice.get("finish_reason")
+        if token_ids is not None and logprobs is not None and self.tokenizer_path is not None:
+            text, token_ids, stopped = completion_text(
+                self._local_tokenizer(), token_ids, self.stop
+            )
+            logprobs = logprobs[: len(token_ids)]
+            finish = "stop" if stopped else finish
+        if episode is not None and token_ids is not None:
+            self.sampled.remember(episode, assistant_turns(messages), text, token_ids)
+        meta = {"finish_reason": finish, "usage": data.get("usage"), "prompt_tokens": len(prompt)}
+        return Action(text=text, token_ids=token_ids, logprobs=logprobs, meta=meta)
 
     def _root_url(self) -> str:
         # vLLM serves /tokenize beside /v1, not under it.
@@ -234,8 +397,10 @@ class OpenAIPolicy(BatchedPolicy):
                             f"{url} answered {r.status_code} with non-JSON: {r.text[:300]!r}"
                         ) from e
                 last = f"HTTP {r.status_code}: {_error_text(r)}"
-                if r.status_code != 429 and r.status_code < 500:
+                if r.status_code in (401, 403, 404):  # the setup is wrong, not this request
                     raise PolicyError(f"{url} answered {last}")
+                if r.status_code != 429 and r.status_code < 500:
+                    raise RequestError(f"{url} answered {last}")
                 retry_after = _retry_after(r)
             if attempt == self.max_retries:
                 break
@@ -300,3 +465,11 @@ def _retry_after(r: httpx.Response) -> float | None:
         return min(max(float(value), 0.0), _MAX_BACKOFF_S)
     except ValueError:
         return None  # an HTTP date: fall back to our own backoff
+
+
+def _api_key(env: str | None) -> str | None:
+    for name in (env,) if env else API_KEY_ENVS:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None

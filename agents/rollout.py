@@ -1,50 +1,78 @@
-"""The rollout engine: N episodes at once, policy calls batched, env steps in threads.
+"""The rollout engine: N episodes at once, each advancing on its own.
 
-Each round, every running episode that waits for an action is served by one
-`act_batch` call per policy (one `generate` for the whole batch with `hf:`,
-concurrent requests with `openai:`); then all those envs step in a thread pool,
-since env steps are mostly I/O (sandboxes, containers). Finished episodes are
-written to the output file at once and their slot takes the next episode.
+`run` plays episodes of an env with a policy (and optionally a teacher) and returns their
+trajectories. Two engines, with the same results for a deterministic policy:
 
-With a teacher and beta, each turn's actor is drawn by `MixturePolicy`; with
-`relabel`, every visited state also gets the teacher's label (`teacher_action`),
-which is what DAgger trains on.
+- `engine="async"` (the default): every live episode runs on a thread of its own with
+  its own env. It asks the policy for a turn and waits for its own answer only, then
+  steps its env; no episode waits for another's env step or generation. Policies answer
+  through `mentorgym.agents.requests`: `vllm:` adds each request to its engine as it
+  arrives (continuous batching), `openai:` sends it at once, and `hf:` sits behind a
+  small batching queue that samples whatever requests are waiting in one `generate`.
+  `concurrency` bounds live episodes (and so envs and sandboxes); `max_in_flight`
+  bounds outstanding requests per policy.
+- `engine="lockstep"`: rounds; every running episode that waits for an action is served
+  by one `act_batch` per policy, then all those envs step in a thread pool. A round waits
+  for its slowest generation and its slowest env step. Kept as the baseline that
+  bench/rollout_throughput.py measures against.
+
+Finished episodes are written to the output file at once. With a teacher and beta,
+each turn's actor is drawn by the episode's own coin (`MixturePolicy.coin`); with
+`relabel`, every visited state also gets the teacher's label (`teacher_action`), which
+is what DAgger trains on.
+
+Failures: a `SandboxError` from an env (a dead container) ends that episode truncated,
+with the error in the turn's `info`; a `RequestError` from a policy (a prompt past the
+model's window, an HTTP 4xx for that request) ends that episode truncated with the
+reason in `meta["truncated_reason"]`/`meta["error"]`; the run goes on and `summarize`
+counts both. Any other exception (a bug in an env or a policy) stops the run and
+propagates.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import threading
 import time
+import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium
 
 from mentorgym.agents.base import Action, EnvPolicy, Policy
 from mentorgym.agents.mixture import MixturePolicy
+from mentorgym.agents.requests import Channel, act_many, channel
 from mentorgym.agents.trajectory import Trajectory, TrajectoryWriter, Turn, read_trajectories
 from mentorgym.envs.base import Message
 from mentorgym.envs.registry import make
-from mentorgym.errors import ConfigError
+from mentorgym.errors import ConfigError, RequestError, SandboxError
 
 log = logging.getLogger(__name__)
 
 AnyPolicy = Policy | EnvPolicy
 
+ENV_ERRORS: tuple[type[Exception], ...] = (SandboxError,)
+"""Env failures that end one episode (truncated, the error in its info) instead of the run."""
+
 
 @dataclass(frozen=True)
 class EpisodeSpec:
-    """Which episode to play: a seed, or a task index of a finite task set."""
+    """Which episode to play: a seed (or a task index of a finite task set), and which of
+    the samples drawn from it."""
 
     seed: int | None
     index: int | None = None
+    sample: int = 0
 
     @property
     def key(self) -> str:
-        return f"index={self.index}" if self.index is not None else f"seed={self.seed}"
+        base = f"index={self.index}" if self.index is not None else f"seed={self.seed}"
+        return f"{base}/sample={self.sample}" if self.sample else base
 
     def options(self) -> dict[str, Any] | None:
         return {"index": self.index} if self.index is not None else None
@@ -58,6 +86,9 @@ class _Episode:
     history: list[Message]
     observation: list[Message]
     """Messages the env produced since the last action."""
+    key: str = ""
+    """Unique to this run: how policies tell this episode's turns from another's."""
+    coin: random.Random | None = None
     policy_s: float = 0.0
     done: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -70,7 +101,10 @@ def episode_specs(
     seeds: Sequence[int] | None,
     all_tasks: bool,
     env_kwargs: dict[str, Any],
+    samples_per_seed: int = 1,
 ) -> list[EpisodeSpec]:
+    if samples_per_seed < 1:
+        raise ConfigError(f"samples_per_seed must be >= 1, got {samples_per_seed}")
     if all_tasks:
         env = make(env_id, **env_kwargs)
         try:
@@ -81,11 +115,13 @@ def episode_specs(
             raise ConfigError(
                 f"{env_id} has no finite task set (num_tasks is None); use -n with seeds instead of --all"
             )
-        return [EpisodeSpec(seed=seed, index=k) for k in range(num)]
-    if seeds is not None:
-        return [EpisodeSpec(seed=s) for s in seeds]
-    base = 0 if seed is None else seed
-    return [EpisodeSpec(seed=base + i) for i in range(n)]
+        base = [EpisodeSpec(seed=seed, index=k) for k in range(num)]
+    elif seeds is not None:
+        base = [EpisodeSpec(seed=s) for s in seeds]
+    else:
+        first = 0 if seed is None else seed
+        base = [EpisodeSpec(seed=first + i) for i in range(n)]
+    return [EpisodeSpec(s.seed, s.index, sample=j) for s in base for j in range(samples_per_seed)]
 
 
 def run(
@@ -106,18 +142,28 @@ def run(
     progress: bool = False,
     mixture_seed: int | None = None,
     specs: Sequence[EpisodeSpec] | None = None,
+    samples_per_seed: int = 1,
+    engine: Literal["async", "lockstep"] = "async",
+    max_in_flight: int = 64,
 ) -> list[Trajectory]:
     """Play episodes of `env_id` and return their trajectories, in episode order.
 
     Episode i uses seed `seed + i` (or `seeds[i]`); `all_tasks` plays every task of a
-    finite task set once instead. `out` appends each finished trajectory to a JSONL
-    file as it ends; with `resume`, episodes already in `out` are not played again.
-    A `teacher` makes a per-turn mixture with probability `beta` of the teacher
-    acting; `relabel` stores the teacher's label for every visited state.
+    finite task set once instead. `samples_per_seed` plays each seed that many times
+    (distinct episodes, sampled together: a GRPO/OPD group), returned seed by seed.
+    `out` appends each finished trajectory to a JSONL file as it ends; with `resume`,
+    episodes already in `out` are not played again. A `teacher` makes a per-turn
+    mixture with probability `beta` of the teacher acting; `relabel` stores the
+    teacher's label for every visited state. `concurrency` bounds live episodes (one env
+    each), `max_in_flight` outstanding requests per policy (async engine).
     """
+    if engine not in ("async", "lockstep"):
+        raise ConfigError(f"engine must be 'async' or 'lockstep', got {engine!r}")
     env_kwargs = dict(env_kwargs or {})
     if specs is None:  # `specs` plays exactly those episodes (a Ray worker's share)
-        specs = episode_specs(env_id, n, seed, seeds, all_tasks, env_kwargs)
+        specs = episode_specs(
+            env_id, n, seed, seeds, all_tasks, env_kwargs, samples_per_seed
+        )
     mixture = MixturePolicy(policy, teacher, beta, mixture_seed) if teacher is not None else None
 
     done: dict[str, Trajectory] = {}
@@ -128,12 +174,177 @@ def run(
     if done:
         log.info("resume: %d of %d episodes already in %s", len(specs) - len(todo), len(specs), out)
 
-    writer = TrajectoryWriter(out) if out is not None else None
     meta = {"agent": policy.name, "teacher": teacher.name if teacher else None, "beta": beta}
-    results: dict[str, Trajectory] = {}
+    setup = _Run(env_id, meta, mixture, uuid.uuid4().hex[:8])
+    writer = TrajectoryWriter(out) if out is not None else None
     bar = _Progress(len(todo)) if progress else None
+    results: dict[str, Trajectory] = {}
+    lock = threading.Lock()
+
+    def finish(ep: _Episode) -> None:
+        with lock:
+            results[ep.spec.key] = ep.traj
+            if writer is not None:
+                writer.write(ep.traj)
+            if bar is not None:
+                bar.episode(ep.traj.success)
+        for p in (policy, teacher):
+            end = getattr(p, "end_episode", None)
+            if end is not None:
+                end(ep.key)
+
+    def turn_done() -> None:
+        if bar is not None:
+            with lock:
+                bar.turns(1)
+
     slots = max(1, min(concurrency, len(todo)))
-    envs = [make(env_id, **env_kwargs) for _ in range(slots)] if todo else []
+    try:
+        if todo and engine == "async":
+            _run_async(setup, todo, slots, env_kwargs, policy, teacher, relabel,
+                       max_in_flight, finish, turn_done)  # fmt: skip
+        elif todo:
+            _run_lockstep(setup, todo, slots, env_kwargs, policy, teacher, relabel, finish,
+                          turn_done)  # fmt: skip
+    finally:
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.close()
+    return [results.get(s.key) or done[s.key] for s in specs]
+
+
+@dataclass
+class _Run:
+    env_id: str
+    meta: dict[str, Any]
+    mixture: MixturePolicy | None
+    run_id: str
+
+
+# --- the asynchronous engine --------------------------------------------------------------------
+
+
+def _run_async(
+    setup: _Run,
+    todo: list[EpisodeSpec],
+    slots: int,
+    env_kwargs: dict[str, Any],
+    policy: AnyPolicy,
+    teacher: AnyPolicy | None,
+    relabel: bool,
+    max_in_flight: int,
+    finish: Any,
+    turn_done: Any,
+) -> None:
+    """`slots` workers, each with its own env, play episodes from a shared queue."""
+    channels: dict[int, Channel] = {}
+    for p in (policy, teacher):
+        if p is not None and _asks_messages(p) and id(p) not in channels:
+            channels[id(p)] = channel(p, max_in_flight)  # type: ignore[arg-type]
+    queue = list(todo)
+    qlock = threading.Lock()
+    stop = threading.Event()
+
+    def worker(env: gymnasium.Env) -> None:
+        while not stop.is_set():
+            with qlock:
+                if not queue:
+                    return
+                spec = queue.pop(0)
+            ep = _start(setup, spec, env)
+            while not ep.done and not stop.is_set():
+                action = _act_one(ep, policy, teacher, setup.mixture, relabel, channels)
+                if isinstance(action, RequestError):
+                    _end_by_request_error(ep, action)
+                else:
+                    _step(ep, action)
+                turn_done()
+            if ep.done:
+                finish(ep)
+
+    envs = [make(setup.env_id, **env_kwargs) for _ in range(slots)]
+    try:
+        with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="episode") as pool:
+            futures = [pool.submit(worker, env) for env in envs]
+            for f in futures:
+                try:
+                    f.result()
+                except BaseException:
+                    stop.set()  # the other episodes stop at their next turn
+                    raise
+    finally:
+        for ch in channels.values():
+            ch.close()
+        for env in envs:
+            env.close()
+
+
+def _act_one(
+    ep: _Episode,
+    policy: AnyPolicy,
+    teacher: AnyPolicy | None,
+    mixture: MixturePolicy | None,
+    relabel: bool,
+    channels: dict[int, Channel],
+) -> Action | RequestError:
+    """This episode's next action; fills `ep.extra` with the actor and the teacher's label."""
+    t0 = time.perf_counter()
+    actor = mixture.choose(ep.coin) if mixture else "student"
+    action: Action | RequestError | None = None
+    if teacher is not None and actor == "teacher":
+        action = _ask(teacher, ep, channels).result()
+        if action is None:  # e.g. the oracle in a dead-end state: the student acts
+            actor = "student"
+    label: str | None = None
+    if actor == "student":
+        pending = _ask(policy, ep, channels)
+        labelling = _ask(teacher, ep, channels) if teacher is not None and relabel else None
+        action = pending.result()
+        if labelling is not None:
+            got = labelling.result()
+            label = got.text if isinstance(got, Action) else None  # no label for a dead end
+        if action is None:
+            raise ConfigError(_NO_MOVE.format(policy.name))
+    elif isinstance(action, Action):
+        label = action.text
+    ep.policy_s = time.perf_counter() - t0
+    ep.extra = {"actor": actor if mixture else policy.name, "teacher_action": label}
+    return action  # type: ignore[return-value]
+
+
+class _Done:
+    """A finished future for an answer computed in place (EnvPolicy)."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value
+
+
+def _ask(p: AnyPolicy, ep: _Episode, channels: dict[int, Channel]) -> Any:
+    if not _asks_messages(p):
+        return _Done(p.act_env(ep.env))  # type: ignore[union-attr]
+    return channels[id(p)].submit(ep.history, ep.key)
+
+
+# --- the lockstep engine ------------------------------------------------------------------------
+
+
+def _run_lockstep(
+    setup: _Run,
+    todo: list[EpisodeSpec],
+    slots: int,
+    env_kwargs: dict[str, Any],
+    policy: AnyPolicy,
+    teacher: AnyPolicy | None,
+    relabel: bool,
+    finish: Any,
+    turn_done: Any,
+) -> None:
+    """Rounds: one `act_batch` per policy over every running episode, then all env steps."""
+    envs = [make(setup.env_id, **env_kwargs) for _ in range(slots)]
     free = list(envs)
     running: list[_Episode] = []
     queue = list(todo)
@@ -143,54 +354,45 @@ def run(
                 starting = []
                 while queue and free:
                     starting.append((queue.pop(0), free.pop()))
-                running += pool.map(lambda a: _start(env_id, a[0], a[1], meta), starting)
-                actions = _act(running, policy, teacher, mixture, relabel)
-                stepped = list(pool.map(lambda a: _step(*a), zip(running, actions)))
-                if bar is not None:
-                    bar.turns(len(stepped))
+                for ep in pool.map(lambda a: _start(setup, a[0], a[1]), starting):
+                    if ep.done:  # its reset failed
+                        finish(ep)
+                        free.append(ep.env)
+                    else:
+                        running.append(ep)
+                actions = _act_round(running, policy, teacher, setup.mixture, relabel)
+                stepped = list(pool.map(_apply, running, actions))
+                for _ in stepped:
+                    turn_done()
                 for ep in stepped:
                     if ep.done:
-                        results[ep.spec.key] = ep.traj
-                        if writer is not None:
-                            writer.write(ep.traj)
-                        if bar is not None:
-                            bar.episode(ep.traj.success)
+                        finish(ep)
                         free.append(ep.env)
                 running = [ep for ep in stepped if not ep.done]
     finally:
-        if bar is not None:
-            bar.close()
-        if writer is not None:
-            writer.close()
         for env in envs:
             env.close()
-    return [results.get(s.key) or done[s.key] for s in specs]
 
 
-def _start(env_id: str, spec: EpisodeSpec, env: gymnasium.Env, meta: dict[str, Any]) -> _Episode:
-    t0 = time.perf_counter()
-    observation, info = env.reset(seed=spec.seed, options=spec.options())
-    traj = Trajectory(
-        env_id=env_id,
-        seed=spec.seed,
-        task_id=info.get("task_id"),
-        meta={**meta, "episode_key": spec.key, "reset_s": time.perf_counter() - t0},
-    )
-    return _Episode(spec, env, traj, history=list(observation), observation=list(observation))
+def _apply(ep: _Episode, action: Action | RequestError) -> _Episode:
+    if isinstance(action, RequestError):
+        _end_by_request_error(ep, action)
+        return ep
+    return _step(ep, action)
 
 
-def _act(
+def _act_round(
     running: list[_Episode],
     policy: AnyPolicy,
     teacher: AnyPolicy | None,
     mixture: MixturePolicy | None,
     relabel: bool,
-) -> list[Action]:
+) -> list[Action | RequestError]:
     """One action per running episode, batched per policy; fills `extra` with actor and label."""
     if not running:
         return []
-    actors = [mixture.choose() if mixture else "student" for _ in running]
-    actions: list[Action | None] = [None] * len(running)
+    actors = [mixture.choose(ep.coin) if mixture else "student" for ep in running]
+    actions: list[Action | RequestError | None] = [None] * len(running)
     if teacher is not None:  # first, so that where the teacher has no move the student acts
         idx = [i for i, a in enumerate(actors) if a == "teacher"]
         for i, action in zip(idx, _call(teacher, [running[i] for i in idx])):
@@ -200,48 +402,93 @@ def _act(
     idx = [i for i, a in enumerate(actors) if a == "student"]
     for i, action in zip(idx, _call(policy, [running[i] for i in idx])):
         if action is None:
-            raise ConfigError(
-                f"{policy.name} has no action for this state (the env's oracle has none: "
-                "a problem without a known solution, or a dead end); use another agent"
-            )
+            raise ConfigError(_NO_MOVE.format(policy.name))
         actions[i] = action
     labels: list[str | None] = [None] * len(running)
     if teacher is not None and relabel:
         need = [i for i, a in enumerate(actors) if a == "student"]
         for i, label in zip(need, _call(teacher, [running[i] for i in need])):
-            labels[i] = label.text if label is not None else None  # no label for a dead end
+            labels[i] = label.text if isinstance(label, Action) else None  # none for a dead end
         for i, a in enumerate(actors):
-            if a == "teacher":
+            if a == "teacher" and isinstance(actions[i], Action):
                 labels[i] = actions[i].text  # type: ignore[union-attr]
     for ep, who, label in zip(running, actors, labels):
         ep.extra = {"actor": who if mixture else policy.name, "teacher_action": label}
     return actions  # type: ignore[return-value]
 
 
-def _call(policy: AnyPolicy, episodes: list[_Episode]) -> list[Action | None]:
+def _call(policy: AnyPolicy, episodes: list[_Episode]) -> list[Action | RequestError | None]:
     if not episodes:
         return []
     t0 = time.perf_counter()
-    if isinstance(policy, EnvPolicy) and not isinstance(policy, Policy):
-        actions = [policy.act_env(ep.env) for ep in episodes]
+    if not _asks_messages(policy):
+        answers = [policy.act_env(ep.env) for ep in episodes]  # type: ignore[union-attr]
     else:
-        actions = list(policy.act_batch([ep.history for ep in episodes]))
+        histories = [ep.history for ep in episodes]
+        answers = act_many(policy, histories, [ep.key for ep in episodes])  # type: ignore[arg-type]
     dt = time.perf_counter() - t0
     for ep in episodes:
         ep.policy_s += dt  # each episode waited for the whole batch
-    return actions
+    return list(answers)
+
+
+# --- one episode --------------------------------------------------------------------------------
+
+_NO_MOVE = (
+    "{} has no action for this state (the env's oracle has none: a problem without a known "
+    "solution, or a dead end); use another agent"
+)
+
+
+def _asks_messages(p: AnyPolicy) -> bool:
+    return not (isinstance(p, EnvPolicy) and not isinstance(p, Policy))
+
+
+def _start(setup: _Run, spec: EpisodeSpec, env: gymnasium.Env) -> _Episode:
+    t0 = time.perf_counter()
+    meta = {**setup.meta, "episode_key": spec.key}
+    key = f"{setup.run_id}/{spec.key}"
+    coin = setup.mixture.coin(spec.key) if setup.mixture is not None else None
+    try:
+        observation, info = env.reset(seed=spec.seed, options=spec.options())
+    except ENV_ERRORS as e:
+        log.warning("episode %s: env.reset raised %s: %s", spec.key, type(e).__name__, e)
+        traj = Trajectory(env_id=setup.env_id, seed=spec.seed, truncated=True, meta=meta)
+        traj.meta |= {"truncated_reason": "env_error", "error": f"{type(e).__name__}: {e}"}
+        return _Episode(spec, env, traj, [], [], key=key, coin=coin, done=True)
+    traj = Trajectory(
+        env_id=setup.env_id,
+        seed=spec.seed,
+        task_id=info.get("task_id"),
+        meta={**meta, "reset_s": time.perf_counter() - t0},
+    )
+    history = list(observation)
+    return _Episode(spec, env, traj, history, list(observation), key=key, coin=coin)
+
+
+def _end_by_request_error(ep: _Episode, error: RequestError) -> None:
+    """The policy refused this episode's request: it ends here, truncated, with the reason."""
+    log.warning("episode %s ended: %s", ep.spec.key, error)
+    ep.done = True
+    ep.traj.truncated = True
+    ep.traj.final_observation = list(ep.observation)
+    ep.traj.meta |= {"truncated_reason": "request_error", "error": str(error)}
 
 
 def _step(ep: _Episode, action: Action) -> _Episode:
     t0 = time.perf_counter()
     try:
         messages, reward, terminated, truncated, info = ep.env.step(action.text)
-    except Exception as e:  # an env bug or a dead container ends this episode, not the run
+    except ENV_ERRORS as e:  # a dead container ends this episode, not the run
         log.warning("episode %s: env.step raised %s: %s", ep.spec.key, type(e).__name__, e)
         messages, reward, terminated, truncated = [], 0.0, False, True
         info = {"error": f"{type(e).__name__}: {e}"}
+        ep.traj.meta["truncated_reason"] = "env_error"
     if truncated and not terminated and hasattr(ep.env.unwrapped, "on_truncation"):
-        extra_reward, extra_info = ep.env.unwrapped.on_truncation()
+        try:
+            extra_reward, extra_info = ep.env.unwrapped.on_truncation()
+        except ENV_ERRORS as e:
+            extra_reward, extra_info = 0.0, {"grading_error": f"{type(e).__name__}: {e}"}
         reward, info = reward + extra_reward, {**info, **extra_info}
     env_s = time.perf_counter() - t0
     ep.traj.turns.append(
@@ -274,7 +521,14 @@ def summarize(trajs: Sequence[Trajectory]) -> dict[str, Any]:
     """Episode-level statistics that `mentorgym eval --json` prints."""
     n = len(trajs)
     if n == 0:
-        return {"episodes": 0, "success_rate": 0.0, "mean_return": 0.0, "mean_turns": 0.0}
+        return {
+            "episodes": 0,
+            "success_rate": 0.0,
+            "mean_return": 0.0,
+            "mean_turns": 0.0,
+            "request_errors": 0,
+            "env_errors": 0,
+        }
     turns = [len(t.turns) for t in trajs]
     format_errors = sum(bool(turn.info.get("format_error")) for t in trajs for turn in t.turns)
     return {
@@ -284,6 +538,8 @@ def summarize(trajs: Sequence[Trajectory]) -> dict[str, Any]:
         "mean_turns": sum(turns) / n,
         "format_error_rate": format_errors / max(1, sum(turns)),
         "truncated_rate": sum(t.truncated for t in trajs) / n,
+        "request_errors": sum(t.meta.get("truncated_reason") == "request_error" for t in trajs),
+        "env_errors": sum(t.meta.get("truncated_reason") == "env_error" for t in trajs),
     }
 
 

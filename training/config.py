@@ -82,6 +82,10 @@ class CoreConfig:
     """Longest assistant turn the student may write."""
     concurrency: int = 32
     """Episodes stepped at once by the rollout engine (policy calls are batched)."""
+    sampler: str = "hf"
+    """What samples the student's rollouts: `hf` (the live model in this process) or `vllm`
+    (a vLLM engine beside the trainer that receives the weights in memory before each
+    sampling, i.e. after every optimizer step; single process only)."""
     progress: bool = True
     """Show progress: tqdm bars on a terminal, a line per phase in a log file."""
     report_to: list[str] = field(default_factory=list)
@@ -112,6 +116,8 @@ class CoreConfig:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.context_turns < 0:
             raise ConfigError(f"context_turns must be >= 0 (0: all), got {self.context_turns}")
+        if self.sampler not in ("hf", "vllm"):
+            raise ConfigError(f"sampler {self.sampler!r}: use hf or vllm")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"precision {self.precision!r}: use auto, bf16 or fp32")
         if self.model_dtype not in ("float32", "bfloat16"):

@@ -402,3 +402,28 @@ def clipped_pg_loss(
     ratio_BT = torch.exp(logp_new_BT - logp_old_BT.detach())
     obj_BT = torch.minimum(ratio_BT * adv_BT, ratio_BT.clamp(1 - clip_low, 1 + clip_high) * adv_BT)
     return masked_mean(-obj_BT, mask_BT)
+
+
+def truncated_importance_weights(
+    logp_train_BT: torch.Tensor, logp_sampler_BT: torch.Tensor, cap: float
+) -> torch.Tensor:
+    """Truncated importance sampling against the sampler/trainer mismatch (vLLM samples, the
+    trainer recomputes): w_t = min(pi_train / pi_sampler, cap) = min(exp(lp_train - lp_sampler),
+    cap), with no gradient (a correction factor on a per-token loss, with the sampler's
+    logprobs as the behaviour policy). `cap` >= 1 bounds the variance."""
+    if cap < 1.0:
+        raise ValueError(f"the importance-weight cap must be >= 1, got {cap}")
+    ratio_BT = torch.exp(logp_train_BT.detach().float() - logp_sampler_BT.detach().float())
+    return ratio_BT.clamp(max=cap)
+
+
+def logprob_gap(
+    logp_train_BT: torch.Tensor, logp_sampler_BT: torch.Tensor, mask_BT: torch.Tensor
+) -> tuple[float, float]:
+    """How far the sampler's logprobs are from the trainer's recomputed ones over masked tokens:
+    (mean |lp_train - lp_sampler|, max |lp_train - lp_sampler|); (0, 0) when nothing is masked."""
+    diff_BT = (logp_train_BT.detach().float() - logp_sampler_BT.detach().float()).abs()
+    on_BT = mask_BT > 0
+    if not bool(on_BT.any()):
+        return 0.0, 0.0
+    return float(diff_BT[on_BT].mean()), float(diff_BT[on_BT].max())

@@ -75,22 +75,20 @@ def sample(student: Student, cfg: OnPolicyConfig, step: int) -> list[list[Trajec
         student, cfg, cfg.rollout_temperature, seed=cfg.seed * 1_000_003 + step
     )
     seeds = [cfg.seed + step * cfg.tasks_per_step + i for i in range(cfg.tasks_per_step)]
-    # The engine keys episodes by seed, so each group member is its own call; the policy's
-    # generator advances between calls, so members differ.
+    # A group's members are distinct episodes of one seed, all sampled together in one run.
     env_id, env_kwargs = cfg.rollout_env()
-    members = [
-        rollout(
-            env_id,
-            policy,
-            seeds=seeds,
-            env_kwargs=env_kwargs,
-            concurrency=cfg.concurrency,
-            progress=cfg.progress,
-        )
-        for _ in range(cfg.group_size)
-    ]
+    trajs = rollout(
+        env_id,
+        policy,
+        seeds=seeds,
+        samples_per_seed=cfg.group_size,
+        env_kwargs=env_kwargs,
+        concurrency=cfg.concurrency,
+        progress=cfg.progress,
+    )
     student.model.train()
-    return [[members[g][i] for g in range(cfg.group_size)] for i in range(len(seeds))]
+    g = cfg.group_size
+    return [trajs[i * g : (i + 1) * g] for i in range(len(seeds))]
 
 
 def episode_reward(traj: Trajectory, kind: str) -> float:
@@ -150,6 +148,10 @@ class StepStats:
         self.loss += float(loss.detach()) * mb.share
         for k, v in metrics.items():
             self.metrics[k] = self.metrics.get(k, 0.0) + float(v) * mb.share
+
+    def keep_max(self, name: str, value: float) -> None:
+        """A metric that is the step's largest value, not its mean."""
+        self.metrics[name] = max(self.metrics.get(name, float("-inf")), float(value))
 
     def add_batches(self, parts: list[MicroBatch]) -> None:
         """Count the step's loss tokens and the turns the length limit left out."""

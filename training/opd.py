@@ -28,7 +28,7 @@ import torch
 from mentorgym.errors import ConfigError
 from mentorgym.training import onpolicy
 from mentorgym.training.config import OnPolicyConfig
-from mentorgym.training.losses import fused_linear_jsd, sampled_token_distill_loss
+from mentorgym.training.losses import fused_linear_jsd, logprob_gap, sampled_token_distill_loss
 from mentorgym.training.scoring import (
     hidden_at,
     is_in_process,
@@ -80,6 +80,7 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
         stats = onpolicy.StepStats()
         parts = onpolicy.micro_batches(student, cfg, trajs)
         for mb in parts:
+            gap: dict[str, float] = {}
             b = mb.batch
             with autocast(student.device, cfg.precision):
                 # 2. score: the teacher's logprobs of the student's sampled tokens
@@ -114,10 +115,14 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
                     loss = sampled_token_distill_loss(
                         logp_BL, b.logp_old_BL, lp_t_BL, b.mask_BL, cfg.clip_eps or None
                     )
+                    # How far the sampler's logprobs are from the trainer's (pre-update) ones.
+                    gap_mean, gap_max = logprob_gap(logp_BL, b.logp_old_BL, b.mask_BL)
+                    gap["sampler_logprob_gap_mean"] = gap_mean
+                    stats.keep_max("sampler_logprob_gap_max", gap_max)
             (loss * mb.share).backward()
             # The reverse-KL estimate on the sampled tokens, logged in both modes.
             kl = ((b.logp_old_BL - lp_t_BL) * b.mask_BL).sum() / b.mask_BL.sum().clamp_min(1)
-            stats.add(mb, loss, sampled_reverse_kl=float(kl))
+            stats.add(mb, loss, sampled_reverse_kl=float(kl), **gap)
         stats.add_batches(parts)
         # 4. optimizer step
         grad_norm, lr = onpolicy.optimizer_step(run, cfg)

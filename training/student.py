@@ -38,6 +38,8 @@ class Student:
     path: str
     """Where its initial weights were loaded from (also its tokenizer's folder)."""
     metrics: trainer.Metrics
+    engine: Any = None
+    """The vLLM engine (`sampler: vllm`), started at the first sampling."""
 
 
 def initial_path(cfg: CoreConfig, run_dir: Path, d: trainer.Dist) -> str:
@@ -102,7 +104,13 @@ def sampling_policy(
     weights_path: str | None = None,
 ) -> HFPolicy:
     """The student as a Policy for rollouts, sharing the live weights (or, with
-    `weights_path`, loading a saved copy: a sharded FSDP model cannot generate on one rank)."""
+    `weights_path`, loading a saved copy: a sharded FSDP model cannot generate on one rank).
+
+    With `sampler: vllm` it is a vLLM engine beside the trainer, started once; the live
+    weights are loaded into it in memory here, before every sampling (so after every
+    optimizer step), and the seconds that took are logged as `sampler_sync_s`."""
+    if cfg.sampler == "vllm":
+        return _vllm_sampler(student, cfg, temperature, seed)
     live = weights_path is None
     return HFPolicy(
         student.path if live else weights_path,
@@ -116,6 +124,34 @@ def sampling_policy(
         model=trainer.unwrap(student.model) if live else None,
         tokenizer=student.tok if live else None,
     )
+
+
+def _vllm_sampler(student: Student, cfg: CoreConfig, temperature: float, seed: int) -> Any:
+    import itertools
+
+    from mentorgym.agents.vllm_engine import VLLMPolicy, sync_weights
+
+    if student.dist.enabled:
+        raise ConfigError(
+            "sampler: vllm runs in a single process here; under torchrun use sampler: hf "
+            "(vllm_engine.sync_weights shows the rank-0 gather for a multi-rank trainer)"
+        )
+    if student.engine is None:
+        student.engine = VLLMPolicy(
+            student.path,
+            max_tokens=cfg.max_new_tokens,
+            context_turns=cfg.context_turns,
+            system_prompt=cfg.system_prompt,
+            top_p=1.0,
+            enforce_eager=True,
+            dtype=cfg.model_dtype,
+        )
+    engine = student.engine
+    seconds = sync_weights(engine, student.model)
+    student.metrics.log({"kind": "sampler_sync", "sampler_sync_s": round(seconds, 4)})
+    engine.temperature = temperature
+    engine._seeds = itertools.count(seed)
+    return engine
 
 
 def evaluate(
