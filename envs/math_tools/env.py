@@ -27,6 +27,7 @@ from mentorgym.envs.math_tools.answers import answers_match
 from mentorgym.envs.math_tools.problems import Problem, generate_problem, load_gsm8k
 from mentorgym.errors import ConfigError
 from mentorgym.sandboxes.base import Sandbox
+from mentorgym.sandboxes.choice import choose
 
 SYSTEM_PROMPT = (
     "Solve the math word problem. Use the python tool to compute; print the result. "
@@ -36,12 +37,6 @@ PYTHON_EXAMPLE = format_tool_call("python", {"code": "print(2 + 3)"})
 MAX_CODE_CHARS = 100_000
 """Longest code a python call takes (it travels as one command-line argument)."""
 EXPECTED = f"{PYTHON_EXAMPLE} or {ANSWER_FORMAT}"
-
-
-def _local_sandbox() -> Sandbox:
-    from mentorgym.sandboxes.local import LocalSandbox
-
-    return LocalSandbox()
 
 
 class MathToolsEnv(TextEnv):
@@ -55,9 +50,11 @@ class MathToolsEnv(TextEnv):
     it picks the problem of seed k (so index k is the same problem in every run).
     Without an index, the reset seed draws a problem at random.
 
-    Each episode gets its own sandbox from `sandbox_factory` (default: a `LocalSandbox`,
-    which is no security boundary), made at the first tool call and closed at the next
-    reset or close. A turn with an `<answer>` ends the episode (tool calls in that turn are
+    Each episode gets its own sandbox, made at the first tool call and closed at the next
+    reset or close. By default it is isolated (`sandbox="auto"`: the Docker pool when an
+    engine answers, else bubblewrap, else the env refuses to start; see
+    `mentorgym.sandboxes.choice` and SECURITY.md); `sandbox_backend` says which, and so
+    does each tool step's `info["sandbox"]`. A turn with an `<answer>` ends the episode (tool calls in that turn are
     not run); reward 1 when it matches the expected number, else 0.
 
     Args:
@@ -69,8 +66,9 @@ class MathToolsEnv(TextEnv):
         tool_timeout: seconds one python call may run.
         python_cmd: the interpreter command in the sandbox; `"python3 -S"` starts several
             times faster where site-packages are heavy, at the cost of third-party imports.
+        sandbox: "auto", "docker", "bwrap" or "local" (no isolation: trusted code only).
         sandbox_factory: makes the sandbox for an episode, e.g.
-            `lambda: DockerSandbox(image=...)`.
+            `lambda: DockerSandbox(image=...)`; overrides `sandbox`.
     """
 
     def __init__(
@@ -84,6 +82,7 @@ class MathToolsEnv(TextEnv):
         max_tool_calls: int = 4,
         tool_timeout: float = 10.0,
         python_cmd: str = "python3",
+        sandbox: str = "auto",
         sandbox_factory: Callable[[], Sandbox] | None = None,
         render_mode: str | None = None,
     ):
@@ -100,7 +99,11 @@ class MathToolsEnv(TextEnv):
         self.max_tool_calls = max_tool_calls
         self.tool_timeout = tool_timeout
         self.python_cmd = python_cmd
-        self.sandbox_factory = sandbox_factory or _local_sandbox
+        if sandbox_factory is not None:
+            self.sandbox_factory, self.sandbox_backend = sandbox_factory, "custom"
+        else:
+            chosen = choose(sandbox)
+            self.sandbox_factory, self.sandbox_backend = chosen.factory, chosen.backend
         self.python_tool = Tool(
             name="python",
             description=(
@@ -184,7 +187,11 @@ class MathToolsEnv(TextEnv):
             refused, *_ = self.format_error(problem, ANSWER_FORMAT)
             messages += refused
             bad = True
-        info: dict[str, Any] = {"success": False, "tool_calls": self._tool_calls}
+        info: dict[str, Any] = {
+            "success": False,
+            "tool_calls": self._tool_calls,
+            "sandbox": self.sandbox_backend,
+        }
         if bad:
             info["format_error"] = True
         return messages, 0.0, False, False, info
