@@ -24,7 +24,8 @@ not a namespace setup (~50 ms). What the shell runs in:
   `memory_mb` per process, RLIMIT_CPU `cpu_seconds` per process, RLIMIT_FSIZE `file_mb`
   per file, no core dumps.
 - **Environment**: PATH, HOME, LANG, PYTHONDONTWRITEBYTECODE and the `env` passed in;
-  nothing of the parent's environment.
+  nothing of the parent's environment. bwrap itself starts with an empty environment too:
+  its init process lives in the sandbox, where `/proc/1/environ` is readable.
 
 What it does not do: it shares the host kernel (a kernel exploit escapes it); memory is
 limited per process, not in total (no cgroup: a sandbox could use `max_processes` times
@@ -80,6 +81,9 @@ _LAUNCHER = (
     "os.execv('/bin/sh', ['sh', '-s'])\n"
 )
 
+_BWRAP_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+"""The environment of bwrap itself: nothing of the trainer's."""
+
 _checked: dict[str, str | None] = {}
 _checked_lock = threading.Lock()
 
@@ -115,6 +119,7 @@ def _probe() -> str | None:
         try:
             r = subprocess.run(
                 [*argv, "/bin/sh", "-c", "exit 0"],
+                env=_BWRAP_ENV,
                 capture_output=True,
                 timeout=30,
                 **_drop_kwargs(ids),
@@ -283,6 +288,9 @@ class BwrapSandbox:
         try:
             self._proc = subprocess.Popen(
                 argv,
+                # bwrap's own processes (the namespace's init among them, whose
+                # /proc/1/environ the sandbox can read) must not hold the trainer's secrets.
+                env=_BWRAP_ENV,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,

@@ -122,13 +122,18 @@ def _docker(image: str, limits: Limits) -> SandboxChoice:
 
     # A read-only root, a non-root user and tmpfs work dirs: commands can write only to
     # /sandbox and /tmp, both gone with the container.
+    uid, gid = DOCKER_USER.split(":")
     pool = get_pool(
         image,
         size=limits.pool_size,
         workdir=DOCKER_WORKDIR,
         user=DOCKER_USER,
         read_only=True,
-        tmpfs={DOCKER_WORKDIR: "size=256m,mode=1777", "/tmp": "size=64m,mode=1777"},
+        # uid/gid, not mode: the engine resets the mode of the working directory.
+        tmpfs={
+            DOCKER_WORKDIR: f"size=256m,uid={uid},gid={gid},mode=0700",
+            "/tmp": "size=64m,mode=1777",
+        },
         mem_limit=f"{limits.memory_mb}m",
         pids_limit=limits.max_processes,
         env={"HOME": DOCKER_WORKDIR},
