@@ -363,3 +363,68 @@ def test_math_tools_refuses_without_an_isolated_backend(monkeypatch: pytest.Monk
         choose("auto")
     assert "Docker" in str(e.value) and "bubblewrap" in str(e.value)
     assert "no engine (test)" in str(e.value) and "sandbox=local" in str(e.value)
+
+
+# --- through the SWE env's bash tool (Docker) ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def swe_env() -> Iterator[object]:
+    if DOCKER_REASON is not None:
+        pytest.skip(DOCKER_REASON)
+    from mentorgym.envs.swe import SWEEnv
+    from mentorgym.envs.swe.tasks import load_tasks
+
+    env = SWEEnv(tasks=load_tasks("builtin")[:1], pool_size=1, command_timeout=20)
+    yield env
+    env.close()
+
+
+def swe_bash(env: object, command: str) -> str:
+    env.reset(options={"index": 0})  # type: ignore[attr-defined]
+    messages, *_ = env.step(format_tool_call("bash", {"command": command}))  # type: ignore[attr-defined]
+    return "\n".join(m["content"] for m in messages)
+
+
+SWE_PROBES = ["file", "secret", "write-host", "network", "kill"]
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("probe", SWE_PROBES)
+def test_swe_probe(
+    swe_env: object,
+    probe: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    host_service: tuple[int, str],
+) -> None:
+    secret = "sk-CANARY-" + secrets.token_hex(12)
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    canary = tmp_path / "canary.txt"
+    canary.write_text(secret)
+    canary.chmod(0o644)
+    port, token = host_service
+    host_target = tmp_path / "written-by-agent"
+    command = {
+        "file": f"cat {canary}; ls {REPO}",
+        "secret": "env; cat /proc/1/environ /proc/$PPID/environ",
+        "write-host": f"echo x > {host_target} && echo WROTE",
+        "network": py(connect_code(port)),
+        "kill": "kill -9 -1; /bin/kill -9 -1",
+    }[probe]
+    reply = swe_bash(swe_env, command)
+    assert secret not in reply and token not in reply
+    assert "WROTE" not in reply and "CONNECTED" not in reply and not host_target.exists()
+    if probe == "kill":
+        assert "alive" in swe_bash(swe_env, "echo alive")
+
+
+@pytest.mark.docker
+@pytest.mark.xfail(
+    strict=True,
+    reason="SWE containers run as root on a writable root filesystem (/testbed must be "
+    "writable); a read-only root with /testbed and /tmp as volumes would make this pass",
+)
+def test_swe_writes_outside_testbed_fail(swe_env: object) -> None:
+    reply = swe_bash(swe_env, "echo x > /etc/mg_probe && echo WROTE")
+    assert "WROTE" not in reply
