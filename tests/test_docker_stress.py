@@ -6,17 +6,16 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+import docker.errors
+import docker.models.containers
 import pytest
 
+from mentorgym.errors import SandboxError
 from mentorgym.sandboxes.docker import DockerSandbox, client, engine_available
 
 REASON = engine_available()
 IMAGE = "mentorgym/base:latest"
-pytestmark = [
-    pytest.mark.docker,
-    pytest.mark.slow,
-    pytest.mark.skipif(REASON is not None, reason=REASON or ""),
-]
+pytestmark = [pytest.mark.docker, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
 
 SANDBOXES = 128
 THREADS = 16
@@ -43,6 +42,7 @@ def make_and_use(i: int) -> str:
 created: list[DockerSandbox] = []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("round_", range(ROUNDS))
 def test_128_sandboxes_from_16_threads(round_: int) -> None:
     created.clear()
@@ -51,4 +51,38 @@ def test_128_sandboxes_from_16_threads(round_: int) -> None:
         assert outputs == [f"sandbox-{i}" for i in range(SANDBOXES)]
         assert len({b.id for b in created}) == SANDBOXES
         list(pool.map(lambda b: b.close(), created))
+    assert my_containers() == []
+
+
+def test_sandboxes_do_not_share_a_connection_pool() -> None:
+    # docker-py keys pools by URL and closes the least recently used one, even under a
+    # thread still using it: sandboxes used from many threads must not share one.
+    with DockerSandbox(IMAGE) as a, DockerSandbox(IMAGE) as b:
+        assert a.container.client is not b.container.client
+        assert a.container.client.api.adapters is not b.container.client.api.adapters
+
+
+def test_a_failed_start_is_a_sandbox_error_and_leaves_no_container(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def create_then_fail(self, image, command=None, **kwargs):  # what a failed start leaves
+        kwargs.pop("detach", None)
+        self.create(image, command=command, **kwargs)
+        raise docker.errors.APIError("start failed (simulated)")
+
+    monkeypatch.setattr(docker.models.containers.ContainerCollection, "run", create_then_fail)
+    with pytest.raises(SandboxError, match="start failed \\(simulated\\)"):
+        DockerSandbox(IMAGE)
+    assert my_containers() == []
+
+
+def test_a_shell_that_cannot_start_is_a_sandbox_error_and_leaves_no_container(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(self):
+        raise docker.errors.APIError("exec_create refused (simulated)")
+
+    monkeypatch.setattr(DockerSandbox, "_start_control", broken)
+    with pytest.raises(SandboxError, match="shell did not: APIError"):
+        DockerSandbox(IMAGE)
     assert my_containers() == []
