@@ -137,6 +137,7 @@ def _docker(image: str, limits: Limits) -> SandboxChoice:
         mem_limit=f"{limits.memory_mb}m",
         pids_limit=limits.max_processes,
         env={"HOME": DOCKER_WORKDIR},
+        background_close=True,  # an episode's reset need not wait for the engine's removal
     )
     return SandboxChoice("docker", f"docker (pool of {image}, no network)", pool.acquire)
 

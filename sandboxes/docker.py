@@ -312,6 +312,7 @@ class DockerSandbox:
         user: str | None = None,
         read_only: bool = False,
         tmpfs: dict[str, str] | None = None,
+        background_close: bool = False,
     ):
         _reap_once()
         c = _sandbox_client()
@@ -322,6 +323,7 @@ class DockerSandbox:
         self._lock = threading.Lock()
         self._close_lock = threading.Lock()
         self._closed = False
+        self._background_close = background_close
         self._shell: _Stream | None = None
         self._control: _Stream | None = None
         self._shell_pid = ""
@@ -651,13 +653,17 @@ class DockerSandbox:
         if self._closed:
             raise SandboxError("this sandbox is closed; create a new one")
 
-    def close(self, wait: bool = True) -> None:
+    def close(self, wait: bool | None = None) -> None:
         """Kill and remove the container; safe twice and from a `finally`.
 
         With `wait=False` the removal happens on a background thread and close returns at
         once (an episode loop need not wait for the engine); `drain_removals()` and exit
-        wait for those, and `reap()` catches any that a SIGKILL interrupted.
+        wait for those, and `reap()` catches any that a SIGKILL interrupted. The default
+        is `not background_close` (a constructor argument), for callers that only know
+        the Sandbox protocol's `close()`.
         """
+        if wait is None:
+            wait = not self._background_close
         with self._close_lock:
             if self._closed:
                 return
