@@ -37,12 +37,14 @@ namespace is killed (so nothing of a fork bomb or a background job survives), an
 `exec` starts a new shell over the same work directory (the directory and exported
 variables of the killed shell are lost). The same happens when a command kills the shell
 (`exit`, `kill -9 -1`). The kernel ties `--die-with-parent` to the *thread* that started
-bwrap: if that thread ends, the shell is killed and the next `exec` starts a new one.
+bwrap, so every bwrap is started by one long-lived thread of this module: a sandbox made in
+a worker thread that then ends keeps running.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import secrets
 import select
 import shlex
@@ -53,8 +55,10 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from mentorgym.errors import SandboxError
 from mentorgym.sandboxes.base import DEFAULT_OUTPUT_LIMIT, ExecResult, OutputCollector
@@ -155,6 +159,33 @@ def sandbox_python() -> str:
         if os.access(candidate, os.X_OK):
             return candidate
     return str(Path(sys.base_prefix) / "bin" / "python3")
+
+
+_spawn_requests: queue.Queue[tuple[list[str], dict[str, Any], Future[Any]]] = queue.Queue()
+_spawner: threading.Thread | None = None
+_spawner_lock = threading.Lock()
+
+
+def _spawn_loop() -> None:
+    while True:
+        argv, kwargs, done = _spawn_requests.get()
+        try:
+            done.set_result(subprocess.Popen(argv, **kwargs))
+        except BaseException as e:
+            done.set_exception(e)
+
+
+def _popen(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Popen from this module's spawner thread, which lives as long as the process: the
+    kernel sends --die-with-parent's SIGKILL when the *thread* that forked bwrap ends."""
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None or not _spawner.is_alive():
+            _spawner = threading.Thread(target=_spawn_loop, name="mentorgym-bwrap", daemon=True)
+            _spawner.start()
+    done: Future[subprocess.Popen[bytes]] = Future()
+    _spawn_requests.put((argv, kwargs, done))
+    return done.result()
 
 
 def _drop_kwargs(ids: tuple[int, int] | None) -> dict[str, object]:
@@ -286,7 +317,7 @@ class BwrapSandbox:
         ]
         argv = [*self._argv, sandbox_python(), "-I", "-S", "-c", _LAUNCHER, *map(str, limits)]
         try:
-            self._proc = subprocess.Popen(
+            self._proc = _popen(
                 argv,
                 # bwrap's own processes (the namespace's init among them, whose
                 # /proc/1/environ the sandbox can read) must not hold the trainer's secrets.

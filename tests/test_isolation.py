@@ -289,6 +289,25 @@ def test_bwrap_leaves_no_process_after_the_driver_is_killed() -> None:
             proc.kill()
 
 
+@bwrap_only
+def test_bwrap_outlives_the_thread_that_made_it() -> None:
+    # --die-with-parent follows the thread that forked bwrap; a rollout worker thread
+    # that ends must not take the episode's shell (and its exported variables) with it.
+    made: list[BwrapSandbox] = []
+
+    def work() -> None:
+        box = BwrapSandbox()
+        box.exec("export KEPT=yes")
+        made.append(box)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    time.sleep(0.2)
+    with made[0] as box:
+        assert box.exec("echo $KEPT").output.strip() == "yes"
+
+
 # --- through the MathTools env, with trajectory files ----------------------------------------
 
 PROBES = ["file", "secret", "write", "network"]
