@@ -43,6 +43,7 @@ a worker thread that then ends keeps running.
 
 from __future__ import annotations
 
+import errno
 import os
 import queue
 import secrets
@@ -484,11 +485,12 @@ class BwrapSandbox:
             raise SandboxError("this BwrapSandbox is closed; create a new one")
         return self._work
 
-    def _host_path(self, path: str) -> Path:
-        """Where `path` (relative to /sandbox, or absolute under it) lies on the host.
+    def _open(self, path: str, flags: int, create_parents: bool = False) -> int:
+        """A file descriptor for `path` (relative to /sandbox, or absolute under it).
 
-        Refuses a path that leaves the work directory, through `..` or a symlink the
-        sandbox made: the host side runs with the trainer's rights.
+        The host side runs with the trainer's rights and the sandbox may be changing its
+        files meanwhile, so the path is walked one component at a time from the work
+        directory with O_NOFOLLOW: no `..`, no symlink, not even one swapped in mid-walk.
         """
         p = Path(path)
         if p.is_absolute():
@@ -499,36 +501,51 @@ class BwrapSandbox:
                     f"{path} is outside {WORKDIR}: only the work directory is reachable "
                     "from outside the sandbox (use exec to read other files)"
                 ) from None
-        work = self.workdir.resolve()
-        full = (work / p).resolve()
-        if full != work and work not in full.parents:
-            raise PermissionError(f"{path} leads outside the sandbox's work directory")
-        return full
+        parts = [part for part in p.parts if part != "."]
+        if not parts or ".." in parts:
+            raise ValueError(f"{path} must name a file inside {WORKDIR}, without '..'")
+        dir_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+        fd = os.open(self.workdir, dir_flags)
+        try:
+            for part in parts[:-1]:
+                if create_parents:
+                    try:
+                        os.mkdir(part, 0o755, dir_fd=fd)
+                        if self._ids is not None:  # the sandbox must own what it may change
+                            os.chown(part, *self._ids, dir_fd=fd, follow_symlinks=False)
+                    except FileExistsError:
+                        pass
+                try:
+                    next_fd = os.open(part, dir_flags, dir_fd=fd)
+                except OSError as e:
+                    if e.errno in (errno.ELOOP, errno.ENOTDIR):  # a symlink, or a file
+                        raise PermissionError(f"{path}: {part} is not a directory") from None
+                    raise
+                os.close(fd)
+                fd = next_fd
+            return os.open(parts[-1], flags | os.O_NOFOLLOW, 0o644, dir_fd=fd)
+        finally:
+            os.close(fd)
 
     def read_file(self, path: str) -> bytes:
         """The bytes of a file under /sandbox; `FileNotFoundError` if absent."""
-        fd = os.open(self._host_path(path), os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd, "rb") as f:
+        with os.fdopen(self._open(path, os.O_RDONLY), "rb") as f:
             return f.read()
 
     def write_file(self, path: str, content: str | bytes) -> None:
         """Write `content` (str as UTF-8) to a file under /sandbox, creating parents."""
-        full = self._host_path(path)
         data = content.encode() if isinstance(content, str) else content
-        parents = [p for p in reversed(full.parents) if not p.exists()]
-        full.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        fd = self._open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, create_parents=True)
         with os.fdopen(fd, "wb") as f:
+            if self._ids is not None:
+                os.fchown(f.fileno(), *self._ids)
             f.write(data)
-        if self._ids is not None:  # the sandbox's host uid must be able to change it
-            for p in [*parents, full]:
-                os.chown(p, *self._ids)
 
     def close(self) -> None:
         """Kill every process of the sandbox and delete its files; safe to call twice."""
         lock = getattr(self, "_lock", None)
-        if lock is not None and not lock.acquire(timeout=60):
-            # A command holds the lock; killing the shell ends it, then take the lock.
+        if lock is not None and not lock.acquire(blocking=False):
+            # A command is running (another thread): killing bwrap ends it at once.
             proc = self._proc
             if proc is not None:
                 proc.send_signal(signal.SIGKILL)

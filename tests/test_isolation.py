@@ -290,6 +290,29 @@ def test_bwrap_leaves_no_process_after_the_driver_is_killed() -> None:
 
 
 @bwrap_only
+def test_bwrap_host_side_file_access_stays_in_the_work_directory(tmp_path: Path) -> None:
+    outside = tmp_path / "host.txt"
+    outside.write_text("host")
+    with BwrapSandbox() as box:
+        box.write_file("a/b.txt", "from the host")
+        assert box.read_file("/sandbox/a/b.txt") == b"from the host"
+        assert box.exec("echo more >> a/b.txt && cat a/b.txt").output == "from the host" + "more\n"
+        # The sandbox plants symlinks to the host's files (their targets exist only there).
+        box.exec(f"ln -s {outside} evil; ln -s {tmp_path} dir; ln -s /etc etc")
+        for bad in ("evil", "dir/host.txt", "etc/passwd"):
+            with pytest.raises(OSError):
+                box.read_file(bad)
+        with pytest.raises(OSError):
+            box.write_file("evil", "overwritten")
+        with pytest.raises(OSError):
+            box.write_file("dir/new.txt", "x")
+        for bad in ("../escape.txt", "/etc/passwd"):
+            with pytest.raises(ValueError):
+                box.read_file(bad)
+    assert outside.read_text() == "host" and not (tmp_path / "new.txt").exists()
+
+
+@bwrap_only
 def test_bwrap_outlives_the_thread_that_made_it() -> None:
     # --die-with-parent follows the thread that forked bwrap; a rollout worker thread
     # that ends must not take the episode's shell (and its exported variables) with it.
