@@ -189,6 +189,14 @@ def _popen(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     return done.result()
 
 
+def _readable(fd: int, timeout_s: float) -> bool:
+    """Whether `fd` has data (or EOF) within `timeout_s`; poll(2), not select(2), which
+    fails on descriptors past 1023 (a trainer with hundreds of sandboxes has those)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(0.0, timeout_s) * 1000))
+
+
 def _drop_kwargs(ids: tuple[int, int] | None) -> dict[str, object]:
     if ids is None:
         return {}
@@ -358,7 +366,7 @@ class BwrapSandbox:
         want = marker_only.encode() + b"\n"
         while want not in buf:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
+            if left <= 0 or not _readable(fd, left):
                 return None
             chunk = os.read(fd, 65536)
             if not chunk:
@@ -390,7 +398,7 @@ class BwrapSandbox:
         self._early_output = b""
         assert proc.stdout is not None
         try:
-            while select.select([proc.stdout], [], [], 0.5)[0]:
+            while _readable(proc.stdout.fileno(), 0.5):
                 chunk = os.read(proc.stdout.fileno(), 65536)
                 if not chunk:
                     break
@@ -440,7 +448,7 @@ class BwrapSandbox:
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
-            ready = left > 0 and select.select([fd], [], [], left)[0]
+            ready = left > 0 and _readable(fd, left)
             if not ready:
                 out.add(bytes(pending))
                 self._reap_shell()

@@ -201,6 +201,8 @@ class _Stream:
         sock = api.exec_start(self.exec_id, socket=True)
         self.sock: socket.socket = getattr(sock, "_sock", sock)
         self.sock.setblocking(True)
+        self._poller = select.poll()
+        self._poller.register(self.sock, select.POLLIN)
         self._buf = bytearray()
         self._frame_left = 0
         self.eof = False
@@ -219,8 +221,9 @@ class _Stream:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return b""
-            ready, _, _ = select.select([self.sock], [], [], remaining)
-            if not ready:
+            # poll(2), not select(2): select fails on descriptors past 1023, and a process
+            # with a hundred sandboxes has those.
+            if not self._poller.poll(remaining * 1000):
                 return b""
             try:
                 chunk = self.sock.recv(1 << 16)
@@ -358,7 +361,7 @@ class DockerSandbox:
                 f"image {image} does not exist: build the base image with "
                 "`mentorgym sandbox build-base` (or scripts/docker_up.sh)"
             ) from None
-        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as e:
+        except Exception as e:  # whatever docker-py or requests raise: named, never leaked
             self._discard(sandbox_label)
             raise SandboxError(
                 f"could not start a container from {image}: {type(e).__name__}: {e}"
@@ -367,7 +370,10 @@ class DockerSandbox:
         try:
             self._control = self._start_control()
             self._shell = self._start_shell()
-        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as e:
+        except SandboxError:
+            self.close()
+            raise
+        except Exception as e:
             self.close()
             raise SandboxError(
                 f"container {self.id[:12]} started but its shell did not: {type(e).__name__}: {e}"
@@ -375,6 +381,10 @@ class DockerSandbox:
         except BaseException:
             self.close()
             raise
+        # The shells talk over their own sockets now; drop the client's idle pooled
+        # connections (a few per sandbox), so a hundred sandboxes hold a few hundred
+        # descriptors, not a thousand. The client opens new ones when it needs them.
+        self._client.api.close()
 
     def _discard(self, sandbox_label: dict[str, str]) -> None:
         """Remove a container a failed `containers.run` may have created, then the client."""

@@ -52,7 +52,7 @@ class SandboxPool:
                 return
             try:
                 sandbox = DockerSandbox(self.image, **self.sandbox_kwargs)
-            except SandboxError as e:
+            except Exception as e:  # a filler that died would leave the pool cold for good
                 # Leave the slot empty: acquire() starts a sandbox itself and raises
                 # the error to the caller if the problem persists.
                 self.last_error = e

@@ -470,3 +470,22 @@ def test_swe_probe(
 def test_swe_writes_outside_testbed_fail(swe_env: object) -> None:
     reply = swe_bash(swe_env, "echo x > /etc/mg_probe && echo WROTE")
     assert "WROTE" not in reply
+
+
+@pytest.mark.parametrize("backend", ISOLATED)
+def test_sandboxes_work_with_descriptors_past_1023(backend: str) -> None:
+    # A trainer with a hundred sandboxes holds descriptors past select(2)'s limit of 1024.
+    import resource
+
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 1400:
+        pytest.skip("RLIMIT_NOFILE is below 1400 here")
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        box = make_sandbox(backend)
+        try:
+            assert box.exec("echo high").output.strip() == "high"
+        finally:
+            box.close()
+    finally:
+        for fd in filler:
+            os.close(fd)
