@@ -3,7 +3,8 @@
 THIS IS NO SECURITY BOUNDARY. Commands run as the same user as mentorgym, see the same
 filesystem (the temporary directory is only the working directory, not a jail) and the same
 network. Use it for trusted code: generated arithmetic, tests, scripted agents. For code an
-LLM wrote that you do not trust, use the Docker backend (`mentorgym.sandboxes.docker`).
+LLM wrote that you do not trust, use the Docker or bubblewrap backend
+(`mentorgym.sandboxes.docker`, `mentorgym.sandboxes.bwrap`; SECURITY.md compares them).
 
 What it does limit, per command:
 
