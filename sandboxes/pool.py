@@ -71,7 +71,9 @@ class SandboxPool:
             try:
                 sandbox = self._ready.get_nowait()
             except queue.Empty:
-                self._wanted.release()  # replace the one this call starts itself
+                # The fillers already owe the idle sandboxes that are missing; asking them
+                # for one more here would pile up a container per caller after a burst
+                # (128 acquires at once left 128 idle containers behind).
                 return DockerSandbox(self.image, **self.sandbox_kwargs)
             self._wanted.release()
             # A warm container can die while it waits (removed by hand, engine restart).

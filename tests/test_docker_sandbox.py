@@ -269,6 +269,23 @@ def test_pool_never_hands_out_a_used_container(image: str) -> None:
     assert not any(_exists(i) for i in seen | idle_ids)
 
 
+def test_pool_keeps_at_most_size_idle_after_a_burst(image: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mentorgym.sandboxes.pool import SandboxPool
+
+    with SandboxPool(image, size=1, fillers=2) as pool:
+        with ThreadPoolExecutor(5) as ex:
+            boxes = list(ex.map(lambda _: pool.acquire(), range(5)))
+        for box in boxes:
+            box.close(wait=False)
+        deadline = time.monotonic() + 60
+        while pool.idle() < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(3)  # room for any extra container a filler would (wrongly) start
+        assert pool.idle() == 1
+
+
 def test_get_pool_shares_one_pool_per_key(image: str) -> None:
     from mentorgym.sandboxes.pool import close_all_pools, get_pool
 
