@@ -280,8 +280,9 @@ def bench_concurrent(n: int, threads: int, reps: int) -> None:
         from mentorgym.sandboxes.pool import close_all_pools
 
         close_all_pools()  # the warm pool's idle containers are not leftovers; drop them first
+        drain_removals()  # close() left the removals to the background
         left = client().containers.list(
-            all=True, filters={"label": f"mentorgym.owner_pid={os.getpid()}"}
+            all=True, sparse=True, filters={"label": f"mentorgym.owner_pid={os.getpid()}"}
         )
         print(f"  docker containers left running by this process: {len(left)}")
 
