@@ -120,12 +120,10 @@ def _docker_reason(image: str) -> str | None:
 def _docker(image: str, limits: Limits) -> SandboxChoice:
     from mentorgym.sandboxes.pool import get_pool
 
+    uid, gid = DOCKER_USER.split(":")
     # A read-only root, a non-root user and tmpfs work dirs: commands can write only to
     # /sandbox and /tmp, both gone with the container.
-    uid, gid = DOCKER_USER.split(":")
-    pool = get_pool(
-        image,
-        size=limits.pool_size,
+    settings = dict(
         workdir=DOCKER_WORKDIR,
         user=DOCKER_USER,
         read_only=True,
@@ -139,7 +137,13 @@ def _docker(image: str, limits: Limits) -> SandboxChoice:
         env={"HOME": DOCKER_WORKDIR},
         background_close=True,  # an episode's reset need not wait for the engine's removal
     )
-    return SandboxChoice("docker", f"docker (pool of {image}, no network)", pool.acquire)
+
+    def make() -> Sandbox:
+        # Looked up at each call: the process's shared pool, made again if it was closed.
+        return get_pool(image, limits.pool_size, **settings).acquire()
+
+    get_pool(image, limits.pool_size, **settings)  # start warming now
+    return SandboxChoice("docker", f"docker (pool of {image}, no network)", make)
 
 
 def _bwrap(limits: Limits) -> SandboxChoice:

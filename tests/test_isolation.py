@@ -489,3 +489,17 @@ def test_sandboxes_work_with_descriptors_past_1023(backend: str) -> None:
     finally:
         for fd in filler:
             os.close(fd)
+
+
+@pytest.mark.docker
+@pytest.mark.skipif(DOCKER_REASON is not None, reason=DOCKER_REASON or "")
+def test_docker_choice_survives_its_pool_being_closed() -> None:
+    from mentorgym.sandboxes.pool import close_all_pools
+
+    chosen = choose("docker")
+    close_all_pools()  # what exit, or a test's teardown, does
+    box = chosen.factory()
+    try:
+        assert box.exec("echo ok").output.strip() == "ok"
+    finally:
+        box.close()
