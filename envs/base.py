@@ -212,15 +212,15 @@ class Tool:
         }
 
 
-def tools_prompt(tools: list[Tool]) -> str:
-    """The Qwen/Hermes tool section of a system prompt."""
+def tools_prompt(tools: list[Tool], answer_format: str = ANSWER_FORMAT) -> str:
+    """The Qwen/Hermes tool section of a system prompt; it ends with how to give the answer."""
     lines = "\n".join(json.dumps(t.schema()) for t in tools)
     return (
         "You may call tools. Their signatures are inside <tools></tools>:\n"
         f"<tools>\n{lines}\n</tools>\n"
         "To call a tool, write a JSON object with its name and arguments inside tags:\n"
         f"{TOOL_CALL_FORMAT}\n"
-        f"When you are done, write your final answer as {ANSWER_FORMAT}."
+        f"When you are done, write your final answer as {answer_format}."
     )
 
 

@@ -235,7 +235,7 @@ def test_gsm8k_dataset() -> None:
     assert u.num_tasks == 6
     obs, info = env.reset(options={"index": 1})
     assert "850 houses" in obs[-1]["content"] and info["task_id"] == "gsm8k_sample-1"
-    assert u.expert_action() is None
+    assert u.expert_action() == "<answer>620,500</answer>"  # no program: the gold answer
     assert "620500" in u.reference_solution()
     _, r, term, _, info = env.step("<answer>$620,500</answer>")
     assert (r, term, info["success"]) == (1.0, True, True)
@@ -394,3 +394,62 @@ def test_reference_solution_and_step_before_reset() -> None:
     ref = env.reference_solution()
     assert env.problem.program in ref and ref.endswith(f"Answer: {env.problem.answer}")
     env.close()
+
+
+# --- how the answer is read: <answer> tags or the last \boxed{} -----------------------------------
+
+MATH = Path(__file__).parent / "data" / "math_sample.jsonl"
+
+
+def test_boxed_answer_format_reads_the_last_boxed_of_a_turn_without_tool_calls() -> None:
+    pytest.importorskip("math_verify", reason="the grader needs math-verify")
+    env = make(
+        dataset=str(MATH),
+        answer_format="boxed",
+        sandbox_factory=lambda: FakeSandbox(ExecResult(0, "1\n")),
+    )
+    prompt = env.unwrapped.system_prompt
+    assert "\\boxed{}" in prompt and "\\boxed{YOUR ANSWER} in a turn without tool calls" in prompt
+    assert "<answer>" not in prompt
+    env.reset(options={"index": 0})  # gold 3\sqrt{13}
+    # A turn with a tool call is not final, even with a \boxed{} in it.
+    msgs, r, term, _, info = env.step(call("print(1)") + " maybe \\boxed{1}")
+    assert msgs[0]["content"] == "1\n" and not term and r == 0.0
+    # <answer> tags mean nothing here, closed or not.
+    for text in ("<answer>3\\sqrt{13}</answer>", "<answer>3\\sqrt{13}"):
+        msgs, r, term, _, info = env.step(text)
+        assert (
+            info["format_error"]
+            and not term
+            and "neither a tool call nor an answer" in (msgs[-1]["content"])
+        )
+        assert "\\boxed{YOUR ANSWER}" in msgs[-1]["content"]
+    msgs, r, term, _, info = env.step("so it is \\boxed{3\\sqrt{13}")
+    assert info["format_error"] and not term and "not closed" in msgs[-1]["content"]
+    _, r, term, _, info = env.step("First \\boxed{1}; finally $\\boxed{\\sqrt{117}}$.")
+    assert (r, term, info["success"], info["answer"], info["grade"]) == (
+        1.0,
+        True,
+        True,
+        "\\sqrt{117}",
+        "symbolic",
+    )
+    env.reset(options={"index": 2})
+    assert env.unwrapped.expert_action().startswith("The final answer is \\boxed{\\left( 3,")
+    assert "\\boxed{" in env.unwrapped.random_action()
+    env.close()
+
+
+def test_boxed_answer_format_on_generated_problems_and_prompts_say_which() -> None:
+    env = make(answer_format="boxed", sandbox_factory=LocalSandbox)
+    assert "\\boxed{NUMBER}" in env.unwrapped.system_prompt
+    results = [run_episode(env, seed, lambda u: u.expert_action()) for seed in range(5)]
+    assert all(r == 1.0 and ok and turns == 2 for r, ok, turns in results)
+    env.close()
+    tagged = MathToolsEnv(dataset=str(MATH), sandbox_factory=LocalSandbox)
+    assert "<answer>ANSWER</answer>" in tagged.system_prompt and "\\boxed" not in (
+        tagged.system_prompt
+    )
+    assert "<answer>NUMBER</answer>" in MathToolsEnv(sandbox_factory=LocalSandbox).system_prompt
+    with pytest.raises(ConfigError, match="answer_format must be one of tag, boxed"):
+        MathToolsEnv(answer_format="latex")

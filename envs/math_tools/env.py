@@ -1,4 +1,4 @@
-"""`mentorgym/MathTools-v0`: arithmetic word problems with a python tool."""
+"""`mentorgym/MathTools-v0`: math problems (generated, or GSM8K, MATH, AIME...) with a python tool."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ from mentorgym.envs.base import (
     tools_prompt,
     user,
 )
-from mentorgym.envs.math_tools.answers import answers_match
-from mentorgym.envs.math_tools.problems import Problem, generate_problem, load_gsm8k
+from mentorgym.envs.math_tools.answers import check_answer, last_boxed
+from mentorgym.envs.math_tools.datasets import load_problems
+from mentorgym.envs.math_tools.problems import Problem, generate_problem
 from mentorgym.errors import ConfigError
 from mentorgym.sandboxes.base import Sandbox
 from mentorgym.sandboxes.choice import choose
@@ -33,18 +34,39 @@ SYSTEM_PROMPT = (
     "Solve the math word problem. Use the python tool to compute; print the result. "
     "Give the final number as <answer>NUMBER</answer>."
 )
+"""Generated problems, answers in tags."""
+ANSWER_FORMATS = ("tag", "boxed")
+GENERATED_BOXED_PROMPT = (
+    "Solve the math word problem. Use the python tool to compute; print the result. "
+    "Give the final number as \\boxed{NUMBER}."
+)
+BOXED_FORMAT = "\\boxed{YOUR ANSWER} in a turn without tool calls"
+DATASET_PROMPTS = {
+    "tag": "Solve the math problem. You may use the python tool to compute; print the result. "
+    "Give the final answer, simplified, as <answer>ANSWER</answer>.",
+    "boxed": "Solve the math problem. You may use the python tool to compute; print the "
+    "result. Please reason step by step, and put your final answer within \\boxed{}.",
+}
+"""Data sets (LaTeX answers); `boxed` is the papers' prompt for MATH and AIME."""
 PYTHON_EXAMPLE = format_tool_call("python", {"code": "print(2 + 3)"})
 MAX_CODE_CHARS = 100_000
 """Longest code a python call takes (it travels as one command-line argument)."""
-EXPECTED = f"{PYTHON_EXAMPLE} or {ANSWER_FORMAT}"
 
 
 class MathToolsEnv(TextEnv):
-    """Arithmetic word problems (generated or GSM8K JSONL) solved with a python tool.
+    """Math problems (generated, or a data set) solved with a python tool.
 
     Generated problems (the default) come with the program that made them, which is the
-    expert's tool call. With `dataset=PATH` (GSM8K-format JSONL) the problems come from the
-    file, `num_tasks` is its size and there is no expert.
+    expert's tool call. With `dataset=PATH` the problems come from a data set (GSM8K,
+    MATH/MATH500, AIME, SVAMP or any columns; see `mentorgym.envs.math_tools.datasets`)
+    and `num_tasks` is its size; the expert runs the set's program where it has one
+    (SVAMP's equation) and otherwise answers with the gold answer. Answers are checked by
+    `check_answer` (plain numbers, text, else math-verify with a time limit), and
+    `info["grade"]` says which reading decided (`"timeout"` when math-verify ran out).
+
+    `answer_format` says how the final answer is read, and the system prompt says the
+    same: `"tag"` (`<answer>...</answer>`; a turn with one ends the episode) or `"boxed"`
+    (the last `\\boxed{}` of a turn without tool calls, as the MATH and AIME papers ask).
 
     `reset(options={"index": k})` picks the k-th dataset problem; for generated problems
     it picks the problem of seed k (so index k is the same problem in every run).
@@ -54,11 +76,16 @@ class MathToolsEnv(TextEnv):
     reset or close. By default it is isolated (`sandbox="auto"`: the Docker pool when an
     engine answers, else bubblewrap, else the env refuses to start; see
     `mentorgym.sandboxes.choice` and SECURITY.md); `sandbox_backend` says which, and so
-    does each tool step's `info["sandbox"]`. A turn with an `<answer>` ends the episode (tool calls in that turn are
-    not run); reward 1 when it matches the expected number, else 0.
+    does each tool step's `info["sandbox"]`. A turn with an `<answer>` ends the episode
+    (tool calls in that turn are not run); reward 1 when it matches the expected number, else 0.
 
     Args:
-        dataset: a GSM8K-format JSONL file; None to generate problems.
+        dataset: a data set (a JSONL/JSON/Parquet/CSV file, a folder saved by `datasets`,
+            or a Hugging Face name); None to generate problems.
+        dataset_format: "gsm8k", "math", "aime" or "svamp"; None detects it.
+        split, subset: which split and configuration of a Hugging Face data set.
+        question_key, answer_key, id_key, solution_key: read any data set by its columns.
+        answer_format: "tag" or "boxed" (see above).
         steps, max_value, fractions, percentages: difficulty of generated problems
             (see `mentorgym.envs.math_tools.problems`).
         max_tool_calls: python calls allowed per episode; later calls are refused with a
@@ -75,6 +102,14 @@ class MathToolsEnv(TextEnv):
         self,
         dataset: str | None = None,
         *,
+        dataset_format: str | None = None,
+        split: str | None = None,
+        subset: str | None = None,
+        question_key: str | None = None,
+        answer_key: str | None = None,
+        id_key: str | None = None,
+        solution_key: str | None = None,
+        answer_format: str = "tag",
         steps: int = 2,
         max_value: int = 20,
         fractions: bool = False,
@@ -93,8 +128,28 @@ class MathToolsEnv(TextEnv):
             steps=steps, max_value=max_value, fractions=fractions, percentages=percentages
         )
         generate_problem(0, **self.difficulty)  # fail at construction on bad knobs
+        if answer_format not in ANSWER_FORMATS:
+            raise ConfigError(
+                f"answer_format must be one of {', '.join(ANSWER_FORMATS)}, got {answer_format!r}"
+            )
+        self.answer_format = answer_format
+        self.answer_hint = ANSWER_FORMAT if answer_format == "tag" else BOXED_FORMAT
+        self.expected = f"{PYTHON_EXAMPLE} or {self.answer_hint}"
         self.dataset = dataset
-        self.problems: list[Problem] | None = load_gsm8k(dataset) if dataset else None
+        self.problems: list[Problem] | None = (
+            load_problems(
+                dataset,
+                format=dataset_format,
+                split=split,
+                subset=subset,
+                question_key=question_key,
+                answer_key=answer_key,
+                id_key=id_key,
+                solution_key=solution_key,
+            )
+            if dataset
+            else None
+        )
         self.num_tasks = len(self.problems) if self.problems is not None else None
         self.max_tool_calls = max_tool_calls
         self.tool_timeout = tool_timeout
@@ -117,7 +172,13 @@ class MathToolsEnv(TextEnv):
             },
             run=self._run_python,
         )
-        self.system_prompt = SYSTEM_PROMPT + "\n\n" + tools_prompt([self.python_tool])
+        if dataset:
+            prompt = DATASET_PROMPTS[answer_format]
+        elif answer_format == "tag":
+            prompt = SYSTEM_PROMPT
+        else:
+            prompt = GENERATED_BOXED_PROMPT
+        self.system_prompt = prompt + "\n\n" + tools_prompt([self.python_tool], self.answer_hint)
         self.problem: Problem | None = None
         self._sandbox: Sandbox | None = None
         self._tool_calls = 0
@@ -157,15 +218,31 @@ class MathToolsEnv(TextEnv):
         if self.problem is None:
             raise ResetNeeded("call reset() before step()")
         parsed = parse_action(action)
-        if parsed.error is not None:
-            return self._fail(self.format_error(parsed.error, EXPECTED))
-        if parsed.answer is not None:
-            correct = answers_match(parsed.answer, self.problem.answer)
-            info = {"success": correct, "answer": parsed.answer, "expected": self.problem.answer}
-            return [], float(correct), True, False, info
+        boxed = self.answer_format == "boxed"
+        # With boxed answers an <answer> tag means nothing, so neither does an unclosed one.
+        if parsed.error is not None and not (
+            boxed and parsed.error.startswith("unclosed <answer>")
+        ):
+            return self._fail(self.format_error(parsed.error, self.expected))
+        answer = parsed.answer if not boxed else None
+        if boxed and not parsed.tool_calls and "\\boxed{" in action:
+            answer = last_boxed(action)
+            if answer is None:
+                return self._fail(
+                    self.format_error("the last \\boxed{ is not closed", self.expected)
+                )
+        if answer is not None:
+            verdict = check_answer(answer, self.problem.answer)
+            info = {
+                "success": verdict.correct,
+                "answer": answer,
+                "expected": self.problem.answer,
+                "grade": verdict.method,
+            }
+            return [], float(verdict.correct), True, False, info
         if not parsed.tool_calls:
             return self._fail(
-                self.format_error("the turn has neither a tool call nor an answer", EXPECTED)
+                self.format_error("the turn has neither a tool call nor an answer", self.expected)
             )
         room = max(0, self.max_tool_calls - self._tool_calls)
         calls, skipped = parsed.tool_calls[:room], len(parsed.tool_calls) - room
@@ -174,7 +251,7 @@ class MathToolsEnv(TextEnv):
         if bad:
             # Say what a good call looks like right where the error is.
             messages = [
-                tool(f"{m['content']} Write {EXPECTED}.")
+                tool(f"{m['content']} Write {self.expected}.")
                 if m["content"].startswith("Error:")
                 else m
                 for m in messages
@@ -184,7 +261,7 @@ class MathToolsEnv(TextEnv):
                 f"the limit of {self.max_tool_calls} tool calls per problem is reached, so "
                 f"{skipped} call(s) were not run; give your final answer"
             )
-            refused, *_ = self.format_error(problem, ANSWER_FORMAT)
+            refused, *_ = self.format_error(problem, self.answer_hint)
             messages += refused
             bad = True
         info: dict[str, Any] = {
@@ -203,16 +280,16 @@ class MathToolsEnv(TextEnv):
     # --- oracle, baseline, privileged context ----------------------------------------------
 
     def expert_action(self) -> str | None:
-        """Generated problems: the solving program as a python call, then the answer."""
-        if self.problem is None or self.problem.program is None:
+        """The problem's program as a python call where it has one, then the gold answer."""
+        if self.problem is None:
             return None
-        if self._tool_calls == 0 and self.max_tool_calls > 0:
+        if self.problem.program is not None and self._tool_calls == 0 and self.max_tool_calls > 0:
             return format_tool_call("python", {"code": self.problem.program})
-        return f"<answer>{self.problem.answer}</answer>"
+        return self._final(self.problem.answer)
 
     def random_action(self) -> str:
         """An answer with a random small number (the random baseline)."""
-        return f"<answer>{int(self._action_rng.integers(0, 100))}</answer>"
+        return self._final(str(int(self._action_rng.integers(0, 100))))
 
     def reference_solution(self) -> str | None:
         """Worked steps and, for generated problems, the program; None before reset.
@@ -230,6 +307,12 @@ class MathToolsEnv(TextEnv):
         return "\n".join(parts)
 
     # --- internals --------------------------------------------------------------------------
+
+    def _final(self, answer: str) -> str:
+        """The turn that gives `answer` in this env's answer format."""
+        if self.answer_format == "boxed":
+            return f"The final answer is \\boxed{{{answer}}}."
+        return f"<answer>{answer}</answer>"
 
     def _fail(self, result: StepResult) -> StepResult:
         messages, reward, terminated, truncated, info = result

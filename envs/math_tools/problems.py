@@ -1,4 +1,6 @@
-"""Math word problems: seeded generation with the program that solves them, and GSM8K files.
+"""Math word problems: the `Problem` record, and seeded generation with the program that solves it.
+
+Data sets (GSM8K, MATH, AIME, SVAMP, ...) are read by `mentorgym.envs.math_tools.datasets`.
 
 A generated problem is a chain: a start quantity, then `steps` operations on it, each told
 as one sentence of a story (shopping, a machine's output, a trip, sharing, a sale...). The
@@ -14,9 +16,7 @@ the prompts short and regular enough for a tiny model to learn with the python t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -29,12 +29,12 @@ class Problem:
 
     question: str
     answer: str
-    """The final answer as text (a number for every built-in source)."""
+    """The final answer as text: a number, or LaTeX (`3\\sqrt{13}`, `(3, \\frac{\\pi}{2})`)."""
     task_id: str
     program: str | None = None
-    """Python that prints the answer (generated problems only)."""
+    """Python that prints the answer (generated problems; SVAMP's equation)."""
     solution: str | None = None
-    """Worked steps (generated) or the dataset's rationale (GSM8K text before `####`)."""
+    """Worked steps (generated) or the dataset's rationale (GSM8K before `####`, MATH's solution)."""
 
 
 # --- generation ---------------------------------------------------------------------------
@@ -298,49 +298,3 @@ def _operation(
         step = _Step(add.format(**dict(words, n=n)), f"x = x + {n}", f"{x} + {n} = {x + n}")
         return step, x + n
     return candidates[int(rng.integers(len(candidates)))]
-
-
-# --- GSM8K-format files ---------------------------------------------------------------------
-
-
-def load_gsm8k(path: str | Path) -> list[Problem]:
-    """Problems from a GSM8K-format JSONL file: `question`, and `answer` ending `#### N`.
-
-    The text before `####` becomes the problem's `solution`; an optional `id` field its
-    `task_id` (else `<file stem>-<line index>`).
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(
-            f"dataset file {str(p)!r} not found; pass dataset=PATH to a GSM8K-format JSONL file"
-        )
-    problems: list[Problem] = []
-    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{p}:{lineno}: not valid JSON ({e.msg})") from e
-        if (
-            not isinstance(row, dict)
-            or not isinstance(row.get("question"), str)
-            or not isinstance(row.get("answer"), str)
-        ):
-            raise ConfigError(
-                f'{p}:{lineno}: expected an object with string "question" and "answer" fields'
-            )
-        if "####" not in row["answer"]:
-            raise ConfigError(
-                f'{p}:{lineno}: the "answer" must end with "#### <final answer>" (GSM8K format)'
-            )
-        rationale, final = row["answer"].rsplit("####", 1)
-        task_id = str(row.get("id", f"{p.stem}-{len(problems)}"))
-        problems.append(
-            Problem(
-                row["question"].strip(), final.strip(), task_id, None, rationale.strip() or None
-            )
-        )
-    if not problems:
-        raise ConfigError(f"dataset file {str(p)!r} holds no problems")
-    return problems
