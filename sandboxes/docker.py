@@ -199,6 +199,9 @@ class _Stream:
             container_id, argv, stdin=True, stdout=True, stderr=True, workdir=workdir
         )["Id"]
         sock = api.exec_start(self.exec_id, socket=True)
+        # Keep docker-py's wrapper too: it holds the HTTP response, whose collection by
+        # the garbage collector may close the connection under us.
+        self._wrapper = sock
         self.sock: socket.socket = getattr(sock, "_sock", sock)
         self.sock.setblocking(True)
         self._poller = select.poll()
@@ -461,7 +464,18 @@ class DockerSandbox:
             try:
                 self._shell.send(script.encode())
             except OSError:
-                raise SandboxError(self._death_reason("the shell's connection broke")) from None
+                # The stream to the shell broke but the container may be fine: resume in a
+                # new shell (the state file restores the directory and exports) and resend.
+                if not self._container_running():
+                    raise SandboxError(self._death_reason("the shell's connection broke")) from None
+                self._shell.close()
+                self._shell = self._restart_shell()
+                try:
+                    self._shell.send(script.encode())
+                except OSError:
+                    raise SandboxError(
+                        self._death_reason("the shell's connection broke twice")
+                    ) from None
             return self._collect(marker, timeout)
 
     def _collect(self, marker: bytes, timeout: float) -> ExecResult:

@@ -90,3 +90,10 @@ def test_a_shell_that_cannot_start_is_a_sandbox_error_and_leaves_no_container(
     with pytest.raises(SandboxError, match="shell did not: APIError"):
         DockerSandbox(IMAGE)
     assert my_containers() <= before
+
+
+def test_a_broken_shell_stream_resumes_in_a_new_shell() -> None:
+    with DockerSandbox(IMAGE) as box:
+        box.exec("cd /tmp && export KEPT=5")
+        box._shell.sock.close()  # the connection to the shell breaks; the container is fine
+        assert box.exec("pwd; echo $KEPT").output == "/tmp\n5\n"
