@@ -281,8 +281,8 @@ def bench_concurrent(n: int, threads: int, reps: int) -> None:
 
         close_all_pools()  # the warm pool's idle containers are not leftovers; drop them first
         drain_removals()  # close() left the removals to the background
-        left = client().containers.list(
-            all=True, sparse=True, filters={"label": f"mentorgym.owner_pid={os.getpid()}"}
+        left = client().api.containers(
+            all=True, filters={"label": f"mentorgym.owner_pid={os.getpid()}"}
         )
         print(f"  docker containers left running by this process: {len(left)}")
 

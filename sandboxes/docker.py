@@ -160,8 +160,10 @@ def reap(all_runs: bool = False) -> int:
     host = socket.gethostname()
     me = str(os.getpid())
     removed = 0
-    for container in c.containers.list(all=True, filters={"label": LABEL}):
-        labels = container.labels
+    # The low-level listing carries the labels: the high-level one inspects each container
+    # afterwards and fails on one that another process removed in between.
+    for entry in c.api.containers(all=True, filters={"label": LABEL}):
+        labels = entry.get("Labels") or {}
         if labels.get("mentorgym.owner_host") != host:
             continue  # a pid on another host says nothing about this one
         if labels.get("mentorgym.owner_pid") == me and _owner_alive(labels):
@@ -169,10 +171,13 @@ def reap(all_runs: bool = False) -> int:
         if not all_runs and _owner_alive(labels):
             continue
         try:
-            container.remove(force=True)
+            c.api.remove_container(entry["Id"], force=True)
             removed += 1
         except docker.errors.NotFound:
             pass  # removed concurrently by another reaper
+        except docker.errors.APIError as e:
+            if e.status_code != 409:  # 409: its removal is already in progress
+                raise
     return removed
 
 

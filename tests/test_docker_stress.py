@@ -26,7 +26,7 @@ def my_containers() -> set[str]:
     """Containers this test process owns (other processes' are not ours to count; warm
     pools of other tests in this process are, so tests compare before and after)."""
     label = f"mentorgym.owner_pid={os.getpid()}"
-    return {c.id for c in client().containers.list(all=True, filters={"label": label})}
+    return {c["Id"] for c in client().api.containers(all=True, filters={"label": label})}
 
 
 def make_and_use(i: int) -> str:
