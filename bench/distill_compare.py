@@ -219,8 +219,9 @@ def run_method(
             )
             if method in ("opd", "sod"):
                 values["teacher"] = f"hf:{teacher}"
-            if method == "opsd_frozen":
-                values["teacher_weights"] = "initial"
+            if method.startswith("opsd"):
+                # `opsd` is the live-teacher variant, `opsd_frozen` the step-0 teacher (the default).
+                values["teacher_weights"] = "initial" if method == "opsd_frozen" else "live"
         module.train(build_config(module.Config, values), run, resume=True)
     curve = []
     for line in (run / "metrics.jsonl").read_text().splitlines():

@@ -27,7 +27,7 @@ def _rss() -> int:
 def child(mode: str, positions: int, hidden: int, vocab: int, chunk: int) -> dict:
     import torch
 
-    from mentorgym.training import onpolicy as O
+    from mentorgym.training import scoring
 
     torch.manual_seed(0)
     head = torch.nn.Linear(hidden, vocab, bias=False)
@@ -38,7 +38,7 @@ def child(mode: str, positions: int, hidden: int, vocab: int, chunk: int) -> dic
     target = torch.randint(0, vocab, (1, positions))
     base = _rss()
     t0 = time.perf_counter()
-    lp = O.logprobs_from_hidden(
+    lp = scoring.logprobs_from_hidden(
         model, h, target, 1.0, chunk=chunk if mode == "chunked" else positions
     )
     lp.sum().backward()

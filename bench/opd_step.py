@@ -31,7 +31,7 @@ from train_step_mfu import sync
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
 from mentorgym.agents.hf import HFPolicy
-from mentorgym.training import onpolicy as O
+from mentorgym.training import scoring
 from mentorgym.training.losses import fused_linear_jsd, sampled_token_distill_loss
 from mentorgym.training.trainer import autocast
 
@@ -105,7 +105,7 @@ def one_step(
     t0 = time.perf_counter()
     with torch.no_grad(), autocast(device, "auto"):
         t_hidden = hidden(teacher)
-        lp_t = O.logprobs_from_hidden(teacher, t_hidden, target_BN, 1.0)
+        lp_t = scoring.logprobs_from_hidden(teacher, t_hidden, target_BN, 1.0)
     sync(device)
     times["teacher_s"] = time.perf_counter() - t0
 
@@ -116,10 +116,16 @@ def one_step(
         s_hidden = hidden(student)
         if loss_mode == "jsd":
             loss = fused_linear_jsd(
-                s_hidden, O.lm_head(student), t_hidden, O.lm_head(teacher), mask_BN, 0.5, 1.0
+                s_hidden,
+                scoring.lm_head(student),
+                t_hidden,
+                scoring.lm_head(teacher),
+                mask_BN,
+                0.5,
+                1.0,
             )
         else:
-            lp_s = O.logprobs_from_hidden(student, s_hidden, target_BN, 1.0)
+            lp_s = scoring.logprobs_from_hidden(student, s_hidden, target_BN, 1.0)
             loss = sampled_token_distill_loss(lp_s, old_BN, lp_t, mask_BN, 0.2)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)

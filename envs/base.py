@@ -20,10 +20,11 @@ import re
 import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NamedTuple, Protocol, TypedDict
 
 import gymnasium
 from gymnasium import spaces
+from gymnasium.error import ResetNeeded
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -256,6 +257,24 @@ def run_tool_calls(calls: list[ToolCall], tools: list[Tool]) -> tuple[list[Messa
 StepResult = tuple[list[Message], float, bool, bool, dict[str, Any]]
 
 
+class TurnRecord(Protocol):
+    """One finished turn as a summary hook reads it (a rollout's `Turn` is one)."""
+
+    observation: list[Message]
+    action: str
+    reward: float
+    info: dict[str, Any]
+
+
+class SkillSummary(NamedTuple):
+    """What an episode teaches about the task family, written so that it transfers to other
+    tasks of the env: no move lists, answers or other facts of this one task."""
+
+    success_analysis: str
+    mistake_analysis: str
+    golden_workflow: str
+
+
 class TextEnv(gymnasium.Env[list[Message], str]):
     """Base for mentorgym envs: the spaces, the oracle hook and the format-error reply.
 
@@ -286,6 +305,34 @@ class TextEnv(gymnasium.Env[list[Message], str]):
         """Called by the rollout engine when the turn limit cuts the episode short. An env that
         grades final states (SWE) scores the state as it stands; returns (extra reward, info)."""
         return 0.0, {}
+
+    def step_before_reset(self) -> ResetNeeded:
+        """The error every env raises when `step` comes before `reset`."""
+        return ResetNeeded(
+            f"{type(self).__name__}.step() called before reset(); call reset() first"
+        )
+
+    def summarize_for_skill(
+        self, turns: list[TurnRecord], success: bool, truncated: bool
+    ) -> SkillSummary | None:
+        """A transferable skill from a finished episode (Skill-SD's rule-based summarizer);
+        None for an empty one. This generic default knows only the answer format; envs that
+        know what a good turn is (Sokoban, math) say more."""
+        if not turns:
+            return None
+        n = len(turns)
+        fmt = sum(bool(t.info.get("format_error")) for t in turns)
+        outcome = "solved the task" if success else "did not solve the task"
+        mistakes = []
+        if fmt:
+            mistakes.append(f"{fmt} of {n} turns did not follow the required format")
+        if truncated:
+            mistakes.append(f"ran out of turns after {n}")
+        return SkillSummary(
+            f"{outcome} in {n} turns.",
+            "; ".join(mistakes) or "none seen in this episode.",
+            f"read the task, act one step per turn, and finish with {ANSWER_FORMAT}.",
+        )
 
     def format_error(self, problem: str, expected: str = ANSWER_FORMAT) -> StepResult:
         """The reply to a turn that could not be understood: a message that says what to write."""

@@ -1,4 +1,5 @@
-"""Trajectories to examples: target-only mask, exact sampled ids, the truncation policy."""
+"""Trajectories to examples: target-only mask, exact sampled ids, the truncation rule, the
+teacher's ids re-encoded when its tokenizer differs, labels limited to some actors."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def _traj(n: int = 3, sampled: list[int] | None = None) -> Trajectory:
 def test_mask_covers_exactly_the_target_tokens(tok):
     traj = _traj()
     exs, stats = examples_from_trajectories([traj], tok, max_seq_len=4096)
-    assert stats.examples == 3 and stats.truncated == 0
+    assert stats.examples == 3 and stats.dropped == 0
     ex = exs[2]
     assert ex.input_ids[: ex.n_prompt] == chat.encode_chat(tok, context(traj, 2))
     assert ex.input_ids[ex.n_prompt :] == chat.target_ids(tok, text="<answer>Left</answer>")
@@ -79,18 +80,41 @@ def test_sampled_ids_are_used_when_the_label_is_the_action(tok):
     )
 
 
-def test_truncation_keeps_system_and_recent_turns_and_counts(tok):
+def test_truncation_drops_whole_turns_and_counts(tok):
+    """The one truncation rule: a turn that does not fit is left out, contexts are never cut."""
     traj = _traj(n=8)
     full, _ = examples_from_trajectories([traj], tok, max_seq_len=100_000)
-    limit = len(full[3].input_ids) - 1
+    limit = len(full[3].input_ids)
     exs, stats = examples_from_trajectories([traj], tok, max_seq_len=limit)
-    assert all(len(e.input_ids) <= limit for e in exs)
-    assert stats.truncated >= 1 and stats.truncated + stats.dropped == 8 - 3
-    last = tok.decode(exs[-1].input_ids[: exs[-1].n_prompt])
-    assert "You play Sokoban." in last and "grid 7" in last and "grid 0" not in last
+    assert [e.input_ids for e in exs] == [e.input_ids for e in full[:4]]
+    assert stats.dropped == 8 - 4 and stats.examples == 4
     tiny, stats2 = examples_from_trajectories([traj], tok, max_seq_len=5)
     assert tiny == [] and stats2.dropped == 8
     assert "dropped" in stats2.log(5)
+
+
+def test_foreign_ids_are_reencoded_and_actors_keep_the_history(tok):
+    """A teacher's ids from another tokenizer never reach the student: its turns are encoded
+    from their text. Labels limited to the student's turns keep the teacher's turns in the
+    context (the history the student saw), unlabeled."""
+    foreign = [9999, 9998, 9997]  # ids of some other vocabulary
+    traj = _traj(n=3)
+    traj.turns[1].actor = "teacher"
+    traj.turns[1].token_ids = foreign
+    traj.turns[1].teacher_action = None
+    kept, _ = examples_from_trajectories([traj], tok, max_seq_len=4096)
+    assert kept[1].input_ids[kept[1].n_prompt :] == foreign  # trusted: used as they are
+    exs, stats = examples_from_trajectories([traj], tok, max_seq_len=4096, foreign_ids=False)
+    assert stats.exact_ids == 0
+    assert exs[1].input_ids[exs[1].n_prompt :] == chat.target_ids(tok, text="<answer>Up</answer>")
+    assert all(i not in e.input_ids for e in exs for i in foreign)
+    assert exs[2].input_ids[: exs[2].n_prompt] == chat.encode_chat(tok, context(traj, 2))
+    only, stats = examples_from_trajectories(
+        [traj], tok, max_seq_len=4096, foreign_ids=False, actors=frozenset({"student"})
+    )
+    assert [e.meta["turn"] for e in only] == [0, 2] and stats.no_label == 1
+    # the student's turn 2 still sees the teacher's turn 1 in its context
+    assert only[1].input_ids == exs[2].input_ids
 
 
 def test_window_and_teacher_target_rules(tok):

@@ -8,13 +8,13 @@ that each takes seconds; one math run covers the tool env and OPSD's reference s
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 
 import gymnasium
 import pytest
 import torch
 
 from mentorgym.agents.trajectory import Trajectory, Turn, context
+from mentorgym.envs.base import TextEnv
 from mentorgym.training.config import build_config
 
 SHORT_SOKOBAN = "mentorgym-test/SokobanShort-v0"
@@ -25,6 +25,26 @@ if SHORT_SOKOBAN not in gymnasium.registry:
         max_episode_steps=3,
         kwargs={"dim_room": (6, 6), "num_boxes": 1},
     )
+
+
+class LengthRewardEnv(TextEnv):
+    """One turn whose reward is the length of the reply: group members that write different
+    replies get different rewards, so GRPO's advantages are not all zero."""
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._started = True
+        return [{"role": "user", "content": "Write anything."}], {}
+
+    def step(self, action):
+        if not getattr(self, "_started", False):
+            raise self.step_before_reset()
+        return [], float(len(action)), True, False, {"success": len(action) > 8}
+
+
+LENGTH_ENV = "mentorgym-test/LengthReward-v0"
+if LENGTH_ENV not in gymnasium.registry:
+    gymnasium.register(id=LENGTH_ENV, entry_point=LengthRewardEnv, max_episode_steps=1)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +73,7 @@ def _cfg(algo: str, tiny_path: str, **over):
         eval_episodes=2,
         save_every=1,
         concurrency=4,
-        batch_size=2,
+        micro_batch_episodes=2,
         lr=1e-3,
     )
     values.update(over)
@@ -74,7 +94,8 @@ def test_episode_encoding_uses_sampled_ids_and_matches_sampler_logprobs(
     view or a window of it."""
     from mentorgym.agents.hf import HFPolicy
     from mentorgym.agents.rollout import run
-    from mentorgym.training import onpolicy as O
+    from mentorgym.training.data import encode_episode, make_batch
+    from mentorgym.training.scoring import hidden_at, logprobs_from_hidden
 
     policy = HFPolicy(
         tiny_path,
@@ -86,7 +107,7 @@ def test_episode_encoding_uses_sampled_ids_and_matches_sampler_logprobs(
         system_prompt=system_prompt,
     )
     trajs = run(SHORT_SOKOBAN, policy, 2, seed=5)
-    eps = [O.encode_episode(tok, t, 4096, None, context_turns, system_prompt) for t in trajs]
+    eps = [encode_episode(tok, t, 4096, None, context_turns, system_prompt) for t in trajs]
     for ep, traj in zip(eps, trajs):
         assert len(ep.spans) == len(traj.turns)
         assert len(ep.seqs) == (1 if context_turns == 0 else len(traj.turns))
@@ -94,11 +115,11 @@ def test_episode_encoding_uses_sampled_ids_and_matches_sampler_logprobs(
             assert ep.seqs[r][a:b] == traj.turns[k].token_ids
             if context_turns:  # each turn's sequence is its prompt, then its sampled ids
                 assert ep.seqs[r][:a] == policy.encode(context(traj, k))
-    batch = O.make_batch(eps, trajs, tok.pad_token_id, torch.device("cpu"))
+    batch = make_batch(eps, trajs, tok.pad_token_id, torch.device("cpu"))
     assert batch.input_ids_RT.shape[0] == sum(len(e.seqs) for e in eps)
     with torch.no_grad():
-        h = O.hidden_at(policy.model, batch)
-        lp_BL = O.logprobs_from_hidden(policy.model, h, batch.target_BL, 1.0)
+        h = hidden_at(policy.model, batch)
+        lp_BL = logprobs_from_hidden(policy.model, h, batch.target_BL, 1.0)
     diff = ((lp_BL - batch.logp_old_BL).abs() * batch.mask_BL).max()
     assert diff < 1e-3
     # step ids number the turns of each episode
@@ -108,7 +129,7 @@ def test_episode_encoding_uses_sampled_ids_and_matches_sampler_logprobs(
 
 
 def test_note_moves_positions_not_ids(tok):
-    from mentorgym.training import onpolicy as O
+    from mentorgym.training.data import encode_episode
 
     ids = tok("<answer>Up</answer>", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     traj = Trajectory(
@@ -131,24 +152,24 @@ def test_note_moves_positions_not_ids(tok):
             ),
         ],
     )
-    plain = O.encode_episode(tok, traj, 4096)
-    noted = O.encode_episode(tok, traj, 4096, note="secret plan: Up Up")
+    plain = encode_episode(tok, traj, 4096)
+    noted = encode_episode(tok, traj, 4096, note="secret plan: Up Up")
     shift = len(noted.seqs[0]) - len(plain.seqs[0])
     assert shift > 0
     assert [(r, a + shift, b + shift) for r, a, b in plain.spans] == noted.spans
     assert all(noted.seqs[r][a:b] == ids for r, a, b in noted.spans)
     # a sequence limit drops whole turns and counts them
-    cut = O.encode_episode(tok, traj, plain.spans[1][1] + 1)
+    cut = encode_episode(tok, traj, plain.spans[1][1] + 1)
     assert cut.turns == [0] and cut.dropped_turns == 1
     # windowed: one sequence per turn, the note in each, the second turn without the first
-    windowed = O.encode_episode(tok, traj, 4096, "secret plan: Up Up", context_turns=1)
+    windowed = encode_episode(tok, traj, 4096, "secret plan: Up Up", context_turns=1)
     assert [r for r, _, _ in windowed.spans] == [0, 1] and windowed.turns == [0, 1]
     second = tok.decode(windowed.seqs[1])
     assert "secret plan" in second and "again" in second and "go" not in second
     assert all(windowed.seqs[r][a:b] == ids for r, a, b in windowed.spans)
-    plain_windowed = O.encode_episode(tok, traj, 4096, None, context_turns=1)
+    plain_windowed = encode_episode(tok, traj, 4096, None, context_turns=1)
     longest = max(len(seq) for seq in plain_windowed.seqs)
-    short = O.encode_episode(tok, traj, longest - 1, None, context_turns=1)
+    short = encode_episode(tok, traj, longest - 1, None, context_turns=1)
     assert short.dropped_turns >= 1 and len(short.seqs) == 2 - short.dropped_turns
 
 
@@ -156,7 +177,7 @@ def test_note_moves_positions_not_ids(tok):
 
 
 def test_parse_skill_json_handles_invalid_replies():
-    from mentorgym.training.skill_sd import parse_skill_json
+    from mentorgym.training.skills import parse_skill_json
 
     good = 'Sure! {"success_analysis": "a", "mistake_analysis": "b", "golden_workflow": "c"} done'
     skill = parse_skill_json(good)
@@ -177,7 +198,7 @@ def test_parse_skill_json_handles_invalid_replies():
 
 def test_llm_summarizer_counts_invalid_json():
     from mentorgym.agents.base import Action, BatchedPolicy
-    from mentorgym.training.skill_sd import LLMSummarizer
+    from mentorgym.training.skills import LLMSummarizer
 
     class Fixed(BatchedPolicy):
         name = "fixed"
@@ -206,16 +227,20 @@ def test_llm_summarizer_counts_invalid_json():
 
 
 def test_skill_buffer_ucb_tries_each_then_prefers_the_best():
-    from mentorgym.training.skill_sd import Skill, SkillBuffer
+    from mentorgym.training.skills import Skill, SkillBuffer
 
     buf = SkillBuffer(capacity=2, c=0.1)
+    assert buf.select(2) == [None, None]
     a, b = Skill("a", "", ""), Skill("b", "", "")
     buf.add(a), buf.add(b)
-    assert buf.select() is a
+    assert buf.select(1) == [a]
+    # one step's picks spread over the arms: each pick counts as a pending use
+    assert buf.select(2) == [a, b]
     buf.update(a, 1.0)
-    assert buf.select() is b  # untried first
+    assert buf.select(1) == [b]  # untried first
     buf.update(b, -1.0)
-    assert buf.select() is a
+    assert buf.select(1) == [a]
+    assert buf.select(3).count(a) >= 2  # the better arm gets most of a step's picks
     c = Skill("c", "", "")
     assert buf.add(c) and b not in buf.skills  # the worst used skill is replaced
     full = SkillBuffer(capacity=1)
@@ -223,32 +248,55 @@ def test_skill_buffer_ucb_tries_each_then_prefers_the_best():
     assert not full.add(Skill("y", "", ""))  # never evict an untried skill
 
 
-def test_rule_summarizers_describe_the_episode():
-    from mentorgym.training.skill_sd import MathSummarizer, SokobanSummarizer
+def test_rule_summaries_come_from_the_env_and_transfer():
+    """The rule-based skills are the env's hook; they describe behaviour, never this task's
+    moves or answer (another task's facts are noise to the teacher)."""
+    from mentorgym.training.skills import RuleSummarizer
 
     soko = Trajectory(
         "mentorgym/Sokoban-v0",
         seed=0,
         turns=[
             Turn(
-                [{"role": "user", "content": "g1"}],
+                [{"role": "user", "content": "Boxes on targets: 1/2\ng1"}],
                 "student",
                 "Up",
                 reward=-0.1,
-                info={"format_error": True},
+                info={"format_error": True, "boxes_on_target": 1},
             ),
             Turn(
-                [{"role": "tool", "content": "bad"}, {"role": "user", "content": "g1"}],
+                [{"role": "tool", "content": "bad"}, {"role": "user", "content": "g2"}],
                 "student",
                 "<answer>Left</answer>",
                 reward=-1.1,
+                info={"boxes_on_target": 0},
             ),
         ],
         truncated=True,
     )
-    sk = SokobanSummarizer().summarize(soko)
+    summarizer = RuleSummarizer(SHORT_SOKOBAN, {})
+    sk = summarizer.summarize(soko)
+    summarizer.close()
     assert "1 of 2 turns" in sk.mistake_analysis and "off a target 1" in sk.mistake_analysis
     assert "ran out of turns" in sk.mistake_analysis and "<answer>" in sk.golden_workflow
+    solved = Trajectory(
+        "mentorgym/Sokoban-v0",
+        seed=0,
+        turns=[
+            Turn(
+                [{"role": "user", "content": "Boxes on targets: 0/1\ng"}],
+                "student",
+                "<answer>Right</answer>",
+                info={"boxes_on_target": 1},
+            )
+        ],
+        success=True,
+    )
+    summarizer = RuleSummarizer(SHORT_SOKOBAN, {})
+    sk = summarizer.summarize(solved)
+    summarizer.close()
+    assert "1 pushes put a box on a target" in sk.success_analysis
+    assert "Right" not in sk.success_analysis + sk.mistake_analysis  # no move list
     math = Trajectory(
         "mentorgym/MathTools-v0",
         seed=0,
@@ -261,15 +309,43 @@ def test_rule_summarizers_describe_the_episode():
             )
         ],
     )
-    sk = MathSummarizer().summarize(math)
-    assert (
-        "expected answer was 7" in sk.success_analysis
-        and "without computing" in sk.mistake_analysis
+    summarizer = RuleSummarizer("mentorgym/MathTools-v0", {"python_cmd": "python3 -S"})
+    sk = summarizer.summarize(math)
+    summarizer.close()
+    text = sk.success_analysis + sk.mistake_analysis
+    assert "wrong final answer" in text and "without computing" in text
+    assert "5" not in text and "7" not in text  # no answer of this problem
+
+
+def test_generic_summary_hook_and_step_before_reset():
+    """Every env has the generic skill hook, and step before reset is the same error in each."""
+    from mentorgym import make
+    from mentorgym.envs.base import TextEnv
+
+    class Bare(TextEnv):
+        def step(self, action):
+            raise self.step_before_reset()
+
+    sk = Bare().summarize_for_skill(
+        [Turn([], "student", "x", info={"format_error": True})], False, True
     )
+    assert "1 of 1 turns" in sk.mistake_analysis and "ran out of turns" in sk.mistake_analysis
+    assert Bare().summarize_for_skill([], True, False) is None
+    for env_id, kwargs in [(SHORT_SOKOBAN, {}), ("mentorgym/MathTools-v0", {})]:
+        env = make(env_id, **kwargs)
+        with pytest.raises(gymnasium.error.ResetNeeded, match="before reset"):
+            env.unwrapped.step("<answer>Up</answer>")
+        env.close()
+    with pytest.raises(gymnasium.error.ResetNeeded, match="before reset"):
+        Bare().step("x")
 
 
 def test_group_advantages_and_pg_gradient():
-    from mentorgym.training.grpo import group_advantages
+    """Group advantages by hand, and the clipped loss's gradient: it pushes up the logprob of an
+    episode with positive advantage and down the one with negative advantage, and is zero for
+    a group whose members tied."""
+    from mentorgym.training.losses import clipped_pg_loss
+    from mentorgym.training.onpolicy import group_advantages
 
     def traj(r: float) -> Trajectory:
         return Trajectory("x", turns=[Turn([], "student", "a", reward=r)], success=r > 0)
@@ -277,6 +353,15 @@ def test_group_advantages_and_pg_gradient():
     adv = group_advantages([[traj(1.0), traj(0.0)], [traj(0.5), traj(0.5)]], "return", True)
     assert adv[0] > 0 > adv[1] and adv[2] == adv[3] == 0.0
     assert group_advantages([[traj(2.0), traj(-1.0)]], "success", False) == [0.5, -0.5]
+    logp_BL = torch.full((4, 3), -1.0, requires_grad=True)
+    mask_BL = torch.ones(4, 3)
+    loss = clipped_pg_loss(logp_BL, logp_BL.detach(), torch.tensor(adv), mask_BL, 0.2, 0.28)
+    loss.backward()
+    g_B = logp_BL.grad.sum(1)
+    # gradient descent raises logp where the gradient is negative: the winner's
+    assert g_B[0] < 0 < g_B[1] and g_B[2] == g_B[3] == 0.0
+    # at ratio 1 the gradient of -mean(ratio * A) is -A / (number of tokens)
+    assert torch.allclose(logp_BL.grad, -torch.tensor(adv)[:, None].expand(4, 3) / 12)
 
 
 def test_privileged_context():
@@ -298,18 +383,6 @@ def test_privileged_context():
         env.close()
 
 
-def test_configs_load_and_validate():
-    from mentorgym.training.config import read_yaml
-
-    root = Path(__file__).resolve().parents[1] / "configs"
-    for env in ("sokoban", "math"):
-        for algo in ("grpo", "opd", "sod", "skill_sd", "opsd"):
-            data = read_yaml(root / f"{env}_{algo}.yaml")
-            assert data.pop("algorithm") == algo
-            module = importlib.import_module(f"mentorgym.training.{algo}")
-            build_config(module.Config, data)
-
-
 def test_bad_settings_are_config_errors(tiny_path):
     from mentorgym.errors import ConfigError
 
@@ -326,7 +399,7 @@ def test_bad_settings_are_config_errors(tiny_path):
 @pytest.mark.parametrize(
     "algo,over",
     [
-        ("grpo", {}),
+        ("grpo", {"env_id": LENGTH_ENV, "max_new_tokens": 12, "rollout_temperature": 2.0}),
         ("opd", {"loss": "jsd", "jsd_beta": 0.5}),
         ("opd", {"loss": "sampled"}),
         ("sod", {}),
@@ -349,17 +422,22 @@ def test_two_steps_end_to_end(algo, over, tiny_path, tmp_path):
         over.get("system_prompt", True),
     )
     assert policy.act([{"role": "user", "content": "hi"}]).token_ids
-    records = [line for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if line]
-    assert sum('"kind": "train"' in r for r in records) == 2 and '"kind": "eval"' in records[-1]
-    # the student moved (GRPO's tiny run has equal rewards in every group: zero advantage)
-    if algo == "grpo":
-        return
-    before = HFPolicy(tiny_path, device="cpu").model.state_dict()
-    after = policy.model.state_dict()
-    assert any(not torch.equal(before[k], after[k]) for k in after if k in before)
-    if algo == "skill_sd":
-        import json
+    import json
 
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    assert len(train) == 2 and records[-1]["kind"] == "eval"
+    # a gradient flowed and the student moved
+    assert all(r["loss_tokens"] > 0 for r in train)
+    flowed = [r["grad_norm"] > 0 for r in train]
+    # Skill-SD's first step has no skill yet and the short Sokoban groups tie (zero advantage).
+    assert flowed[-1] if algo == "skill_sd" else all(flowed)
+    assert _weights_moved(tiny_path, policy)
+    if algo == "grpo":
+        assert any(r["zero_adv_groups"] < cfg.tasks_per_step for r in train)
+    if algo == "sod":
+        assert all("first_turn_divergence" in r and "turn_weight" in r for r in train)
+    if algo == "skill_sd":
         ckpt = tmp_path / "checkpoints" / (tmp_path / "checkpoints" / "latest").read_text().strip()
         assert json.loads((ckpt / "state.json").read_text())["extra"]["skills"]
 
@@ -396,17 +474,20 @@ def test_opsd_math_and_resume(tiny_path, tmp_path):
     assert len(steps) == 2
     from mentorgym.agents.hf import HFPolicy
 
-    assert (
-        HFPolicy(str(tmp_path / "final"), max_new_tokens=4, device="cpu")
-        .act([{"role": "user", "content": "1+1"}])
-        .text
-        is not None
-    )
+    assert _weights_moved(tiny_path, HFPolicy(str(tmp_path / "final"), device="cpu"))
+
+
+def _weights_moved(start: str, policy) -> bool:
+    from mentorgym.agents.hf import HFPolicy
+
+    before = HFPolicy(start, device="cpu").model.state_dict()
+    after = policy.model.state_dict()
+    return any(not torch.equal(before[k], after[k]) for k in after if k in before)
 
 
 def test_chunked_logprobs_match_whole_and_grad():
     """Chunked (checkpointed) logprobs equal the one-block computation, values and gradients."""
-    from mentorgym.training import onpolicy as O
+    from mentorgym.training.scoring import logprobs_from_hidden
 
     torch.manual_seed(0)
     head = torch.nn.Linear(8, 50, bias=False)
@@ -415,11 +496,11 @@ def test_chunked_logprobs_match_whole_and_grad():
     h1 = torch.randn(3, 7, 8, requires_grad=True)
     h2 = h1.detach().clone().requires_grad_(True)
     target = torch.randint(0, 50, (3, 7))
-    whole = O.logprobs_from_hidden(model, h1, target, 0.7, chunk=10_000)
+    whole = logprobs_from_hidden(model, h1, target, 0.7, chunk=10_000)
     whole.sum().backward()
     g_h, g_w = h1.grad.clone(), head.weight.grad.clone()
     head.weight.grad = None
-    chunked = O.logprobs_from_hidden(model, h2, target, 0.7, chunk=4)  # 21 positions: 6 chunks
+    chunked = logprobs_from_hidden(model, h2, target, 0.7, chunk=4)  # 21 positions: 6 chunks
     chunked.sum().backward()
     assert torch.allclose(whole, chunked, atol=1e-6)
     assert torch.allclose(h2.grad, g_h, atol=1e-6)

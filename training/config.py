@@ -1,7 +1,10 @@
-"""Flat config dataclasses loaded from YAML with `--set key=value` overrides.
+"""The config core and the loader: flat dataclasses from YAML with `--set key=value` overrides.
 
-One dataclass per algorithm (`mentorgym.training.sft.Config`, `...dagger.Config`); its
-fields carry their own docstrings. A YAML file names its algorithm
+The fields every algorithm has (model, optimizer, schedule, run, evaluation) are defined
+once, in `CoreConfig`. Two families add what they share: `SupervisedConfig` (SFT and
+DAgger: cross-entropy on labeled examples) and `OnPolicyConfig` (GRPO, OPD, SOD, OPSD,
+Skill-SD: the student samples groups of episodes every step). Each algorithm's `Config`
+adds only its own fields; all fields carry their own docstrings. A YAML file names its algorithm
 (`algorithm: dagger`) and sets any fields; `--set key=value` overrides win over the
 file, and values are coerced to the field's declared type. Unknown keys are a
 `ConfigError` naming the key and the valid ones. Nothing here rewrites what the user
@@ -16,12 +19,170 @@ import importlib
 import inspect
 import types
 import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from mentorgym.errors import ConfigError
+
+# --- the config core ------------------------------------------------------------------------
+
+
+@dataclass
+class CoreConfig:
+    """Fields of every algorithm: env, student, optimizer, schedule, run and evaluation."""
+
+    env_id: str = "mentorgym/Sokoban-v0"
+    """The registered env to train on and evaluate in."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for `mentorgym.make(env_id, **env_kwargs)`."""
+    student: str = "tiny"
+    """`tiny` (a Qwen3-shaped model built from scratch in RUN/init), or a local path / hub id."""
+    tiny_size: str = "tiny"
+    """Size of a from-scratch tiny student: `tiny` or `small`."""
+    seed: int = 0
+    """Seeds the model init, data order, sampling and the first training env seed."""
+    max_seq_len: int = 1024
+    """Longest training sequence in tokens; a turn whose context and target do not fit is
+    left out of the loss and counted (see data.py)."""
+    context_turns: int = 0
+    """The student sees only the last N observations (1: the current one; 0: all), in
+    training, in rollouts and at evaluation alike."""
+    system_prompt: bool = True
+    """Keep the env's system prompt in the student's context."""
+    lr: float = 1e-3
+    """Peak AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay on matrices."""
+    warmup_steps: int = 20
+    """Linear warmup steps before the cosine decay."""
+    min_lr_ratio: float = 0.1
+    """Cosine decay floor as a fraction of `lr`."""
+    grad_clip: float = 1.0
+    """Gradient norm clip."""
+    precision: str = "auto"
+    """`auto` (bf16 autocast on CUDA, fp32 on CPU), `bf16` or `fp32`."""
+    model_dtype: str = "float32"
+    """Dtype of the student's weights: `float32` or `bfloat16` (large models)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+    device: str = "auto"
+    """`auto`, `cpu`, `cuda`, `cuda:1`, ..."""
+    save_every: int = 100
+    """Checkpoint every N optimizer steps (0: only at the end)."""
+    eval_episodes: int = 100
+    """Held-out episodes per evaluation of the pure student (0: skip)."""
+    eval_seed: int = 1_000_000
+    """First held-out seed; keep it above the last training seed."""
+    eval_temperature: float = 0.0
+    """Student sampling temperature at evaluation (0: greedy)."""
+    max_new_tokens: int = 64
+    """Longest assistant turn the student may write."""
+    concurrency: int = 32
+    """Episodes stepped at once by the rollout engine (policy calls are batched)."""
+    progress: bool = True
+    """Show progress bars."""
+
+    def validate(self) -> None:
+        for name in ("max_seq_len", "max_new_tokens", "concurrency"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.context_turns < 0:
+            raise ConfigError(f"context_turns must be >= 0 (0: all), got {self.context_turns}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"precision {self.precision!r}: use auto, bf16 or fp32")
+        if self.model_dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"model_dtype {self.model_dtype!r}: use float32 or bfloat16")
+        from mentorgym.agents.tiny import SIZES
+
+        if self.tiny_size not in SIZES:
+            raise ConfigError(f"tiny_size {self.tiny_size!r}: use one of {sorted(SIZES)}")
+        if self.student != "tiny" and self.student.startswith(
+            ("openai:", "expert", "random", "replay:")
+        ):
+            raise ConfigError(
+                f"student {self.student!r} is not trainable; use tiny, a local path or a hub id"
+            )
+
+    def check_eval_seed(self, n_train_seeds: int) -> None:
+        """Held-out seeds must not overlap the `n_train_seeds` training seeds from `seed`."""
+        if self.eval_seed < self.seed + n_train_seeds:
+            raise ConfigError(
+                f"eval_seed {self.eval_seed} overlaps the training seeds "
+                f"{self.seed}..{self.seed + n_train_seeds - 1}; raise eval_seed"
+            )
+
+
+@dataclass
+class SupervisedConfig(CoreConfig):
+    """SFT and DAgger: cross-entropy on a teacher's labels, optionally under torchrun."""
+
+    teacher: str = "expert"
+    """Agent spec of the teacher: `expert` (the env's oracle), `openai:URL#MODEL`, `hf:PATH`."""
+    batch_size: int = 32
+    """Examples (labeled turns) per micro-batch, global across processes."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    strategy: str = "ddp"
+    """Under torchrun: `ddp` or `fsdp` (FSDP2 fully_shard)."""
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("batch_size", "grad_accum"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.strategy not in ("ddp", "fsdp"):
+            raise ConfigError(f"strategy {self.strategy!r}: use ddp or fsdp")
+
+
+@dataclass
+class OnPolicyConfig(CoreConfig):
+    """GRPO, OPD, SOD, OPSD, Skill-SD: each step the student samples fresh episode groups.
+
+    Single process: these loops sample on the training process."""
+
+    steps: int = 50
+    """Optimizer steps; each samples a fresh batch of episodes."""
+    tasks_per_step: int = 8
+    """Distinct tasks (env seeds) per step; step k uses seeds seed + k*tasks_per_step + [0, n)."""
+    group_size: int = 4
+    """Episodes per task (GRPO's G); episodes per step = tasks_per_step * group_size."""
+    micro_batch_episodes: int = 16
+    """Episodes per micro-batch of the loss forward (a memory knob; a step always covers all
+    its episodes, so the gradient does not depend on it)."""
+    reward: str = "return"
+    """Episode reward for group advantages and logs: `return` (sum of env rewards) or `success`."""
+    rollout_temperature: float = 1.0
+    """Student sampling temperature; logprobs of the new policy use the same temperature."""
+    # Defaults that differ from the core's for sampled training.
+    max_seq_len: int = 2048
+    lr: float = 2e-4
+    warmup_steps: int = 0
+    save_every: int = 10
+    eval_every: int = 0
+    """Held-out evaluation every N steps (0: only at the end)."""
+    eval_episodes: int = 64
+    progress: bool = False
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("steps", "tasks_per_step", "group_size", "micro_batch_episodes"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.reward not in ("return", "success"):
+            raise ConfigError(f"reward {self.reward!r}: use return or success")
+        if self.rollout_temperature <= 0:
+            raise ConfigError("rollout_temperature must be > 0 (on-policy losses need sampling)")
+        self.check_eval_seed(self.steps * self.tasks_per_step)
+
+    @property
+    def episodes_per_step(self) -> int:
+        return self.tasks_per_step * self.group_size
+
+
+# --- the loader -------------------------------------------------------------------------------
 
 ALGORITHMS: dict[str, str] = {
     "sft": "mentorgym.training.sft",
@@ -131,6 +292,13 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         return dict(value)
     if tp is Any:
         return yaml.safe_load(value) if isinstance(value, str) else value
+    if tp in (bool, int, float, str):
+        return coerce_scalar(value, tp, key)
+    raise ConfigError(f"{key}: field type {tp} is not supported by the config loader")
+
+
+def coerce_scalar(value: Any, tp: type, key: str) -> Any:
+    """`value` as a bool, int, float or str (YAML values, or strings from `--set`)."""
     if tp is bool:
         if isinstance(value, bool):
             return value

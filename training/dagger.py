@@ -24,35 +24,25 @@ Run: `mentorgym train configs/sokoban_dagger.yaml`.
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.distributed as dist
 
 from mentorgym.agents.trajectory import Trajectory, read_trajectories
 from mentorgym.errors import ConfigError
-from mentorgym.training import sft
-from mentorgym.training import trainer as T
+from mentorgym.training import student as student_lib
+from mentorgym.training import trainer
+from mentorgym.training.config import SupervisedConfig
 from mentorgym.training.data import BuildStats, Example, dedupe, examples_from_trajectories
+from mentorgym.training.student import Student
 
 
 @dataclass
-class Config:
-    env_id: str = "mentorgym/Sokoban-v0"
-    """The registered env to train on and evaluate in."""
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments for `mentorgym.make(env_id, **env_kwargs)`."""
-    student: str = "tiny"
-    """`tiny` (the tiny Qwen3-shaped model built from scratch), or a local path / hub id."""
-    tiny_size: str = "tiny"
-    """Size of a from-scratch tiny student: `tiny` or `small`."""
-    teacher: str = "expert"
-    """Agent spec of the labeling teacher: `expert`, `openai:URL#MODEL`, `hf:PATH`, ..."""
+class Config(SupervisedConfig):
     iterations: int = 6
     """DAgger iterations (rollout, label, aggregate, train, evaluate)."""
     episodes: int = 64
@@ -74,68 +64,21 @@ class Config:
     old_weight: float = 1.0
     """Loss weight factor per iteration of age (1: all labels equal; 0.5 halves each older one)."""
     student_labels_only: bool = False
-    """Train only on states where the student acted (plus all states in iteration 0)."""
-    seed: int = 0
-    """Seeds the model init, data order and the training env seeds."""
-    max_seq_len: int = 1024
-    """Longest example in tokens; longer contexts lose old messages (see data.py)."""
-    context_turns: int = 0
-    """The student sees only the last N observations (1: the current one; 0: all), in
-    training and in rollouts alike."""
-    system_prompt: bool = True
-    """Keep the env's system prompt in the student's context."""
+    """After iteration 0, train only on the labels of states where the student acted; the
+    teacher's turns stay in the context, unlabeled."""
     steps_per_iteration: int = 100
     """Optimizer steps on the aggregate after each iteration's rollouts."""
-    batch_size: int = 32
-    """Examples per micro-batch (global across processes)."""
-    grad_accum: int = 1
-    """Micro-batches per optimizer step."""
-    lr: float = 1e-3
-    """Peak AdamW learning rate."""
     lr_schedule: str = "iteration"
     """`iteration`: a fresh AdamW, warmup and cosine decay in each iteration's training;
     `run`: one AdamW and one warmup + cosine over all iterations' steps."""
-    weight_decay: float = 0.0
-    """AdamW weight decay on matrices."""
+    # Defaults that differ from the core's.
     warmup_steps: int = 10
-    """Linear warmup steps (at the start of each iteration, or of the run with `lr_schedule: run`)."""
-    min_lr_ratio: float = 0.1
-    """Cosine decay floor as a fraction of `lr`."""
-    grad_clip: float = 1.0
-    """Gradient norm clip."""
-    precision: str = "auto"
-    """`auto` (bf16 autocast on CUDA, fp32 on CPU), `bf16` or `fp32`."""
-    model_dtype: str = "float32"
-    """Dtype of the student's weights: `float32` or `bfloat16` (large models)."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass to save memory."""
-    strategy: str = "ddp"
-    """Under torchrun: `ddp` or `fsdp` (FSDP2 fully_shard)."""
-    device: str = "auto"
-    """`auto`, `cpu`, `cuda`, `cuda:1`, ..."""
     save_every: int = 50
-    """Step checkpoint every N optimizer steps within an iteration (0: only at its end)."""
-    eval_episodes: int = 100
-    """Held-out episodes after every iteration (0: skip)."""
-    eval_seed: int = 1_000_000
-    """First held-out seed; keep it above seed + iterations * episodes."""
-    eval_temperature: float = 0.0
-    """Student temperature at evaluation (0: greedy)."""
-    max_new_tokens: int = 64
-    """Longest assistant turn the student may write."""
-    concurrency: int = 32
-    """Episodes stepped at once by the rollout engine (policy calls are batched)."""
-    progress: bool = True
-    """Show progress bars."""
-
-    @property
-    def steps(self) -> int:
-        return self.steps_per_iteration
 
     def validate(self) -> None:
-        sft.check_common(self)
-        if self.iterations <= 0 or self.episodes <= 0:
-            raise ConfigError("iterations and episodes must be > 0")
+        super().validate()
+        if self.iterations <= 0 or self.episodes <= 0 or self.steps_per_iteration <= 0:
+            raise ConfigError("iterations, episodes and steps_per_iteration must be > 0")
         if self.beta_schedule not in SCHEDULES:
             raise ConfigError(
                 f"beta_schedule {self.beta_schedule!r}: use one of {sorted(SCHEDULES)}"
@@ -148,6 +91,18 @@ class Config:
             raise ConfigError(f"lr_schedule {self.lr_schedule!r}: use iteration or run")
         if self.old_weight < 0 or self.window < 0 or self.max_labels < 0:
             raise ConfigError("old_weight, window and max_labels must be >= 0")
+        self.check_eval_seed(self.iterations * self.episodes)
+
+
+@dataclass
+class Position:
+    """Where a DAgger run stands (saved in each checkpoint's `state.json` as `extra`)."""
+
+    iteration: int = 0
+    phase: str = "collect"
+    """`collect`: iteration `iteration` has not finished its rollouts; `train`: it is training."""
+    labels_total: int = 0
+    """Teacher labels collected so far (the teacher budget spent)."""
 
 
 def _linear(i: int, n: int) -> float:
@@ -189,71 +144,54 @@ def iter_dir(run_dir: Path, i: int) -> Path:
     return run_dir / f"iter_{i:02d}"
 
 
-def collect(s: sft.Setup, cfg: Config, run_dir: Path, i: int) -> list[Trajectory]:
+def collect(student: Student, cfg: Config, run_dir: Path, i: int) -> list[Trajectory]:
     """Iteration i's mixture rollouts, every state labeled by the teacher (main rank only)."""
     from mentorgym.agents.rollout import run
     from mentorgym.agents.specs import load_policy
 
-    out = iter_dir(run_dir, i) / "rollouts.jsonl"
-    beta = beta_at(cfg, i)
-    teacher = load_policy(cfg.teacher, temperature=0.0, max_new_tokens=cfg.max_new_tokens)
-    path = s.path
-    model = s.model
-    if s.d.enabled and s.opt.strategy == "fsdp":
+    weights_path = None
+    if student.dist.enabled and cfg.strategy == "fsdp":
         # A sharded model cannot generate on one rank: gather a full copy for the rollouts.
-        path = str(iter_dir(run_dir, i) / "student")
-        T.save_model(s.model, s.tok, Path(path), s.d)
-        model = None
-    if not s.d.is_main:
+        weights_path = str(iter_dir(run_dir, i) / "student")
+        trainer.save_model(student.model, student.tok, Path(weights_path), student.dist)
+    if not student.dist.is_main:
         return []
-    if model is None:
-        from mentorgym.agents.hf import HFPolicy
-
-        student = HFPolicy(
-            path,
-            temperature=cfg.rollout_temperature,
-            top_p=1.0,
-            max_new_tokens=cfg.max_new_tokens,
-            context_turns=cfg.context_turns,
-            system_prompt=cfg.system_prompt,
-            device=str(s.device),
-            seed=cfg.seed + i,
-        )
-    else:
-        model.eval()
-        student = sft.student_policy(model, s.tok, cfg, path, s.device, cfg.rollout_temperature)
+    teacher = load_policy(cfg.teacher, temperature=0.0, max_new_tokens=cfg.max_new_tokens)
+    student.model.eval()
+    policy = student_lib.sampling_policy(
+        student, cfg, cfg.rollout_temperature, seed=cfg.seed, weights_path=weights_path
+    )
     trajs = run(
         cfg.env_id,
-        student,
+        policy,
         cfg.episodes,
         seed=cfg.seed + i * cfg.episodes,
         env_kwargs=cfg.env_kwargs,
         teacher=teacher,
-        beta=beta,
+        beta=beta_at(cfg, i),
         relabel=True,
-        out=out,
+        out=iter_dir(run_dir, i) / "rollouts.jsonl",
         resume=True,
         concurrency=cfg.concurrency,
         progress=cfg.progress,
         mixture_seed=cfg.seed * 1000 + i,
     )
-    s.model.train()
+    student.model.train()
     return trajs
 
 
 def aggregate(
-    cfg: Config, run_dir: Path, i: int, tok: Any
+    cfg: Config, run_dir: Path, i: int, tok: Any, foreign_ids: bool
 ) -> tuple[list[Example], BuildStats, dict[str, Any]]:
-    """The training set after iteration i: labels of iterations (i - window, i], weighted by age."""
+    """The training set after iteration i: labels of iterations (i - window, i], weighted by
+    age. `foreign_ids`: whether the teacher's token ids are the student's (else re-encoded)."""
     first = max(0, i - cfg.window + 1) if cfg.window else 0
     examples: list[Example] = []
     total = BuildStats()
     info: dict[str, Any] = {}
     for j in range(first, i + 1):
         trajs = list(read_trajectories(iter_dir(run_dir, j) / "rollouts.jsonl"))
-        if cfg.student_labels_only and j > 0:
-            for t in trajs:
-                t.turns = [turn for turn in t.turns if turn.actor == "student"] or t.turns[:0]
+        student_only = cfg.student_labels_only and j > 0
         exs, stats = examples_from_trajectories(
             trajs,
             tok,
@@ -263,6 +201,8 @@ def aggregate(
             meta={"iteration": j},
             last_turns=cfg.context_turns,
             system_prompt=cfg.system_prompt,
+            foreign_ids=foreign_ids,
+            actors=frozenset({"student"}) if student_only else None,
         )
         total.add(stats)
         examples += exs
@@ -281,136 +221,134 @@ def aggregate(
     return examples, total, info
 
 
-def _load_state(ckpt: Path) -> T.RunState:
-    return T.RunState(**json.loads((ckpt / "state.json").read_text()))
-
-
 def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
     """DAgger end to end; returns `RUN/final` (the student in HF format)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    s = sft.setup(cfg, run_dir)
+    student = student_lib.setup(cfg, run_dir, cfg.strategy)
+    main = student.dist.is_main
     t0 = time.time()
-    ckpt = T.latest_checkpoint(run_dir) if resume else None
-    state = T.RunState(extra={"iteration": 0, "phase": "collect"})
-    labels_total = 0
+    foreign_ids = student_lib.teacher_shares_tokenizer(cfg.teacher, student.tok)
     # `lr_schedule: run` keeps one AdamW across iterations; each iteration makes its own otherwise.
-    optimizer = T.make_optimizer(s.model, s.opt) if cfg.lr_schedule == "run" else None
-    if ckpt is not None:
-        state = _load_state(ckpt)
-        it = state.extra["iteration"]
-        s.metrics.truncate(
-            lambda r: (
-                (r.get("kind") == "train" and r["step"] <= state.global_step)
-                or (r.get("kind") == "eval" and r["iteration"] < it)
-            )
-        )
-        labels_total = int(state.extra.get("labels_total", 0))
-        if state.extra["phase"] == "collect" and optimizer is not None:
-            # Between iterations, one schedule over the run: weights and AdamW carry over.
-            T.load_checkpoint(ckpt, s.model, optimizer, T.make_scheduler(optimizer, s.opt, 1), s.d)
-            ckpt = None
-        elif state.extra["phase"] == "collect":
-            # Between iterations: only the weights carry over (each iteration has a fresh optimizer).
-            T.load_weights(ckpt / "model", s.model)
-            ckpt = None
-        if s.d.is_main:
-            print(
-                f"resuming from {run_dir}: iteration {it}, phase {state.extra['phase']}, step {state.step}"
-            )
-    if s.d.is_main:
+    carried = trainer.make_optimizer(student.model, cfg) if cfg.lr_schedule == "run" else None
+    pos, state, ckpt = resume_position(student, cfg, run_dir, resume, carried)
+    if main:
         print(
             f"{'iter':>4} {'beta':>5} {'labels':>7} {'agg':>6} {'stud%':>6} {'roll':>5} {'loss':>7} {'heldout':>8} {'time':>6}"
         )
-
-    for i in range(state.extra["iteration"], cfg.iterations):
-        beta = beta_at(cfg, i)
-        if state.extra["phase"] == "collect":
-            collect(s, cfg, run_dir, i)
-            if s.d.enabled:
+    for i in range(pos.iteration, cfg.iterations):
+        # 1. collect: mixture rollouts on this iteration's seeds, every state labeled
+        if pos.phase == "collect":
+            collect(student, cfg, run_dir, i)
+            if student.dist.enabled:
                 dist.barrier()
-        examples, stats, info = aggregate(cfg, run_dir, i, s.tok)
-        if s.d.is_main and (stats.truncated or stats.dropped):
+        # 2. aggregate: the labels of this and earlier iterations
+        examples, stats, info = aggregate(cfg, run_dir, i, student.tok, foreign_ids)
+        if main and stats.dropped:
             print(stats.log(cfg.max_seq_len))
-        if state.extra["phase"] == "collect":
-            labels_total += info["new_labels"]
-            state = T.RunState(
-                global_step=state.global_step,
-                extra={"iteration": i, "phase": "train", "labels_total": labels_total},
-            )
-        state = sft.sft_phase(
-            s,
-            cfg,
-            run_dir,
-            examples,
+        if pos.phase == "collect":
+            pos = Position(i, "train", pos.labels_total + info["new_labels"])
+            state = trainer.RunState(global_step=state.global_step, extra=asdict(pos))
+        # 3. fit: cross-entropy on the aggregate (resumed mid-iteration from `ckpt`)
+        phase = trainer.Phase(
             n_steps=cfg.steps_per_iteration,
-            state=state,
-            resume_ckpt=ckpt,
             data_seed=cfg.seed * 1000 + i,
-            extra_metrics={"iteration": i},
+            resume_from=ckpt,
+            state=state,
             desc=f"iter {i}",
-            optimizer=optimizer,
+            extra_metrics={"iteration": i},
+            optimizer=carried,
             lr_span=(
                 (i * cfg.steps_per_iteration, cfg.iterations * cfg.steps_per_iteration)
-                if optimizer is not None
+                if carried is not None
                 else None
             ),
         )
+        state, optimizer, scheduler = trainer.run_phase(student, cfg, run_dir, examples, phase)
         ckpt = None
+        # 4. evaluate the pure student on held-out seeds
         record: dict[str, Any] = {
             "kind": "eval",
             "iteration": i,
-            "beta": beta,
+            "beta": beta_at(cfg, i),
             "step": state.global_step,
             "aggregate": len(examples),
-            "labels_total": labels_total,
+            "labels_total": pos.labels_total,
             **info,
         }
-        last_loss = next(
-            (r["loss"] for r in reversed(s.metrics.records) if r.get("kind") == "train"),
-            float("nan"),
-        )
-        if s.d.is_main:
+        if main:
             if cfg.eval_episodes > 0:
-                record.update(
-                    sft.evaluate(
-                        s.model, s.tok, cfg, s.path, s.device, iter_dir(run_dir, i) / "eval.jsonl"
-                    )
-                )
-            s.metrics.log(record)
-            s.metrics.plot(run_dir / "curves.png")
-            held = f"{record['success_rate']:.3f}" if "success_rate" in record else "-"
-            print(
-                f"{i:>4} {beta:>5.2f} {labels_total:>7} {len(examples):>6} {100 * info['student_turn_frac']:>5.0f}% "
-                f"{info['rollout_success']:>5.2f} {last_loss:>7.4f} {held:>8} {time.time() - t0:>5.0f}s",
-                flush=True,
-            )
-        if s.d.enabled:
+                out = iter_dir(run_dir, i) / "eval.jsonl"
+                record.update(student_lib.evaluate(student, cfg, out))
+            student.metrics.log(record)
+            student.metrics.plot(run_dir / "curves.png")
+            print_iteration(student, record, len(examples), info, time.time() - t0)
+        if student.dist.enabled:
             dist.barrier()
-        state = T.RunState(
-            global_step=state.global_step,
-            extra={"iteration": i + 1, "phase": "collect", "labels_total": labels_total},
+        # 5. the iteration-boundary checkpoint: the weights (and the AdamW, when carried over)
+        pos = Position(i + 1, "collect", pos.labels_total)
+        state = trainer.RunState(global_step=state.global_step, extra=asdict(pos))
+        trainer.save_checkpoint(
+            run_dir, student.model, student.tok, optimizer, scheduler, state, student.dist
         )
-        # The iteration-boundary checkpoint: the weights, and the AdamW when it carries over.
-        _boundary_checkpoint(s, run_dir, state, optimizer)
-
-    final = run_dir / "final"
-    T.save_model(s.model, s.tok, final, s.d, sft.policy_card(cfg))
-    if s.d.is_main:
-        print(f"final student: {final}  (evaluate: mentorgym eval {cfg.env_id} --agent hf:{final})")
-    return final
+    return student_lib.save_final(student, cfg, run_dir)
 
 
-def _boundary_checkpoint(
-    s: sft.Setup, run_dir: Path, state: T.RunState, optimizer: torch.optim.Optimizer | None
+def resume_position(
+    student: Student,
+    cfg: Config,
+    run_dir: Path,
+    resume: bool,
+    carried: Any,
+) -> tuple[Position, trainer.RunState, Path | None]:
+    """Where a (resumed) run starts: its Position, RunState and a mid-iteration checkpoint
+    to continue training from (None when it starts at an iteration boundary)."""
+    ckpt = trainer.latest_checkpoint(run_dir) if resume else None
+    if ckpt is None:
+        pos = Position()
+        return pos, trainer.RunState(extra=asdict(pos)), None
+    state = trainer.read_run_state(ckpt)
+    pos = Position(**state.extra)
+    student.metrics.truncate(
+        lambda r: (
+            (r.get("kind") == "train" and r["step"] <= state.global_step)
+            or (r.get("kind") == "eval" and r["iteration"] < pos.iteration)
+        )
+    )
+    if pos.phase == "collect" and carried is not None:
+        # Between iterations, one schedule over the run: weights and AdamW carry over.
+        scheduler = trainer.make_scheduler(carried, cfg, 1)
+        trainer.load_checkpoint(ckpt, student.model, carried, scheduler, student.dist)
+        ckpt = None
+    elif pos.phase == "collect":
+        # Between iterations: only the weights carry over (each iteration has a fresh optimizer).
+        trainer.load_weights(ckpt / "model", student.model)
+        ckpt = None
+    if student.dist.is_main:
+        print(
+            f"resuming from {run_dir}: iteration {pos.iteration}, phase {pos.phase}, step {state.step}"
+        )
+    return pos, state, ckpt
+
+
+def print_iteration(
+    student: Student, record: dict[str, Any], n_agg: int, info: dict[str, Any], secs: float
 ) -> None:
-    optimizer = optimizer if optimizer is not None else T.make_optimizer(s.model, s.opt)
-    scheduler = T.make_scheduler(optimizer, s.opt, 1)
-    T.save_checkpoint(run_dir, s.model, s.tok, optimizer, scheduler, state, s.d)
+    last_loss = next(
+        (r["loss"] for r in reversed(student.metrics.records) if r.get("kind") == "train"),
+        float("nan"),
+    )
+    held = f"{record['success_rate']:.3f}" if "success_rate" in record else "-"
+    print(
+        f"{record['iteration']:>4} {record['beta']:>5.2f} {record['labels_total']:>7} {n_agg:>6} "
+        f"{100 * info['student_turn_frac']:>5.0f}% {info['rollout_success']:>5.2f} "
+        f"{last_loss:>7.4f} {held:>8} {secs:>5.0f}s",
+        flush=True,
+    )
 
 
 def dry_run(cfg: Config) -> list[str]:
     """Validate the config and build everything but the weights; returns report lines."""
-    lines = sft.check_setup(cfg)
+    lines = student_lib.check_setup(cfg, cfg.teacher)
     betas = ", ".join(f"{beta_at(cfg, i):.2f}" for i in range(cfg.iterations))
     lines.append(
         f"dagger: {cfg.iterations} iterations x {cfg.episodes} episodes, beta per iteration: {betas}"

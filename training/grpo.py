@@ -18,66 +18,73 @@ from pathlib import Path
 
 import torch
 
-from mentorgym.agents.trajectory import Trajectory
-from mentorgym.training import onpolicy as O
-from mentorgym.training.losses import clipped_pg_loss, grpo_advantages
+from mentorgym.training import onpolicy
+from mentorgym.training.config import OnPolicyConfig
+from mentorgym.training.losses import clipped_pg_loss
+from mentorgym.training.scoring import hidden_at, logprobs_from_hidden
+from mentorgym.training.trainer import autocast
 
 
 @dataclass
-class Config(O.OnPolicyConfig):
+class Config(OnPolicyConfig):
+    clip_low: float = 0.2
+    """PPO ratio clip below 1 (1 - clip_low)."""
+    clip_high: float = 0.28
+    """PPO ratio clip above 1 (1 + clip_high, DAPO's clip-higher)."""
     scale_advantages: bool = True
     """Divide by the group's std (GRPO); false only centers (Dr. GRPO)."""
 
 
-def group_advantages(groups: list[list[Trajectory]], reward: str, scale: bool) -> list[float]:
-    """One advantage per episode, in the flattened order of `groups`."""
-    rewards_NG = torch.tensor([[O.episode_reward(t, reward) for t in g] for g in groups])
-    return grpo_advantages(rewards_NG, scale=scale).flatten().tolist()
-
-
-def pg_micro_loss(s, cfg: O.OnPolicyConfig, adv: list[float]) -> O.MicroLoss:
-    """The clipped policy-gradient loss of a micro-batch with per-episode advantages `adv`."""
-
-    def micro(
-        idx: list[int], eps: list[O.Episode], b: O.Batch
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        hidden_BLH = O.hidden_at(s.model, b)
-        logp_BL = O.logprobs_from_hidden(s.model, hidden_BLH, b.target_BL, cfg.rollout_temperature)
-        adv_B = torch.tensor([adv[i] for i in idx], device=logp_BL.device)
-        loss = clipped_pg_loss(
-            logp_BL, b.logp_old_BL, adv_B, b.mask_BL, cfg.clip_low, cfg.clip_high
-        )
-        return loss, {"ratio_dev": _ratio_dev(logp_BL, b)}
-
-    return micro
-
-
-def _ratio_dev(logp_BL: torch.Tensor, b: O.Batch) -> float:
+def ratio_deviation(
+    logp_BL: torch.Tensor, logp_old_BL: torch.Tensor, mask_BL: torch.Tensor
+) -> float:
     """Mean |pi_theta / pi_sampler - 1| over loss tokens: ~0 when sampling and training agree."""
-    dev_BL = (logp_BL.detach() - b.logp_old_BL).exp().sub(1).abs()
-    return float((dev_BL * b.mask_BL).sum() / b.mask_BL.sum().clamp_min(1))
+    dev_BL = (logp_BL.detach() - logp_old_BL).exp().sub(1).abs()
+    return float((dev_BL * mask_BL).sum() / mask_BL.sum().clamp_min(1))
+
+
+def zero_advantage_groups(adv: list[float], group_size: int) -> int:
+    """Groups whose members all have the same advantage (they teach nothing)."""
+    groups = [adv[i : i + group_size] for i in range(0, len(adv), group_size)]
+    return sum(len({round(x, 9) for x in g}) == 1 for g in groups)
 
 
 def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
     """GRPO end to end; returns `RUN/final`."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    s = O.setup(cfg, run_dir)
-
-    def loss_fn(step: int, groups: list[list[Trajectory]]) -> tuple[float, dict[str, float]]:
-        adv = group_advantages(groups, cfg.reward, cfg.scale_advantages)
+    run = onpolicy.start(cfg, run_dir, resume, "grpo")
+    student = run.student
+    while run.state.step < cfg.steps:
+        # 1. sample: groups of episodes per task, from the current student
+        groups = onpolicy.sample(student, cfg, run.state.step)
         trajs = [t for g in groups for t in g]
-        loss, info = O.accumulate(s, cfg, trajs, pg_micro_loss(s, cfg, adv))
-        info["zero_adv_groups"] = float(
-            sum(
-                len({round(x, 9) for x in adv[i * cfg.group_size : (i + 1) * cfg.group_size]}) == 1
-                for i in range(len(groups))
-            )
-        )
-        return loss, info
-
-    return O.train_loop(cfg, run_dir, resume, s, "grpo", loss_fn)
+        # 2. score: one group-relative advantage per episode
+        adv = onpolicy.group_advantages(groups, cfg.reward, cfg.scale_advantages)
+        # 3. loss and backward, micro-batch by micro-batch (token mean over the step)
+        run.optimizer.zero_grad(set_to_none=True)
+        stats = onpolicy.StepStats()
+        parts = onpolicy.micro_batches(student, cfg, trajs)
+        for mb in parts:
+            b = mb.batch
+            with autocast(student.device, cfg.precision):
+                hidden_BLH = hidden_at(student.model, b)
+                logp_BL = logprobs_from_hidden(
+                    student.model, hidden_BLH, b.target_BL, cfg.rollout_temperature
+                )
+                adv_B = torch.tensor([adv[i] for i in mb.idx], device=logp_BL.device)
+                loss = clipped_pg_loss(
+                    logp_BL, b.logp_old_BL, adv_B, b.mask_BL, cfg.clip_low, cfg.clip_high
+                )
+            (loss * mb.share).backward()
+            stats.add(mb, loss, ratio_dev=ratio_deviation(logp_BL, b.logp_old_BL, b.mask_BL))
+        stats.add_batches(parts)
+        stats.metrics["zero_adv_groups"] = float(zero_advantage_groups(adv, cfg.group_size))
+        # 4. optimizer step
+        grad_norm, lr = onpolicy.optimizer_step(run, cfg)
+        # 5. log, evaluate, checkpoint
+        onpolicy.end_step(run, cfg, trajs, stats, grad_norm, lr)
+    return onpolicy.finish(run, cfg)
 
 
 def dry_run(cfg: Config) -> list[str]:
     """Validate the config and check the env; returns report lines."""
-    return O.dry_run_lines(cfg, "grpo")
+    return onpolicy.dry_run_lines(cfg, "grpo")

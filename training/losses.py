@@ -26,8 +26,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-IGNORE = -100
-
 
 def masked_mean(x_BT: torch.Tensor, mask_BT: torch.Tensor) -> torch.Tensor:
     """Mean of `x` over the tokens where `mask` is 1; 0 when nothing is masked in."""
@@ -395,19 +393,12 @@ def clipped_pg_loss(
     mask_BT: torch.Tensor,
     clip_low: float = 0.2,
     clip_high: float = 0.2,
-    logp_ref_BT: torch.Tensor | None = None,
-    kl_coef: float = 0.0,
 ) -> torch.Tensor:
     """PPO/GRPO clipped policy-gradient loss, mean over masked tokens:
-    -min(r A, clip(r, 1 - clip_low, 1 + clip_high) A) + kl_coef * k3(pi_theta || pi_ref), with
-    r = pi_theta / pi_old. `adv_BT` may be per sequence (B x 1) or per token (B x T)."""
+    -min(r A, clip(r, 1 - clip_low, 1 + clip_high) A), with r = pi_theta / pi_old. `adv_BT` may be per sequence (B x 1) or per token (B x T)."""
     if adv_BT.dim() == 1:
         adv_BT = adv_BT.unsqueeze(-1)
     adv_BT = adv_BT.detach().to(logp_new_BT.dtype)
     ratio_BT = torch.exp(logp_new_BT - logp_old_BT.detach())
     obj_BT = torch.minimum(ratio_BT * adv_BT, ratio_BT.clamp(1 - clip_low, 1 + clip_high) * adv_BT)
-    loss_BT = -obj_BT
-    if logp_ref_BT is not None and kl_coef:
-        log_r_BT = logp_ref_BT.detach() - logp_new_BT
-        loss_BT = loss_BT + kl_coef * (torch.exp(log_r_BT) - log_r_BT - 1)
-    return masked_mean(loss_BT, mask_BT)
+    return masked_mean(-obj_BT, mask_BT)

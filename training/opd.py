@@ -1,6 +1,6 @@
 """On-policy distillation (OPD): the student samples, the teacher scores the same tokens.
 
-Objectives (see DESIGN.md "Algorithms"):
+Objectives (also in docs/algorithms.md):
 - `loss: jsd`: GKD's generalized Jensen-Shannon divergence over the full vocabulary at every
   sampled position (Agarwal et al., 2024, "On-Policy Distillation of Language Models"),
   beta in [0, 1] (0 forward KL, 1 reverse KL). Needs the teacher's logits, so the teacher
@@ -22,18 +22,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from mentorgym.agents.trajectory import Trajectory
 from mentorgym.errors import ConfigError
-from mentorgym.training import onpolicy as O
+from mentorgym.training import onpolicy
+from mentorgym.training.config import OnPolicyConfig
 from mentorgym.training.losses import fused_linear_jsd, sampled_token_distill_loss
+from mentorgym.training.scoring import (
+    hidden_at,
+    is_in_process,
+    lm_head,
+    load_teacher,
+    logprobs_from_hidden,
+    teacher_logprobs,
+)
+from mentorgym.training.trainer import autocast
 
 
 @dataclass
-class Config(O.OnPolicyConfig):
+class Config(OnPolicyConfig):
     teacher: str = "hf:runs/teacher/final"
     """The teacher: `hf:PATH` (in process) or `openai:URL#MODEL` (sampled loss only)."""
     loss: str = "sampled"
@@ -58,91 +66,66 @@ class Config(O.OnPolicyConfig):
             )
 
 
-def is_in_process(spec: str) -> bool:
-    return not spec.startswith(("openai:", "vllm:", "expert", "random", "human", "replay:"))
-
-
-def load_teacher(spec: str, s: Any) -> Any:
-    """An in-process frozen model for `hf:PATH` / a path, else a `Teacher` policy."""
-    if is_in_process(spec):
-        from mentorgym.agents.tiny import default_tiny_path
-
-        path = str(default_tiny_path()) if spec == "tiny" else spec.removeprefix("hf:")
-        return O.load_frozen(path, s.device, s.tok)
-    from mentorgym.agents.specs import load_policy
-
-    teacher = load_policy(spec, temperature=1.0)
-    if not hasattr(teacher, "score"):
-        raise ConfigError(f"teacher {spec!r} cannot score tokens; use hf:PATH or openai:URL#MODEL")
-    return teacher
-
-
-def teacher_logprobs(
-    teacher: Any,
-    s: Any,
-    cfg: O.OnPolicyConfig,
-    trajs: list[Trajectory],
-    eps: list[O.Episode],
-    b: O.Batch,
-    want_hidden: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The teacher's logprobs of the batch's tokens (B x L), and its hidden states if asked."""
-    if isinstance(teacher, torch.nn.Module):
-        return O.teacher_view(
-            teacher, s.tok, trajs, eps, [None] * len(eps), cfg, s.device, want_hidden
-        )
-    lp_BL = O.external_teacher_logprobs(teacher, trajs, eps, b.mask_BL.shape[1])
-    return lp_BL.to(s.device), None
-
-
 def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
     """OPD end to end; returns `RUN/final`."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    s = O.setup(cfg, run_dir)
-    teacher = load_teacher(cfg.teacher, s)
-    print(
-        f"teacher: {cfg.teacher} ({'in process' if isinstance(teacher, torch.nn.Module) else 'remote'}), loss: {cfg.loss}"
-    )
-
-    def loss_fn(step: int, groups: list[list[Trajectory]]) -> tuple[float, dict[str, float]]:
-        trajs = [t for g in groups for t in g]
-
-        def micro(
-            idx: list[int], eps: list[O.Episode], b: O.Batch
-        ) -> tuple[torch.Tensor, dict[str, float]]:
-            sub = [trajs[i] for i in idx]
-            lp_t_BL, t_hidden_BLH = teacher_logprobs(
-                teacher, s, cfg, sub, eps, b, cfg.loss == "jsd"
-            )
-            hidden_BLH = O.hidden_at(s.model, b)
+    run = onpolicy.start(cfg, run_dir, resume, "opd")
+    student = run.student
+    teacher = load_teacher(cfg.teacher, student.device, student.tok)
+    where = "in process" if isinstance(teacher, torch.nn.Module) else "remote"
+    print(f"teacher: {cfg.teacher} ({where}), loss: {cfg.loss}")
+    while run.state.step < cfg.steps:
+        # 1. sample: the student's own episodes (no env reward is used)
+        trajs = [t for g in onpolicy.sample(student, cfg, run.state.step) for t in g]
+        run.optimizer.zero_grad(set_to_none=True)
+        stats = onpolicy.StepStats()
+        parts = onpolicy.micro_batches(student, cfg, trajs)
+        for mb in parts:
+            b = mb.batch
+            with autocast(student.device, cfg.precision):
+                # 2. score: the teacher's logprobs of the student's sampled tokens
+                lp_t_BL, t_hidden_BLH = teacher_logprobs(
+                    teacher,
+                    student.tok,
+                    cfg,
+                    [trajs[i] for i in mb.idx],
+                    mb.episodes,
+                    b,
+                    student.device,
+                    want_hidden=cfg.loss == "jsd",
+                )
+                # 3. loss: full-distribution JSD, or the sampled-token advantage lp_T - lp_S
+                hidden_BLH = hidden_at(student.model, b)
+                if cfg.loss == "jsd":
+                    assert isinstance(teacher, torch.nn.Module) and t_hidden_BLH is not None
+                    loss = fused_linear_jsd(
+                        hidden_BLH,
+                        lm_head(student.model),
+                        t_hidden_BLH,
+                        lm_head(teacher),
+                        b.mask_BL,
+                        cfg.jsd_beta,
+                        cfg.rollout_temperature,
+                        chunk_size=cfg.jsd_chunk,
+                    )
+                else:
+                    logp_BL = logprobs_from_hidden(
+                        student.model, hidden_BLH, b.target_BL, cfg.rollout_temperature
+                    )
+                    loss = sampled_token_distill_loss(
+                        logp_BL, b.logp_old_BL, lp_t_BL, b.mask_BL, cfg.clip_eps or None
+                    )
+            (loss * mb.share).backward()
             # The reverse-KL estimate on the sampled tokens, logged in both modes.
-            kl = float(((b.logp_old_BL - lp_t_BL) * b.mask_BL).sum() / b.mask_BL.sum().clamp_min(1))
-            if cfg.loss == "jsd":
-                assert t_hidden_BLH is not None
-                loss = fused_linear_jsd(
-                    hidden_BLH,
-                    O.lm_head(s.model),
-                    t_hidden_BLH,
-                    O.lm_head(teacher),
-                    b.mask_BL,
-                    cfg.jsd_beta,
-                    cfg.rollout_temperature,
-                    chunk_size=cfg.jsd_chunk,
-                )
-            else:
-                logp_BL = O.logprobs_from_hidden(
-                    s.model, hidden_BLH, b.target_BL, cfg.rollout_temperature
-                )
-                loss = sampled_token_distill_loss(
-                    logp_BL, b.logp_old_BL, lp_t_BL, b.mask_BL, cfg.clip_eps or None
-                )
-            return loss, {"sampled_reverse_kl": kl}
-
-        return O.accumulate(s, cfg, trajs, micro)
-
-    return O.train_loop(cfg, run_dir, resume, s, "opd", loss_fn)
+            kl = ((b.logp_old_BL - lp_t_BL) * b.mask_BL).sum() / b.mask_BL.sum().clamp_min(1)
+            stats.add(mb, loss, sampled_reverse_kl=float(kl))
+        stats.add_batches(parts)
+        # 4. optimizer step
+        grad_norm, lr = onpolicy.optimizer_step(run, cfg)
+        # 5. log, evaluate, checkpoint
+        onpolicy.end_step(run, cfg, trajs, stats, grad_norm, lr)
+    return onpolicy.finish(run, cfg)
 
 
 def dry_run(cfg: Config) -> list[str]:
     """Validate the config and check env and teacher spec; returns report lines."""
-    return O.dry_run_lines(cfg, f"opd ({cfg.loss})")
+    return onpolicy.dry_run_lines(cfg, f"opd ({cfg.loss})", cfg.teacher)

@@ -10,7 +10,9 @@ sampled-token advantage lp_T - lp_S (`loss: sampled`). This is the objective of
 "Self-Distilled Reasoner: On-Policy Self-Distillation for LLMs" (Zhao et al., 2026):
 the same model as teacher and student, the teacher conditioned on the ground-truth
 solution, a per-token divergence on the student's own rollouts; no gradient flows
-through the teacher side.
+through the teacher side. The teacher's weights are those of the initial student
+(`teacher_weights: initial`, the default, as in the authors' scripts); `live` uses the
+current student, which can collapse as teacher and student drift together.
 
 Run: `mentorgym train configs/math_opsd.yaml`.
 """
@@ -21,22 +23,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from mentorgym.agents.trajectory import Trajectory
 from mentorgym.errors import ConfigError
-from mentorgym.training import onpolicy as O
+from mentorgym.training import onpolicy
+from mentorgym.training.config import OnPolicyConfig
 from mentorgym.training.losses import fused_linear_jsd, sampled_token_distill_loss
+from mentorgym.training.scoring import (
+    frozen_copy,
+    hidden_at,
+    lm_head,
+    logprobs_from_hidden,
+    teacher_view,
+)
+from mentorgym.training.trainer import autocast
 
 
 @dataclass
-class Config(O.OnPolicyConfig):
+class Config(OnPolicyConfig):
     loss: str = "jsd"
     """`jsd` (full-distribution GKD divergence) or `sampled` (lp_T - lp_S advantage)."""
     jsd_beta: float = 0.5
     """GKD beta: 0 forward KL(T||S), 1 reverse KL(S||T), between: JSD."""
-    teacher_weights: str = "live"
-    """`live`: the current student is the teacher; `initial`: a frozen copy of the start."""
+    teacher_weights: str = "initial"
+    """`initial`: a frozen copy of the starting student is the teacher (the authors' setup);
+    `live`: the current student is the teacher."""
     clip_eps: float = 0.2
     """PPO clip of the ratio in the sampled loss (0: no clipping)."""
     max_plan_moves: int = 200
@@ -98,61 +108,74 @@ class PrivilegedNotes:
 
 def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
     """OPSD end to end; returns `RUN/final`."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    s = O.setup(cfg, run_dir)
-    teacher = s.model if cfg.teacher_weights == "live" else O.frozen_copy(s.model)
+    run = onpolicy.start(cfg, run_dir, resume, "opsd")
+    student = run.student
+    # On resume `initial` copies the restored student: the run's start is not kept.
+    teacher = student.model if cfg.teacher_weights == "live" else frozen_copy(student.model)
     notes = PrivilegedNotes(cfg)
-
-    def loss_fn(step: int, groups: list[list[Trajectory]]) -> tuple[float, dict[str, float]]:
-        trajs = [t for g in groups for t in g]
-
-        def micro(
-            idx: list[int], eps: list[O.Episode], b: O.Batch
-        ) -> tuple[torch.Tensor, dict[str, float]]:
-            sub = [trajs[i] for i in idx]
-            lp_t_BL, t_hidden_BLH = O.teacher_view(
-                teacher, s.tok, sub, eps, [notes(t) for t in sub], cfg, s.device, cfg.loss == "jsd"
-            )
-            hidden_BLH = O.hidden_at(s.model, b)
-            n = b.mask_BL.sum().clamp_min(1)
-            kl = float(((b.logp_old_BL - lp_t_BL) * b.mask_BL).sum() / n)
-            if cfg.loss == "jsd":
-                assert t_hidden_BLH is not None
-                loss = fused_linear_jsd(
-                    hidden_BLH,
-                    O.lm_head(s.model),
-                    t_hidden_BLH,
-                    O.lm_head(teacher).detach(),
-                    b.mask_BL,
-                    cfg.jsd_beta,
-                    cfg.rollout_temperature,
-                )
-            else:
-                logp_BL = O.logprobs_from_hidden(
-                    s.model, hidden_BLH, b.target_BL, cfg.rollout_temperature
-                )
-                loss = sampled_token_distill_loss(
-                    logp_BL, b.logp_old_BL, lp_t_BL, b.mask_BL, cfg.clip_eps or None
-                )
-            return loss, {"sampled_reverse_kl": kl}
-
-        return O.accumulate(s, cfg, trajs, micro)
-
     try:
-        return O.train_loop(cfg, run_dir, resume, s, "opsd", loss_fn)
+        while run.state.step < cfg.steps:
+            # 1. sample: the student sees only the task
+            trajs = [t for g in onpolicy.sample(student, cfg, run.state.step) for t in g]
+            run.optimizer.zero_grad(set_to_none=True)
+            stats = onpolicy.StepStats()
+            parts = onpolicy.micro_batches(student, cfg, trajs)
+            for mb in parts:
+                b = mb.batch
+                sub = [trajs[i] for i in mb.idx]
+                with autocast(student.device, cfg.precision):
+                    # 2. score: the teacher sees the same tokens with privileged context
+                    lp_t_BL, t_hidden_BLH = teacher_view(
+                        teacher,
+                        student.tok,
+                        sub,
+                        mb.episodes,
+                        [notes(t) for t in sub],
+                        cfg,
+                        student.device,
+                        want_hidden=cfg.loss == "jsd",
+                    )
+                    # 3. loss toward the privileged view of the student's own tokens
+                    hidden_BLH = hidden_at(student.model, b)
+                    if cfg.loss == "jsd":
+                        assert t_hidden_BLH is not None
+                        loss = fused_linear_jsd(
+                            hidden_BLH,
+                            lm_head(student.model),
+                            t_hidden_BLH,
+                            lm_head(teacher).detach(),
+                            b.mask_BL,
+                            cfg.jsd_beta,
+                            cfg.rollout_temperature,
+                        )
+                    else:
+                        logp_BL = logprobs_from_hidden(
+                            student.model, hidden_BLH, b.target_BL, cfg.rollout_temperature
+                        )
+                        loss = sampled_token_distill_loss(
+                            logp_BL, b.logp_old_BL, lp_t_BL, b.mask_BL, cfg.clip_eps or None
+                        )
+                (loss * mb.share).backward()
+                kl = ((b.logp_old_BL - lp_t_BL) * b.mask_BL).sum() / b.mask_BL.sum().clamp_min(1)
+                stats.add(mb, loss, sampled_reverse_kl=float(kl))
+            stats.add_batches(parts)
+            # 4. optimizer step
+            grad_norm, lr = onpolicy.optimizer_step(run, cfg)
+            # 5. log, evaluate, checkpoint
+            onpolicy.end_step(run, cfg, trajs, stats, grad_norm, lr)
     finally:
         notes.env.close()
+    return onpolicy.finish(run, cfg)
 
 
 def dry_run(cfg: Config) -> list[str]:
     """Validate the config and check that the env gives privileged context; report lines."""
-    lines = O.dry_run_lines(cfg, f"opsd ({cfg.loss}, teacher weights {cfg.teacher_weights})")
+    name = f"opsd ({cfg.loss}, teacher weights {cfg.teacher_weights})"
+    lines = onpolicy.dry_run_lines(cfg, name)
     notes = PrivilegedNotes(cfg)
     try:
-        lines.append(
-            "privileged context of the first training seed:\n"
-            + notes(Trajectory(cfg.env_id, seed=cfg.seed))
-        )
+        first = notes(Trajectory(cfg.env_id, seed=cfg.seed))
     finally:
         notes.env.close()
+    lines.append("privileged context of the first training seed:\n" + first)
     return lines

@@ -1,7 +1,8 @@
 """The trainer: a train-steps loop over a batch iterator, checkpoints, metrics, plots.
 
-A small set of functions, no class tower: each algorithm file builds the model,
-the optimizer and the scheduler with the helpers here, then calls `train_steps`.
+A small set of functions, no class tower: each algorithm file builds the model, the
+optimizer and the scheduler with the helpers here. `train_steps` is the supervised loop
+(SFT and DAgger); the on-policy algorithms write their loop themselves.
 
 - Device: CUDA with bf16 autocast where present, else CPU in fp32.
 - Optimizer: AdamW; schedule: linear warmup then cosine decay to `min_lr_ratio * lr`;
@@ -30,7 +31,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,8 +39,12 @@ import torch.distributed as dist
 
 from mentorgym.agents.hf import PolicyCard, write_policy_card
 from mentorgym.errors import ConfigError
-from mentorgym.training.data import Example, collate
+from mentorgym.training.config import CoreConfig, SupervisedConfig
+from mentorgym.training.data import Example, collate, iterate_batches
 from mentorgym.training.losses import masked_cross_entropy
+
+if TYPE_CHECKING:
+    from mentorgym.training.student import Student
 
 
 @dataclass
@@ -99,39 +104,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@dataclass
-class Optim:
-    """The optimization settings every algorithm config carries (same names there)."""
-
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    grad_accum: int = 1
-    batch_size: int = 32
-    precision: str = "auto"
-    gradient_checkpointing: bool = False
-    strategy: str = "ddp"
-    """Multi-process strategy under torchrun: `ddp` or `fsdp` (FSDP2 fully_shard)."""
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> Optim:
-        return cls(**{k: getattr(cfg, k) for k in asdict(cls()) if hasattr(cfg, k)})
-
-
 def prepare_model(
-    model: torch.nn.Module, d: Dist, device: torch.device, opt: Optim
+    model: torch.nn.Module,
+    d: Dist,
+    device: torch.device,
+    gradient_checkpointing: bool,
+    strategy: str = "ddp",
 ) -> torch.nn.Module:
     """Move to the device, enable checkpointing, and wrap for DDP or FSDP2 under torchrun."""
-    if opt.gradient_checkpointing:
+    if gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
     model.to(device)
     model.train()
     if not d.enabled:
         return model
-    if opt.strategy == "fsdp":
+    if strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
         # Shard each decoder layer, then the root: the usual FSDP2 recipe for HF decoders.
@@ -140,28 +128,28 @@ def prepare_model(
             fully_shard(layer)
         fully_shard(model)
         return model
-    if opt.strategy == "ddp":
+    if strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    raise ConfigError(f"strategy {opt.strategy!r}: use ddp or fsdp")
+    raise ConfigError(f"strategy {strategy!r}: use ddp or fsdp")
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
-def make_optimizer(model: torch.nn.Module, opt: Optim) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, cfg: CoreConfig) -> torch.optim.Optimizer:
     """AdamW; no weight decay on biases and norms (1-D parameters)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [
-        {"params": decay, "weight_decay": opt.weight_decay},
+        {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=opt.lr, betas=(0.9, 0.95))
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
@@ -174,13 +162,13 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: floa
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, opt: Optim, total_steps: int, offset: int = 0
+    optimizer: torch.optim.Optimizer, cfg: CoreConfig, total_steps: int, offset: int = 0
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Warmup and cosine over `total_steps`; this scheduler's step 0 is the schedule's step
     `offset` (a DAgger iteration inside one schedule over the whole run)."""
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda s: lr_factor(offset + s, opt.warmup_steps, total_steps, opt.min_lr_ratio),
+        lambda s: lr_factor(offset + s, cfg.warmup_steps, total_steps, cfg.min_lr_ratio),
     )
 
 
@@ -195,7 +183,12 @@ class RunState:
     global_step: int = 0
     """Optimizer steps since the run began (across DAgger iterations); metrics use it."""
     extra: dict[str, Any] = field(default_factory=dict)
-    """Algorithm state (DAgger: iteration, phase)."""
+    """Algorithm state (DAgger: its `Position`; Skill-SD: the skill buffer)."""
+
+
+def read_run_state(ckpt: Path) -> RunState:
+    """The `RunState` saved in checkpoint `ckpt` (its `state.json`)."""
+    return RunState(**json.loads((ckpt / "state.json").read_text()))
 
 
 class Metrics:
@@ -286,22 +279,20 @@ def train_steps(
     *,
     n_steps: int,
     state: RunState,
-    opt: Optim,
+    cfg: SupervisedConfig,
     pad_id: int,
     device: torch.device,
     d: Dist,
     metrics: Metrics,
-    save_every: int = 0,
-    checkpoint: Callable[[RunState], None] | None = None,
+    checkpoint: Callable[[RunState], None],
     extra_metrics: dict[str, Any] | None = None,
-    progress: bool = True,
     desc: str = "train",
 ) -> RunState:
     """Run optimizer steps until `state.step == n_steps`; `batches` starts at `state.batch`.
 
-    Each step accumulates `opt.grad_accum` micro-batches, clips the gradient norm to
-    `opt.grad_clip`, steps AdamW and the schedule, logs a `kind: train` record and,
-    every `save_every` steps, calls `checkpoint(state)`.
+    Each step accumulates `cfg.grad_accum` micro-batches, clips the gradient norm to
+    `cfg.grad_clip`, steps AdamW and the schedule, logs a `kind: train` record and,
+    every `cfg.save_every` steps, calls `checkpoint(state)`.
     """
     from tqdm.auto import tqdm
 
@@ -309,23 +300,23 @@ def train_steps(
         total=n_steps,
         initial=state.step,
         desc=desc,
-        disable=not (progress and d.is_main),
+        disable=not (cfg.progress and d.is_main),
         leave=False,
     )
     while state.step < n_steps:
         optimizer.zero_grad(set_to_none=True)
         total, tokens = 0.0, 0
-        for micro in range(opt.grad_accum):
+        for micro in range(cfg.grad_accum):
             examples = next(batches)
             state.batch += 1
-            sync = micro == opt.grad_accum - 1 or not hasattr(model, "no_sync")
+            sync = micro == cfg.grad_accum - 1 or not hasattr(model, "no_sync")
             ctx = contextlib.nullcontext() if sync else model.no_sync()
             with ctx:
-                loss, n_tok = batch_loss(model, examples, pad_id, device, opt.precision)
-                (loss / opt.grad_accum).backward()
-            total += loss.item() / opt.grad_accum
+                loss, n_tok = batch_loss(model, examples, pad_id, device, cfg.precision)
+                (loss / cfg.grad_accum).backward()
+            total += loss.item() / cfg.grad_accum
             tokens += n_tok
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), opt.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
@@ -348,15 +339,80 @@ def train_steps(
         metrics.log(rec)
         bar.update(1)
         bar.set_postfix(loss=f"{total:.4f}")
-        if (
-            save_every
-            and checkpoint is not None
-            and state.step % save_every == 0
-            and state.step < n_steps
-        ):
+        if cfg.save_every and state.step % cfg.save_every == 0 and state.step < n_steps:
             checkpoint(state)
     bar.close()
     return state
+
+
+@dataclass
+class Phase:
+    """One run of supervised steps on a fixed set of examples (SFT's whole run, or one DAgger
+    iteration's training)."""
+
+    n_steps: int
+    data_seed: int
+    """Seeds the shuffled example order of this phase."""
+    resume_from: Path | None = None
+    """A step checkpoint of this phase to continue from (weights, AdamW, schedule, position)."""
+    state: RunState = field(default_factory=RunState)
+    desc: str = "train"
+    extra_metrics: dict[str, Any] = field(default_factory=dict)
+    optimizer: torch.optim.Optimizer | None = None
+    """An AdamW carried over from an earlier phase (None: a fresh one)."""
+    lr_span: tuple[int, int] | None = None
+    """(offset, total): this phase's steps sit at `offset` of one schedule `total` steps
+    long (None: a schedule of its own over `n_steps`)."""
+
+
+def run_phase(
+    student: Student, cfg: SupervisedConfig, run_dir: Path, examples: list[Example], phase: Phase
+) -> tuple[RunState, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """`phase.n_steps` cross-entropy steps on `examples`, a checkpoint every `save_every`
+    steps and at the end. Returns the state, the optimizer and the scheduler."""
+    d = student.dist
+    if cfg.batch_size % d.world_size:
+        raise ConfigError(
+            f"batch_size {cfg.batch_size} must divide by the {d.world_size} processes"
+        )
+    optimizer = (
+        phase.optimizer if phase.optimizer is not None else make_optimizer(student.model, cfg)
+    )
+    offset, total = phase.lr_span or (0, phase.n_steps)
+    scheduler = make_scheduler(optimizer, cfg, total, offset)
+    state = phase.state
+    if phase.resume_from is not None:
+        state = load_checkpoint(phase.resume_from, student.model, optimizer, scheduler, d)
+    batches = iterate_batches(
+        examples,
+        cfg.batch_size,
+        seed=phase.data_seed,
+        start_batch=state.batch,
+        rank=d.rank,
+        world_size=d.world_size,
+    )
+
+    def checkpoint(st: RunState) -> None:
+        save_checkpoint(run_dir, student.model, student.tok, optimizer, scheduler, st, d)
+
+    state = train_steps(
+        student.model,
+        optimizer,
+        scheduler,
+        batches,
+        n_steps=phase.n_steps,
+        state=state,
+        cfg=cfg,
+        pad_id=student.tok.pad_token_id,
+        device=student.device,
+        d=d,
+        metrics=student.metrics,
+        checkpoint=checkpoint,
+        extra_metrics=phase.extra_metrics,
+        desc=phase.desc,
+    )
+    checkpoint(state)
+    return state, optimizer, scheduler
 
 
 # --- checkpoints ------------------------------------------------------------------------------
@@ -473,8 +529,7 @@ def load_checkpoint(
     rng_file = ckpt / f"rng_rank{d.rank}.pt"
     if rng_file.exists():
         set_rng_state(torch.load(rng_file, weights_only=False))
-    raw = json.loads((ckpt / "state.json").read_text())
-    return RunState(**raw)
+    return read_run_state(ckpt)
 
 
 def load_weights(model_dir: Path, model: torch.nn.Module) -> None:

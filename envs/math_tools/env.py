@@ -7,14 +7,15 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from gymnasium.error import ResetNeeded
 
 from mentorgym.envs.base import (
     ANSWER_FORMAT,
     Message,
+    SkillSummary,
     StepResult,
     TextEnv,
     Tool,
+    TurnRecord,
     format_tool_call,
     parse_action,
     run_tool_calls,
@@ -29,6 +30,12 @@ from mentorgym.envs.math_tools.problems import Problem, generate_problem
 from mentorgym.errors import ConfigError
 from mentorgym.sandboxes.base import Sandbox
 from mentorgym.sandboxes.choice import choose
+
+SKILL_WORKFLOW = (
+    "1. write the problem's arithmetic as a short python program that prints the result; "
+    '2. call it as <tool_call>{"name": "python", "arguments": {"code": "..."}}</tool_call>; '
+    "3. answer with exactly the printed number as <answer>NUMBER</answer>."
+)
 
 SYSTEM_PROMPT = (
     "Solve the math word problem. Use the python tool to compute; print the result. "
@@ -216,7 +223,7 @@ class MathToolsEnv(TextEnv):
 
     def step(self, action: str) -> StepResult:
         if self.problem is None:
-            raise ResetNeeded("call reset() before step()")
+            raise self.step_before_reset()
         parsed = parse_action(action)
         boxed = self.answer_format == "boxed"
         # With boxed answers an <answer> tag means nothing, so neither does an unclosed one.
@@ -290,6 +297,43 @@ class MathToolsEnv(TextEnv):
     def random_action(self) -> str:
         """An answer with a random small number (the random baseline)."""
         return self._final(str(int(self._action_rng.integers(0, 100))))
+
+    def summarize_for_skill(
+        self, turns: list[TurnRecord], success: bool, truncated: bool
+    ) -> SkillSummary | None:
+        """What a math episode teaches any problem: whether the answer was computed with the
+        tool, tool failures, format errors. No numbers: another problem's answer does not transfer."""
+        if not turns:
+            return None
+        last = turns[-1].info
+        tools = sum("<tool_call>" in t.action for t in turns)
+        fmt = sum(bool(t.info.get("format_error")) for t in turns)
+        tool_errors = sum(
+            "Error" in m["content"] or "Traceback" in m["content"]
+            for t in turns[1:]
+            for m in t.observation
+            if m["role"] == "tool"
+        )
+        if success:
+            worked = f"answered correctly after {tools} python call(s)."
+        elif "answer" in last:
+            worked = f"gave a wrong final answer after {tools} python call(s)."
+        else:
+            worked = "gave no final answer."
+        mistakes = []
+        if fmt:
+            mistakes.append(
+                f"{fmt} turn(s) were malformed (neither a valid tool call nor an answer)"
+            )
+        if tool_errors:
+            mistakes.append(f"{tool_errors} python call(s) failed")
+        if tools == 0 and not success:
+            mistakes.append("answered without computing in python first")
+        if truncated:
+            mistakes.append(f"ran out of turns after {len(turns)}")
+        return SkillSummary(
+            worked, "; ".join(mistakes) or "none seen in this episode.", SKILL_WORKFLOW
+        )
 
     def reference_solution(self) -> str | None:
         """Worked steps and, for generated problems, the program; None before reset.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from mentorgym.envs.base import Message, StepResult, TextEnv
+from mentorgym.envs.base import Message, SkillSummary, StepResult, TextEnv, TurnRecord
 from mentorgym.envs.sokoban.level import MOVES, Level, generate_room, load_levels
 from mentorgym.envs.sokoban.solver import solve_level
 
@@ -143,7 +143,7 @@ class SokobanEnv(TextEnv):
 
     def step(self, action: str) -> StepResult:
         if self.level is None:
-            raise RuntimeError("SokobanEnv.step() called before reset(); call reset() first")
+            raise self.step_before_reset()
         moves = self._parse(action)
         if isinstance(moves, str):
             msgs, _r, term, trunc, info = self.format_error(moves, self._expected())
@@ -235,6 +235,11 @@ class SokobanEnv(TextEnv):
     def solved(self) -> bool:
         return self.level is not None and self._on_target == self._n
 
+    def summarize_for_skill(
+        self, turns: list[TurnRecord], success: bool, truncated: bool
+    ) -> SkillSummary | None:
+        return summarize_sokoban(turns, success, truncated)
+
     def expert_action(self) -> str | None:
         """`<answer>MOVE</answer>` with the next move(s) of an optimal plan; None when solved
         or when no solution is found (a box was pushed into a deadlock)."""
@@ -277,3 +282,51 @@ class SokobanEnv(TextEnv):
             + " ".join(MOVES[int(d)] for d in self.np_random.integers(4, size=k))
             + "</answer>"
         )
+
+
+SKILL_WORKFLOW = (
+    "find a box and the nearest target; walk to the cell behind the box, opposite the "
+    "target, without pushing anything; push the box in straight lines onto the target; "
+    "never push a box into a corner or against a wall unless that cell is a target; write "
+    "exactly one move per turn as <answer>Up</answer> (Up, Down, Left or Right)."
+)
+
+
+def summarize_sokoban(
+    turns: list[TurnRecord], success: bool, truncated: bool
+) -> SkillSummary | None:
+    """What a Sokoban episode teaches any room: pushes onto and off targets, format errors,
+    moving back and forth. No move list: another room's moves do not transfer."""
+    if not turns:
+        return None
+    n = len(turns)
+    fmt = sum(bool(t.info.get("format_error")) for t in turns)
+    start = re.search(
+        r"Boxes on targets: (\d+)/", "".join(m["content"] for m in turns[0].observation)
+    )
+    on, off, before = 0, 0, int(start.group(1)) if start else 0
+    for t in turns:
+        now = int(t.info.get("boxes_on_target", before))
+        on, off, before = on + max(now - before, 0), off + max(before - now, 0), now
+    seen: set[str] = set()
+    revisits = 0
+    for t in turns:
+        grid = "".join(m["content"] for m in t.observation if m["role"] == "user")
+        revisits += grid in seen and bool(grid)
+        seen.add(grid)
+    if success:
+        worked = f"solved the room in {n} turns; {on} pushes put a box on a target."
+    else:
+        worked = f"did not solve the room; {on} pushes put a box on a target."
+    mistakes = []
+    if fmt:
+        mistakes.append(f"{fmt} of {n} turns were not a single valid move in <answer>")
+    if off:
+        mistakes.append(f"pushed a box off a target {off} times")
+    if revisits:
+        mistakes.append(
+            f"came back to an earlier position {revisits} times (moving back and forth)"
+        )
+    if truncated:
+        mistakes.append(f"ran out of turns after {n}")
+    return SkillSummary(worked, "; ".join(mistakes) or "none seen in this episode.", SKILL_WORKFLOW)

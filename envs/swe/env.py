@@ -213,7 +213,7 @@ class SWEEnv(TextEnv):
 
     def step(self, action: str) -> StepResult:
         if self.task is None:
-            raise RuntimeError("call reset() before step()")
+            raise self.step_before_reset()
         if self._done:
             return (
                 [tool("The episode is over; call reset() to start another.")],

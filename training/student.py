@@ -1,0 +1,232 @@
+"""The student being trained, as every algorithm uses it.
+
+- `setup`: join torchrun, seed, build (`student: tiny`) or load the student, move and wrap it
+  for the device and strategy, open `RUN/metrics.jsonl`.
+- `sampling_policy`: the student as a `Policy` for rollouts. Every rollout of the student
+  (DAgger's mixture, the on-policy groups, evaluation) is sampled through this one function.
+- `evaluate`: the pure student on held-out seeds.
+- `policy_card` / `save_final`: `RUN/final` with the window and settings the student acted
+  with, loadable as `hf:RUN/final`.
+- `teacher_shares_tokenizer`: whether a teacher's token ids can be the student's targets.
+- `check_setup`: the dry-run checks that need no weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from mentorgym.agents.hf import HFPolicy, PolicyCard
+from mentorgym.errors import ConfigError
+from mentorgym.training import trainer
+from mentorgym.training.config import CoreConfig
+
+
+@dataclass
+class Student:
+    """The trainable student and where it runs, built once per run."""
+
+    dist: trainer.Dist
+    device: torch.device
+    model: torch.nn.Module
+    tok: Any
+    path: str
+    """Where its initial weights were loaded from (also its tokenizer's folder)."""
+    metrics: trainer.Metrics
+
+
+def initial_path(cfg: CoreConfig, run_dir: Path, d: trainer.Dist) -> str:
+    """Where the student's initial weights are: a fresh tiny model in `RUN/init`, or `student`."""
+    spec = cfg.student.removeprefix("hf:")
+    if spec != "tiny":
+        return spec
+    init = run_dir / "init"
+    if d.is_main and not (init / "config.json").exists():
+        from mentorgym.agents.tiny import build_tiny
+
+        build_tiny(init, size=cfg.tiny_size, env_ids=[cfg.env_id], seed=cfg.seed)
+    if d.enabled:
+        dist.barrier()
+    return str(init)
+
+
+def load_model(path: str, model_dtype: str) -> tuple[torch.nn.Module, Any]:
+    """A trainable model and its tokenizer from a path or hub id."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = torch.bfloat16 if model_dtype == "bfloat16" else torch.float32
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except OSError as e:
+        raise ConfigError(
+            f"student {path!r} could not be loaded ({e}); give a local Hugging Face folder, "
+            "a hub id on a machine that reaches the hub, or `tiny`"
+        ) from e
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+def setup(cfg: CoreConfig, run_dir: Path, strategy: str = "ddp") -> Student:
+    """Join torchrun, seed, build or load the student and prepare it for `strategy`."""
+    d = trainer.init_distributed()
+    trainer.seed_everything(cfg.seed)
+    device = trainer.pick_device(d, cfg.device)
+    path = initial_path(cfg, run_dir, d)
+    model, tok = load_model(path, cfg.model_dtype)
+    model = trainer.prepare_model(model, d, device, cfg.gradient_checkpointing, strategy)
+    n_params = sum(p.numel() for p in trainer.unwrap(model).parameters())
+    if d.is_main:
+        print(
+            f"student: {path} ({n_params / 1e6:.2f}M parameters) on {device} "
+            f"x{d.world_size} ({strategy})"
+        )
+    metrics = trainer.Metrics(run_dir / "metrics.jsonl", enabled=d.is_main)
+    return Student(d, device, model, tok, path, metrics)
+
+
+def sampling_policy(
+    student: Student,
+    cfg: CoreConfig,
+    temperature: float,
+    seed: int,
+    weights_path: str | None = None,
+) -> HFPolicy:
+    """The student as a Policy for rollouts, sharing the live weights (or, with
+    `weights_path`, loading a saved copy: a sharded FSDP model cannot generate on one rank)."""
+    live = weights_path is None
+    return HFPolicy(
+        student.path if live else weights_path,
+        temperature=temperature,
+        top_p=1.0,
+        max_new_tokens=cfg.max_new_tokens,
+        context_turns=cfg.context_turns,
+        system_prompt=cfg.system_prompt,
+        device=str(student.device),
+        seed=seed,
+        model=trainer.unwrap(student.model) if live else None,
+        tokenizer=student.tok if live else None,
+    )
+
+
+def evaluate(
+    student: Student, cfg: CoreConfig, out: Path | None, seed: int | None = None
+) -> dict[str, Any]:
+    """The pure student (no teacher) on `eval_episodes` held-out seeds from `eval_seed`,
+    through the same window it trains with; `seed` seeds its sampler (default `cfg.seed`)."""
+    from mentorgym.agents.rollout import run, summarize
+
+    was_training = student.model.training
+    student.model.eval()
+    policy = sampling_policy(student, cfg, cfg.eval_temperature, cfg.seed if seed is None else seed)
+    trajs = run(
+        cfg.env_id,
+        policy,
+        cfg.eval_episodes,
+        seed=cfg.eval_seed,
+        env_kwargs=cfg.env_kwargs,
+        out=out,
+        concurrency=cfg.concurrency,
+        progress=cfg.progress,
+    )
+    student.model.train(was_training)
+    return summarize(trajs)
+
+
+def policy_card(cfg: CoreConfig) -> PolicyCard:
+    """What `hf:RUN/final` needs to act as the student did: its window and evaluation settings."""
+    return PolicyCard(
+        context_turns=cfg.context_turns,
+        system_prompt=cfg.system_prompt,
+        temperature=cfg.eval_temperature,
+        max_new_tokens=cfg.max_new_tokens,
+    )
+
+
+def save_final(student: Student, cfg: CoreConfig, run_dir: Path) -> Path:
+    """The trained student in `RUN/final` (HF format plus its policy card)."""
+    final = run_dir / "final"
+    trainer.save_model(student.model, student.tok, final, student.dist, policy_card(cfg))
+    if student.dist.is_main:
+        print(f"final student: {final}  (evaluate: mentorgym eval {cfg.env_id} --agent hf:{final})")
+    return final
+
+
+def check_setup(cfg: CoreConfig, teacher: str | None = None) -> list[str]:
+    """Env, teacher and student checks that need no weights; what cannot be checked is said."""
+    import gymnasium
+
+    import mentorgym  # noqa: F401  (registers the built-in envs)
+
+    lines: list[str] = []
+    try:
+        spec = gymnasium.spec(cfg.env_id)
+    except gymnasium.error.Error as e:
+        raise ConfigError(f"env_id {cfg.env_id!r}: {e}") from e
+    lines.append(
+        f"env: {spec.id} (max_episode_steps={spec.max_episode_steps}) kwargs={cfg.env_kwargs}"
+    )
+    try:
+        from mentorgym import make
+
+        env = make(cfg.env_id, **cfg.env_kwargs)
+        env.close()
+        lines.append("env: constructed")
+    except TypeError as e:
+        raise ConfigError(f"env_kwargs {cfg.env_kwargs} do not fit {cfg.env_id}: {e}") from e
+    except Exception as e:
+        # e.g. SWE needs a Docker engine and a reachable task set: offline that is reported
+        # as skipped (with the env's own message), and everything else is still validated.
+        lines.append(f"env: SKIPPED construction ({type(e).__name__}: {e})")
+    if teacher:
+        lines.append(_check_teacher(teacher))
+    lines.append(_check_student(cfg))
+    return lines
+
+
+def _check_teacher(teacher: str) -> str:
+    if teacher.partition(":")[0] in ("hf", "tiny", "vllm"):
+        return f"teacher: {teacher} (model backend; weights not loaded in a dry run)"
+    from mentorgym.agents.specs import load_policy
+
+    policy = load_policy(teacher)
+    return f"teacher: {getattr(policy, 'name', teacher)} (spec parsed; no request sent)"
+
+
+def _check_student(cfg: CoreConfig) -> str:
+    if cfg.student == "tiny":
+        return f"student: a fresh tiny model ({cfg.tiny_size}) would be built in RUN/init"
+    path = cfg.student.removeprefix("hf:")
+    try:
+        from transformers import AutoConfig
+
+        mc = AutoConfig.from_pretrained(path)
+    except Exception as e:
+        return f"student: SKIPPED loading the model config of {path!r} (not reachable here: {type(e).__name__})"
+    return (
+        f"student: {path} config loaded ({mc.model_type}, "
+        f"{getattr(mc, 'num_hidden_layers', '?')} layers, hidden {getattr(mc, 'hidden_size', '?')})"
+    )
+
+
+def teacher_shares_tokenizer(spec: str, tok: Any) -> bool:
+    """Whether the teacher's token ids are the student's: only an in-process model (`hf:PATH`,
+    a path) with the same vocabulary. Other teachers' turns are re-encoded from their text."""
+    from transformers import AutoTokenizer
+
+    from mentorgym.agents.tiny import default_tiny_path
+    from mentorgym.training.scoring import is_in_process
+
+    if not is_in_process(spec):
+        return False
+    path = str(default_tiny_path()) if spec == "tiny" else spec.removeprefix("hf:")
+    try:
+        teacher_tok = AutoTokenizer.from_pretrained(path)
+    except OSError:
+        return False
+    return teacher_tok.get_vocab() == tok.get_vocab()
