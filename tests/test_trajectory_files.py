@@ -77,3 +77,13 @@ def test_view_reports_a_bad_byte_without_a_traceback(
     assert main(["view", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"{path}:2: not UTF-8" in err and "Traceback" not in err
+
+
+def test_training_configs_choose_raise_or_skip() -> None:
+    from mentorgym.errors import ConfigError
+    from mentorgym.training.dagger import Config
+
+    assert Config().bad_lines == "raise"
+    Config(bad_lines="skip").validate()
+    with pytest.raises(ConfigError, match="bad_lines"):
+        Config(bad_lines="ignore").validate()
