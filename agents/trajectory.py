@@ -15,14 +15,16 @@ context of turn k is `context(traj, k)`, and no message is stored twice.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mentorgym.envs.base import Message
+from mentorgym.errors import MentorgymError
 
 SCHEMA = 1
 
@@ -129,15 +131,97 @@ class TrajectoryWriter:
         self.close()
 
 
-def read_trajectories(path: str | os.PathLike[str]) -> Iterator[Trajectory]:
-    """Every complete trajectory in a JSONL file; a torn last line (a crash mid-write) is skipped."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
+log = logging.getLogger(__name__)
+
+MAX_EXAMPLES = 5
+
+
+class TrajectoryFileError(MentorgymError, ValueError):
+    """A line of a trajectory file is not a trajectory (not UTF-8, not JSON, wrong fields)."""
+
+
+@dataclass
+class BadLines:
+    """What `read_trajectories(..., on_bad_line="skip")` left out."""
+
+    count: int = 0
+    """Lines skipped because they are not trajectories."""
+    examples: list[str] = field(default_factory=list)
+    """The first few reasons, each naming the file and line."""
+    torn_tail: bool = False
+    """The file ended in an unfinished line (a writer killed mid-line); never counted."""
+
+    def add(self, reason: str) -> None:
+        self.count += 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append(reason)
+
+
+def read_trajectories(
+    path: str | os.PathLike[str],
+    *,
+    on_bad_line: Literal["raise", "skip"] = "raise",
+    bad: BadLines | None = None,
+) -> Iterator[Trajectory]:
+    """Every trajectory in a JSONL file, in order.
+
+    Trajectory files are input like any other (an agent's text is in them): a line that is
+    not UTF-8, not JSON or not a trajectory raises `TrajectoryFileError` naming the file and
+    line, or with `on_bad_line="skip"` is left out and counted in `bad` (and logged once at
+    the end). A last line without its newline that does not parse is what a writer killed
+    mid-line leaves: it is skipped in both modes and noted as `bad.torn_tail`.
+    """
+    if on_bad_line not in ("raise", "skip"):
+        raise ValueError(f'on_bad_line must be "raise" or "skip", got {on_bad_line!r}')
+    bad = bad if bad is not None else BadLines()
+    skipped_before = bad.count
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            torn = not raw.endswith(b"\n")
+            if not raw.strip():
                 continue
             try:
-                d = json.loads(line)
-            except json.JSONDecodeError:
+                traj = _parse_line(raw)
+            except _BadLine as e:
+                if torn:
+                    bad.torn_tail = True
+                    break
+                where = f"{os.fspath(path)}:{number}: {e}"
+                if on_bad_line == "raise":
+                    raise TrajectoryFileError(
+                        f"{where}. Fix or delete that line, or read with "
+                        'on_bad_line="skip" to leave such lines out'
+                    ) from None
+                bad.add(where)
                 continue
-            yield Trajectory.from_dict(d)
+            yield traj
+    if bad.count > skipped_before:
+        log.warning(
+            "%s: skipped %d line(s) that are not trajectories, e.g. %s",
+            os.fspath(path),
+            bad.count - skipped_before,
+            bad.examples[0],
+        )
+
+
+class _BadLine(Exception):
+    pass
+
+
+def _parse_line(raw: bytes) -> Trajectory:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _BadLine(f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})") from None
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise _BadLine(f"not JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(d, dict):
+        raise _BadLine(f"a JSON {type(d).__name__}, not a trajectory object")
+    try:
+        return Trajectory.from_dict(d)
+    except ValueError as e:
+        raise _BadLine(str(e)) from None
+    except (TypeError, KeyError) as e:
+        raise _BadLine(f"not a trajectory ({type(e).__name__}: {e})") from None

@@ -181,7 +181,14 @@ def cmd_rollout(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from mentorgym.agents.rollout import summarize
 
-    stats = summarize(_run_episodes(args, out=args.out, resume=False))
+    trajs = _run_episodes(args, out=args.out, resume=False)
+    stats = summarize(trajs)
+    # Say where agent code ran (envs that run it report a "sandbox" in their step info).
+    backends = sorted(
+        {str(t.info["sandbox"]) for tr in trajs for t in tr.turns if "sandbox" in t.info}
+    )
+    if backends:
+        print(f"agent code ran in the {', '.join(backends)} sandbox", file=sys.stderr)
     if args.json:
         print(json.dumps(stats))
         return

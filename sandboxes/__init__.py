@@ -1,4 +1,5 @@
-"""Sandboxes: where tool code runs. `Sandbox` is the contract; `local` and `docker` are backends."""
+"""Sandboxes: where tool code runs. `Sandbox` is the contract; `docker`, `bwrap` (isolated)
+and `local` (no isolation) are backends, and `choice.choose` picks one (SECURITY.md)."""
 
 from mentorgym.sandboxes.base import ExecResult, Sandbox
 

@@ -6,6 +6,19 @@ a process-count limit and a CPU quota; it sees its own filesystem and process tr
 What is not: it shares the host kernel (a kernel exploit escapes it), and anyone who
 can reach the Docker engine controls it. Run untrusted code on a machine you can lose.
 
+The container's first process is a bash loop that reaps orphans and survives `kill -9 -1`
+(the kernel never delivers that to a namespace's init), so no command can stop the
+container from inside. Commands see only the image's environment and `env`: nothing of
+the parent's environment reaches a container. `read_only`, `user` and `tmpfs` make the
+root filesystem read-only, drop root inside the container and give it scratch directories.
+
+Each sandbox talks to the engine through its own client (one connection pool per sandbox):
+docker-py keys its pools by URL and evicts the least recently used one, closing it under
+a thread still using it, when many sandboxes share one client (`queue.Full`, then
+`AttributeError` inside `containers.run`, with 128 sandboxes made from 16 threads). A
+failure to create a sandbox is a `SandboxError` naming the cause, and the container it
+may have left is removed before the error is raised.
+
 `exec` writes each command to a bash process kept open inside the container, so `cd`
 and `export` persist between calls and a round trip costs well under a millisecond
 instead of a `docker exec` (~50 ms). A second, idle bash in the container kills what a
@@ -51,6 +64,11 @@ _STATE_FILE = "/tmp/.mentorgym_shell_state"
 _client: docker.DockerClient | None = None
 _client_lock = threading.Lock()
 _reaped = False
+_reap_lock = threading.Lock()
+
+# The container's first process: reaps every orphan (bash's SIGCHLD handler waits for any
+# child) and lives through `kill -9 -1`, which spares a namespace's init.
+_PID1 = 'trap "" TERM INT HUP; while :; do sleep 2147483647 & wait; done'
 
 
 def _engine_address() -> str:
@@ -76,6 +94,15 @@ def client() -> docker.DockerClient:
                 raise DockerUnavailableError(_unavailable_message(e)) from None
             _client = c
         return _client
+
+
+def _sandbox_client() -> docker.DockerClient:
+    """A client of its own for one sandbox (its own connection pools; see the module docstring)."""
+    shared = client()
+    try:
+        return docker.from_env(timeout=120, version=shared.api.api_version)
+    except docker.errors.DockerException as e:
+        raise DockerUnavailableError(_unavailable_message(e)) from None
 
 
 def engine_available() -> str | None:
@@ -133,8 +160,10 @@ def reap(all_runs: bool = False) -> int:
     host = socket.gethostname()
     me = str(os.getpid())
     removed = 0
-    for container in c.containers.list(all=True, filters={"label": LABEL}):
-        labels = container.labels
+    # The low-level listing carries the labels: the high-level one inspects each container
+    # afterwards and fails on one that another process removed in between.
+    for entry in c.api.containers(all=True, filters={"label": LABEL}):
+        labels = entry.get("Labels") or {}
         if labels.get("mentorgym.owner_host") != host:
             continue  # a pid on another host says nothing about this one
         if labels.get("mentorgym.owner_pid") == me and _owner_alive(labels):
@@ -142,22 +171,26 @@ def reap(all_runs: bool = False) -> int:
         if not all_runs and _owner_alive(labels):
             continue
         try:
-            container.remove(force=True)
+            c.api.remove_container(entry["Id"], force=True)
             removed += 1
         except docker.errors.NotFound:
             pass  # removed concurrently by another reaper
+        except docker.errors.APIError as e:
+            if e.status_code != 409:  # 409: its removal is already in progress
+                raise
     return removed
 
 
 def _reap_once() -> None:
     global _reaped
-    if _reaped:
-        return
-    _reaped = True
-    try:
-        reap()
-    except docker.errors.APIError:
-        pass  # reaping is hygiene; a failure here must not stop the sandbox being made
+    with _reap_lock:
+        if _reaped:
+            return
+        _reaped = True
+        try:
+            reap()
+        except (docker.errors.APIError, requests.exceptions.RequestException):
+            pass  # reaping is hygiene; a failure here must not stop the sandbox being made
 
 
 # --- the shell protocol ------------------------------------------------------------------
@@ -171,8 +204,13 @@ class _Stream:
             container_id, argv, stdin=True, stdout=True, stderr=True, workdir=workdir
         )["Id"]
         sock = api.exec_start(self.exec_id, socket=True)
+        # Keep docker-py's wrapper too: it holds the HTTP response, whose collection by
+        # the garbage collector may close the connection under us.
+        self._wrapper = sock
         self.sock: socket.socket = getattr(sock, "_sock", sock)
         self.sock.setblocking(True)
+        self._poller = select.poll()
+        self._poller.register(self.sock, select.POLLIN)
         self._buf = bytearray()
         self._frame_left = 0
         self.eof = False
@@ -191,8 +229,9 @@ class _Stream:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return b""
-            ready, _, _ = select.select([self.sock], [], [], remaining)
-            if not ready:
+            # poll(2), not select(2): select fails on descriptors past 1023, and a process
+            # with a hundred sandboxes has those.
+            if not self._poller.poll(remaining * 1000):
                 return b""
             try:
                 chunk = self.sock.recv(1 << 16)
@@ -281,15 +320,21 @@ class DockerSandbox:
         env: dict[str, str] | None = None,
         labels: dict[str, str] | None = None,
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
+        user: str | None = None,
+        read_only: bool = False,
+        tmpfs: dict[str, str] | None = None,
+        background_close: bool = False,
     ):
-        c = client()
         _reap_once()
+        c = _sandbox_client()
         self.image = image
         self.workdir = workdir
         self.mem_limit = mem_limit
         self.output_limit = output_limit
         self._lock = threading.Lock()
+        self._close_lock = threading.Lock()
         self._closed = False
+        self._background_close = background_close
         self._shell: _Stream | None = None
         self._control: _Stream | None = None
         self._shell_pid = ""
@@ -297,12 +342,13 @@ class DockerSandbox:
         self._oom_seen = 0
         self._nonce = secrets.token_hex(6)
         self._count = 0
+        self._client = c
+        sandbox_label = {"mentorgym.sandbox": uuid.uuid4().hex}
         try:
             self.container = c.containers.run(
                 image,
-                command=["sleep", "infinity"],
+                command=["bash", "-c", _PID1],
                 detach=True,
-                init=True,
                 working_dir=workdir,
                 network_mode="bridge" if network else "none",
                 mem_limit=mem_limit,
@@ -312,22 +358,59 @@ class DockerSandbox:
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 environment=env or {},
-                labels={**owner_labels(), **(labels or {})},
+                labels={**owner_labels(), **(labels or {}), **sandbox_label},
+                user=user or "",
+                read_only=read_only,
+                tmpfs=tmpfs or {},
             )
         except docker.errors.ImageNotFound:
+            self._discard(sandbox_label)
             raise SandboxError(
                 f"image {image} does not exist: build the base image with "
                 "`mentorgym sandbox build-base` (or scripts/docker_up.sh)"
             ) from None
-        except docker.errors.APIError as e:
-            raise SandboxError(f"could not start a container from {image}: {e}") from None
+        except Exception as e:  # whatever docker-py or requests raise: named, never leaked
+            self._discard(sandbox_label)
+            raise SandboxError(
+                f"could not start a container from {image}: {type(e).__name__}: {e}"
+            ) from None
         self.id: str = self.container.id
         try:
             self._control = self._start_control()
             self._shell = self._start_shell()
+        except SandboxError:
+            self.close()
+            raise
+        except Exception as e:
+            self.close()
+            raise SandboxError(
+                f"container {self.id[:12]} started but its shell did not: {type(e).__name__}: {e}"
+            ) from None
         except BaseException:
             self.close()
             raise
+        # The shells talk over their own sockets now; drop the client's idle pooled
+        # connections (a few per sandbox), so a hundred sandboxes hold a few hundred
+        # descriptors, not a thousand. The client opens new ones when it needs them.
+        self._client.api.close()
+
+    def _discard(self, sandbox_label: dict[str, str]) -> None:
+        """Remove a container a failed `containers.run` may have created, then the client."""
+        try:
+            for leftover in client().containers.list(
+                all=True, filters={"label": [f"{k}={v}" for k, v in sandbox_label.items()]}
+            ):
+                _remove(leftover)
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            pass  # the engine is gone; reap() removes it when it returns
+        self._closed = True
+        self._close_client()
+
+    def _close_client(self) -> None:
+        try:
+            self._client.close()
+        except Exception:
+            pass
 
     # --- shells ------------------------------------------------------------------------
 
@@ -386,7 +469,18 @@ class DockerSandbox:
             try:
                 self._shell.send(script.encode())
             except OSError:
-                raise SandboxError(self._death_reason("the shell's connection broke")) from None
+                # The stream to the shell broke but the container may be fine: resume in a
+                # new shell (the state file restores the directory and exports) and resend.
+                if not self._container_running():
+                    raise SandboxError(self._death_reason("the shell's connection broke")) from None
+                self._shell.close()
+                self._shell = self._restart_shell()
+                try:
+                    self._shell.send(script.encode())
+                except OSError:
+                    raise SandboxError(
+                        self._death_reason("the shell's connection broke twice")
+                    ) from None
             return self._collect(marker, timeout)
 
     def _collect(self, marker: bytes, timeout: float) -> ExecResult:
@@ -588,26 +682,33 @@ class DockerSandbox:
         if self._closed:
             raise SandboxError("this sandbox is closed; create a new one")
 
-    def close(self, wait: bool = True) -> None:
+    def close(self, wait: bool | None = None) -> None:
         """Kill and remove the container; safe twice and from a `finally`.
 
         With `wait=False` the removal happens on a background thread and close returns at
         once (an episode loop need not wait for the engine); `drain_removals()` and exit
-        wait for those, and `reap()` catches any that a SIGKILL interrupted.
+        wait for those, and `reap()` catches any that a SIGKILL interrupted. The default
+        is `not background_close` (a constructor argument), for callers that only know
+        the Sandbox protocol's `close()`.
         """
-        if self._closed:
-            return
-        self._closed = True
+        if wait is None:
+            wait = not self._background_close
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
         for stream in (self._shell, self._control):
             if stream is not None:
                 stream.close()
         container = getattr(self, "container", None)
         if container is None:
+            self._close_client()
             return
         if wait:
             _remove(container)
+            self._close_client()
         else:
-            _removals.put(container)
+            _removals.put(container)  # the remover uses, then closes, this sandbox's client
             _start_remover()
 
     def __enter__(self) -> DockerSandbox:
@@ -666,6 +767,9 @@ def _remove_loop() -> None:
         container = _removals.get()
         try:
             _remove(container)
+            container.client.close()
+        except Exception:
+            pass  # a failed removal is reap()'s to finish; the remover must keep running
         finally:
             _removals.task_done()
 

@@ -3,7 +3,8 @@
 THIS IS NO SECURITY BOUNDARY. Commands run as the same user as mentorgym, see the same
 filesystem (the temporary directory is only the working directory, not a jail) and the same
 network. Use it for trusted code: generated arithmetic, tests, scripted agents. For code an
-LLM wrote that you do not trust, use the Docker backend (`mentorgym.sandboxes.docker`).
+LLM wrote that you do not trust, use the Docker or bubblewrap backend
+(`mentorgym.sandboxes.docker`, `mentorgym.sandboxes.bwrap`; SECURITY.md compares them).
 
 What it does limit, per command:
 
@@ -27,6 +28,12 @@ What it does limit, per command:
 
 `python3` inside the sandbox is the interpreter that runs mentorgym (its directory is put
 first on PATH), so tool code sees the same Python version everywhere.
+
+Commands get a clean environment: PATH, HOME (the sandbox directory), LANG and the `env`
+passed in, never this process's own (which holds API keys and tokens). That keeps secrets
+out of a command's *environment* only: the command can still read any file this user can.
+The first LocalSandbox of a process warns (`UnisolatedSandboxWarning`) that it is no
+security boundary.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from types import TracebackType
 
@@ -53,6 +61,37 @@ _GRACE_S = 0.2
 # the command: no limit-free window, and no `preexec_fn`, which is unsafe when the parent has
 # threads (the rollout engine steps envs from a thread pool).
 _WAIT_THEN_RUN = 'read -r _ || exit 125; exec /bin/sh -c "$1"'
+
+
+class UnisolatedSandboxWarning(UserWarning):
+    """Agent commands run with this process's rights (LocalSandbox)."""
+
+
+_warned = False
+
+
+def _warn_once() -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(
+            "LocalSandbox runs commands as this user, with its files and network: no "
+            "security boundary. Use it only for trusted code; for agent code use the Docker "
+            "or bubblewrap sandbox (see SECURITY.md)",
+            UnisolatedSandboxWarning,
+            stacklevel=3,
+        )
+
+
+def clean_env(home: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment an agent command gets: PATH, HOME, LANG and `extra`, nothing inherited."""
+    env = {
+        "PATH": os.environ.get("PATH") or "/usr/local/bin:/usr/bin:/bin",
+        "HOME": home,
+        "LANG": "C.UTF-8",
+    }
+    env.update(extra or {})
+    return env
 
 
 def _user_task_count(uid: int) -> int | None:
@@ -87,7 +126,8 @@ class LocalSandbox:
         max_processes: how many processes/threads a command may add to the user's current
             count; None for no limit. Not set for root (see the module docstring).
         output_limit: characters of output kept per command.
-        env: extra environment variables for commands (on top of this process's own).
+        env: environment variables for commands, on top of PATH, HOME and LANG (this
+            process's own environment is never passed on).
     """
 
     def __init__(
@@ -106,9 +146,9 @@ class LocalSandbox:
         self.memory_mb = memory_mb
         self.max_processes = max_processes
         self.output_limit = output_limit
+        _warn_once()
         self._root: Path | None = Path(tempfile.mkdtemp(prefix="mentorgym-local-"))
-        self._env = dict(os.environ)
-        self._env.update(env or {})
+        self._env = clean_env(str(self._root), env)
         python_dir = str(Path(sys.executable).parent)
         self._env["PATH"] = python_dir + os.pathsep + self._env.get("PATH", "")
         self._env["PYTHONDONTWRITEBYTECODE"] = "1"

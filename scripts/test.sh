@@ -10,9 +10,18 @@ cd "$(dirname "$0")/.."
 # (set MENTORGYM_VLLM= to leave it out).
 MENTORGYM_EXTRAS=tensorboard,wandb,trackio,browser,openenv,ray \
   MENTORGYM_VLLM=${MENTORGYM_VLLM-cpu} bash scripts/setup.sh
-if [ "$(id -u)" = 0 ] && ! command -v chromium >/dev/null; then
-  { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } ||
-    echo "apt-get install chromium failed: the browser tests will skip with the reason"
+# Debian packages the tests use: chromium (the browser test) and bubblewrap (the isolated
+# sandbox where Docker is missing, tests/test_isolation.py).
+missing=""
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v bwrap >/dev/null 2>&1 || missing="$missing bubblewrap"
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null; } \
+      || echo "apt-get could not install$missing: their tests will skip with the reason"
+  else
+    echo "missing$missing and not root with apt-get: install them, or their tests skip"
+  fi
 fi
 if [ -f scripts/docker_up.sh ]; then
   bash scripts/docker_up.sh || echo "docker_up.sh failed: Docker tests will skip with the reason"

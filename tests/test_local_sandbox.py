@@ -116,3 +116,35 @@ def test_close_twice_removes_dir_and_refuses_work() -> None:
     with LocalSandbox() as s2:
         root2 = s2.root
     assert not root2.exists()
+
+
+def test_warns_once_that_it_is_no_boundary(monkeypatch) -> None:
+    import warnings
+
+    from mentorgym.sandboxes import local
+
+    monkeypatch.setattr(local, "_warned", False)
+    with pytest.warns(local.UnisolatedSandboxWarning, match="no security boundary"):
+        LocalSandbox().close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LocalSandbox().close()  # the second one is silent
+
+
+def test_commands_get_a_clean_environment(monkeypatch) -> None:
+    monkeypatch.setenv("MENTORGYM_TEST_SECRET", "hunter2")
+    with LocalSandbox(env={"EXTRA": "1"}) as s:
+        out = s.exec("env").output
+    names = {line.split("=", 1)[0] for line in out.splitlines() if "=" in line}
+    assert "hunter2" not in out and "EXTRA=1" in out
+    assert {"PATH", "HOME", "LANG"} <= names
+    assert names <= {
+        "PATH",
+        "HOME",
+        "LANG",
+        "EXTRA",
+        "PYTHONDONTWRITEBYTECODE",
+        "PWD",
+        "SHLVL",
+        "_",
+    }

@@ -154,9 +154,14 @@ class SupervisedConfig(CoreConfig):
     """Micro-batches per optimizer step."""
     strategy: str = "ddp"
     """Under torchrun: `ddp` or `fsdp` (FSDP2 fully_shard)."""
+    bad_lines: str = "raise"
+    """A trajectory line that is not UTF-8, JSON or a trajectory: `raise` stops with the file
+    and line; `skip` leaves it out, counted in the metrics (`bad_lines`) and logged."""
 
     def validate(self) -> None:
         super().validate()
+        if self.bad_lines not in ("raise", "skip"):
+            raise ConfigError(f"bad_lines {self.bad_lines!r}: use raise or skip")
         for name in ("batch_size", "grad_accum"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")

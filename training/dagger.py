@@ -32,7 +32,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-from mentorgym.agents.trajectory import Trajectory, read_trajectories
+from mentorgym.agents.trajectory import BadLines, Trajectory, read_trajectories
 from mentorgym.errors import ConfigError
 from mentorgym.training import student as student_lib
 from mentorgym.training import trainer
@@ -190,8 +190,10 @@ def aggregate(
     examples: list[Example] = []
     total = BuildStats()
     info: dict[str, Any] = {}
+    bad = BadLines()
     for j in range(first, i + 1):
-        trajs = list(read_trajectories(iter_dir(run_dir, j) / "rollouts.jsonl"))
+        path = iter_dir(run_dir, j) / "rollouts.jsonl"
+        trajs = list(read_trajectories(path, on_bad_line=cfg.bad_lines, bad=bad))  # type: ignore[arg-type]
         student_only = cfg.student_labels_only and j > 0
         exs, stats = examples_from_trajectories(
             trajs,
@@ -215,6 +217,7 @@ def aggregate(
                 / max(len(turns), 1),
                 "rollout_success": sum(t.success for t in trajs) / max(len(trajs), 1),
             }
+    info["bad_lines"] = bad.count
     if cfg.dedupe:
         examples = dedupe(examples[::-1])[::-1]  # keep the newest copy of each example
     if cfg.max_labels:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-from mentorgym.agents.trajectory import Trajectory, read_trajectories
+from mentorgym.agents.trajectory import BadLines, Trajectory, read_trajectories
 from mentorgym.errors import ConfigError
 from mentorgym.training import student as student_lib
 from mentorgym.training import trainer
@@ -84,7 +84,8 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
         raise ConfigError(
             f"trajectories {str(data_path)!r} does not exist; record some with `mentorgym rollout --out`"
         )
-    trajs = list(read_trajectories(data_path))
+    bad = BadLines()
+    trajs = list(read_trajectories(data_path, on_bad_line=cfg.bad_lines, bad=bad))  # type: ignore[arg-type]
     if cfg.trajectories is None:
         trajs = trajs[: cfg.episodes]
     # 2. one example per teacher turn, in the student's tokens
@@ -120,6 +121,7 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
             "iteration": 0,
             "labels": len(examples),
             "step": state.global_step,
+            "bad_lines": bad.count,
         }
         if cfg.eval_episodes > 0:
             summary = student_lib.evaluate(student, cfg, run_dir / "eval.jsonl")

@@ -29,6 +29,7 @@ from mentorgym.envs.math_tools.datasets import load_problems
 from mentorgym.envs.math_tools.problems import Problem, generate_problem
 from mentorgym.errors import ConfigError
 from mentorgym.sandboxes.base import Sandbox
+from mentorgym.sandboxes.choice import choose
 
 SKILL_WORKFLOW = (
     "1. write the problem's arithmetic as a short python program that prints the result; "
@@ -59,12 +60,6 @@ MAX_CODE_CHARS = 100_000
 """Longest code a python call takes (it travels as one command-line argument)."""
 
 
-def _local_sandbox() -> Sandbox:
-    from mentorgym.sandboxes.local import LocalSandbox
-
-    return LocalSandbox()
-
-
 class MathToolsEnv(TextEnv):
     """Math problems (generated, or a data set) solved with a python tool.
 
@@ -84,10 +79,12 @@ class MathToolsEnv(TextEnv):
     it picks the problem of seed k (so index k is the same problem in every run).
     Without an index, the reset seed draws a problem at random.
 
-    Each episode gets its own sandbox from `sandbox_factory` (default: a `LocalSandbox`,
-    which is no security boundary), made at the first tool call and closed at the next
-    reset or close. A turn with an `<answer>` ends the episode (tool calls in that turn are
-    not run); reward 1 when it matches the expected number, else 0.
+    Each episode gets its own sandbox, made at the first tool call and closed at the next
+    reset or close. By default it is isolated (`sandbox="auto"`: the Docker pool when an
+    engine answers, else bubblewrap, else the env refuses to start; see
+    `mentorgym.sandboxes.choice` and SECURITY.md); `sandbox_backend` says which, and so
+    does each tool step's `info["sandbox"]`. A turn with an `<answer>` ends the episode
+    (tool calls in that turn are not run); reward 1 when it matches the expected number, else 0.
 
     Args:
         dataset: a data set (a JSONL/JSON/Parquet/CSV file, a folder saved by `datasets`,
@@ -103,8 +100,9 @@ class MathToolsEnv(TextEnv):
         tool_timeout: seconds one python call may run.
         python_cmd: the interpreter command in the sandbox; `"python3 -S"` starts several
             times faster where site-packages are heavy, at the cost of third-party imports.
+        sandbox: "auto", "docker", "bwrap" or "local" (no isolation: trusted code only).
         sandbox_factory: makes the sandbox for an episode, e.g.
-            `lambda: DockerSandbox(image=...)`.
+            `lambda: DockerSandbox(image=...)`; overrides `sandbox`.
     """
 
     def __init__(
@@ -126,6 +124,7 @@ class MathToolsEnv(TextEnv):
         max_tool_calls: int = 4,
         tool_timeout: float = 10.0,
         python_cmd: str = "python3",
+        sandbox: str = "auto",
         sandbox_factory: Callable[[], Sandbox] | None = None,
         render_mode: str | None = None,
     ):
@@ -162,7 +161,11 @@ class MathToolsEnv(TextEnv):
         self.max_tool_calls = max_tool_calls
         self.tool_timeout = tool_timeout
         self.python_cmd = python_cmd
-        self.sandbox_factory = sandbox_factory or _local_sandbox
+        if sandbox_factory is not None:
+            self.sandbox_factory, self.sandbox_backend = sandbox_factory, "custom"
+        else:
+            chosen = choose(sandbox)
+            self.sandbox_factory, self.sandbox_backend = chosen.factory, chosen.backend
         self.python_tool = Tool(
             name="python",
             description=(
@@ -268,7 +271,11 @@ class MathToolsEnv(TextEnv):
             refused, *_ = self.format_error(problem, self.answer_hint)
             messages += refused
             bad = True
-        info: dict[str, Any] = {"success": False, "tool_calls": self._tool_calls}
+        info: dict[str, Any] = {
+            "success": False,
+            "tool_calls": self._tool_calls,
+            "sandbox": self.sandbox_backend,
+        }
         if bad:
             info["format_error"] = True
         return messages, 0.0, False, False, info
