@@ -161,9 +161,7 @@ def run(
         raise ConfigError(f"engine must be 'async' or 'lockstep', got {engine!r}")
     env_kwargs = dict(env_kwargs or {})
     if specs is None:  # `specs` plays exactly those episodes (a Ray worker's share)
-        specs = episode_specs(
-            env_id, n, seed, seeds, all_tasks, env_kwargs, samples_per_seed
-        )
+        specs = episode_specs(env_id, n, seed, seeds, all_tasks, env_kwargs, samples_per_seed)
     mixture = MixturePolicy(policy, teacher, beta, mixture_seed) if teacher is not None else None
 
     done: dict[str, Trajectory] = {}
