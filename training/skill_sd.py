@@ -138,8 +138,15 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
                     student.model, hidden_BLH, b.target_BL, cfg.rollout_temperature
                 )
                 adv_B = torch.tensor([adv[i] for i in mb.idx], device=logp_BL.device)
+                old_BL, tis_BL = onpolicy.behaviour(cfg, logp_BL, b.logp_old_BL)
                 loss = clipped_pg_loss(
-                    logp_BL, b.logp_old_BL, adv_B, b.mask_BL, cfg.clip_low, cfg.clip_high
+                    logp_BL,
+                    old_BL,
+                    adv_B,
+                    b.mask_BL,
+                    cfg.clip_low,
+                    cfg.clip_high,
+                    weights_BT=tis_BL,
                 )
                 has_B = torch.tensor([sk is not None for sk in skills], device=logp_BL.device)
                 loss_sd = torch.zeros(())
@@ -152,10 +159,11 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
                     )
                     # 3. loss: L_GRPO + lambda * L_SD
                     has_BL = has_B[:, None] * b.mask_BL
-                    loss_sd = skill_sd_loss(logp_BL, b.logp_old_BL, lp_t_BL, has_BL)
+                    loss_sd = skill_sd_loss(logp_BL, old_BL, lp_t_BL, has_BL, weights_BT=tis_BL)
                     loss = loss + cfg.sd_coef * loss_sd
             (loss * mb.share).backward()
             stats.add(mb, loss, loss_sd=float(loss_sd.detach()))
+            stats.add_sampler_gap(mb, logp_BL)
             if bool(has_B.any()):
                 # The bandit's reward per episode: A_b * the teacher's mean gain over the student.
                 gain_B = ((lp_t_BL - b.logp_old_BL) * b.mask_BL).sum(1) / b.mask_BL.sum(
