@@ -7,7 +7,10 @@ Each algorithm file writes its own loop; these are the steps that read the same 
 - `micro_batches`: the step's episodes encoded (`data.encode_episode`) and packed
   `micro_batch_episodes` at a time, each with its share of the step's loss tokens, so that
   `(loss * share).backward()` over all micro-batches is the gradient of the token mean.
-- `StepStats`: the share-weighted loss and metrics of a step.
+- `behaviour`: what a loss's ratio is taken against (the sampler's logprobs, or with
+  `tis_cap` the trainer's own) and the truncated importance weights toward the sampler.
+- `StepStats`: the share-weighted loss and metrics of a step, with the sampler-vs-trainer
+  logprob gap (`add_sampler_gap`) that every loop logs.
 - `end_step`: log the step, evaluate on held-out seeds every `eval_every` steps and at the
   end, checkpoint every `save_every` steps; `finish`: the curves and `RUN/final`.
 

@@ -107,6 +107,21 @@ def skill_logprob_gain(
     return float(((lp_skill_BL - lp_plain_BL) * keep_BL).sum()), float(keep_BL.sum())
 
 
+def bandit_rewards(
+    skills: list[Skill | None],
+    adv_B: torch.Tensor,
+    lp_t_BL: torch.Tensor,
+    logp_old_BL: torch.Tensor,
+    mask_BL: torch.Tensor,
+) -> list[tuple[Skill, float]]:
+    """The bandit's reward of each episode that had a skill: A_b times the teacher's mean
+    logprob gain over the sampler on that episode."""
+    gain_B = ((lp_t_BL - logp_old_BL) * mask_BL).sum(1) / mask_BL.sum(1).clamp_min(1)
+    return [
+        (sk, float(adv_B[j]) * float(gain_B[j])) for j, sk in enumerate(skills) if sk is not None
+    ]
+
+
 def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
     """Skill-SD end to end; returns `RUN/final`."""
     run = onpolicy.start(cfg, run_dir, resume, "skill_sd")
@@ -165,13 +180,7 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
             stats.add(mb, loss, loss_sd=float(loss_sd.detach()))
             stats.add_sampler_gap(mb, logp_BL)
             if bool(has_B.any()):
-                # The bandit's reward per episode: A_b * the teacher's mean gain over the student.
-                gain_B = ((lp_t_BL - b.logp_old_BL) * b.mask_BL).sum(1) / b.mask_BL.sum(
-                    1
-                ).clamp_min(1)
-                for j, sk in enumerate(skills):
-                    if sk is not None:
-                        bandit.append((sk, float(adv_B[j]) * float(gain_B[j])))
+                bandit += bandit_rewards(skills, adv_B, lp_t_BL, b.logp_old_BL, b.mask_BL)
                 s_, n_ = skill_logprob_gain(teacher, student, cfg, trajs, mb, lp_t_BL, has_B)
                 gain_sum, gain_n = gain_sum + s_, gain_n + n_
         stats.add_batches(parts)
