@@ -14,7 +14,8 @@ as student and in-process teacher):
 
 The first step of each sampler is a warm-up (engine start, vLLM's first-generate compile) and
 is not timed; the table shows the mean over `--steps` timed steps, seconds per part, each
-part's share of the step, and vLLM's over hf's time for each part.
+part's share of the step, and vLLM's over hf's time for each part (none for the sync:
+with `sampler: hf` there is nothing to sync).
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ def main() -> None:
         if "vllm" in res:
             hf_v = sum(res["hf"][k] for k in PARTS) if part == "total" else res["hf"][part]
             vl_v = sum(res["vllm"][k] for k in PARTS) if part == "total" else res["vllm"][part]
-            row += f"  {vl_v / hf_v:>7.2f}" if hf_v > 0 else f"  {'-':>7}"
+            row += f"  {vl_v / hf_v:>7.2f}" if part != "sync" else f"  {'-':>7}"
         print(row)
     print(json.dumps({s: {k: round(v, 4) for k, v in r.items()} for s, r in res.items()}))
 
