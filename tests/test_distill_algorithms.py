@@ -394,6 +394,8 @@ def test_bad_settings_are_config_errors(tiny_path):
         _cfg("opd", tiny_path, teacher="openai:http://127.0.0.1:1/v1#m", loss="jsd")
     with pytest.raises(ConfigError, match="eval_seed"):
         _cfg("grpo", tiny_path, eval_seed=1)
+    with pytest.raises(ConfigError, match="tis_cap must be >= 1"):
+        _cfg("sod", tiny_path, tis_cap=0.5)
 
 
 # --- end to end: two steps each ---------------------------------------------------------------
