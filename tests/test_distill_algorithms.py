@@ -8,6 +8,7 @@ that each takes seconds; one math run covers the tool env and OPSD's reference s
 from __future__ import annotations
 
 import importlib
+import json
 
 import gymnasium
 import pytest
@@ -393,6 +394,8 @@ def test_bad_settings_are_config_errors(tiny_path):
         _cfg("opd", tiny_path, teacher="openai:http://127.0.0.1:1/v1#m", loss="jsd")
     with pytest.raises(ConfigError, match="eval_seed"):
         _cfg("grpo", tiny_path, eval_seed=1)
+    with pytest.raises(ConfigError, match="tis_cap must be >= 1"):
+        _cfg("sod", tiny_path, tis_cap=0.5)
 
 
 # --- end to end: two steps each ---------------------------------------------------------------
@@ -407,7 +410,9 @@ def test_bad_settings_are_config_errors(tiny_path):
         ("opd", {"loss": "sampled"}),
         ("sod", {}),
         ("skill_sd", {"sync_every": 1, "sd_coef": 1.0}),
-        ("opd", {"loss": "jsd", "context_turns": 1, "system_prompt": False}),
+        ("opd", {"loss": "jsd", "context_turns": 1, "system_prompt": False, "tis_cap": 2.0}),
+        # truncated importance sampling against the sampler (here `hf`, which returns logprobs)
+        ("opd", {"loss": "sampled", "tis_cap": 2.0}),
     ],
 )
 def test_two_steps_end_to_end(algo, over, tiny_path, tmp_path):
@@ -436,6 +441,7 @@ def test_two_steps_end_to_end(algo, over, tiny_path, tmp_path):
     # Skill-SD's first step has no skill yet and the short Sokoban groups tie (zero advantage).
     assert flowed[-1] if algo == "skill_sd" else all(flowed)
     assert _weights_moved(tiny_path, policy)
+    _assert_sampler_gap_logged(train)
     if algo == "grpo":
         assert any(r["zero_adv_groups"] < cfg.tasks_per_step for r in train)
     if algo == "sod":
@@ -475,9 +481,18 @@ def test_opsd_math_and_resume(tiny_path, tmp_path):
         r for r in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"kind": "train"' in r
     ]
     assert len(steps) == 2
+    _assert_sampler_gap_logged([json.loads(r) for r in steps])
     from mentorgym.agents.hf import HFPolicy
 
     assert _weights_moved(tiny_path, HFPolicy(str(tmp_path / "final"), device="cpu"))
+
+
+def _assert_sampler_gap_logged(train: list[dict]) -> None:
+    """Every step logs the sampler-vs-trainer logprob gap; with `sampler: hf` (the same model
+    in the same process, float32) it is a rounding error."""
+    for r in train:
+        mean, largest = r["sampler_logprob_gap_mean"], r["sampler_logprob_gap_max"]
+        assert 0.0 <= mean <= largest < 1e-2, r
 
 
 def _weights_moved(start: str, policy) -> bool:

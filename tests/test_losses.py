@@ -253,3 +253,59 @@ def test_logprob_gap_over_masked_tokens():
     diffs = [0.1, 0.0, 0.5, 0.0, 0.3]  # the masked-out 9.0 does not count
     assert mean == pytest.approx(sum(diffs) / 5) and largest == pytest.approx(0.5)
     assert logprob_gap(lp_train, lp_sampler, torch.zeros_like(mask)) == (0.0, 0.0)
+
+
+def test_truncated_importance_sampling_in_every_on_policy_loss():
+    """With the trainer's pre-update logprobs as pi_old and w_t = min(exp(lp_old - lp_sampler),
+    cap) (the sampler as behaviour policy), each loss is the weighted token mean of its terms."""
+    from mentorgym.training.losses import truncated_importance_weights
+
+    new = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
+    old = new.detach() + 0.05 * torch.randn(2, 4, dtype=torch.float64)  # trainer, pre-update
+    sampler = old + torch.tensor([[0.0, -0.9, 0.4, 0.1], [1.2, 0.0, -0.3, 0.2]]).double()
+    teacher = torch.randn(2, 4, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 0], [0, 1, 1, 1]], dtype=torch.float64)
+    w32 = truncated_importance_weights(old, sampler, cap=2.0)
+    direct_w = torch.exp(old - sampler).clamp(max=2.0).float()  # weights are float32
+    assert torch.allclose(w32, direct_w) and bool((w32 == 2.0).any()) and bool((w32 < 1).any())
+    w = w32.double()
+    r = torch.exp(new - old)
+
+    def mean(x):
+        return (x * mask).sum() / mask.sum()
+
+    adv_t = teacher - sampler
+    clipped = torch.minimum(r * adv_t, r.clamp(0.8, 1.2) * adv_t)
+    got = sampled_token_distill_loss(
+        new, sampler, teacher, mask, 0.2, logp_old_BT=old, weights_BT=w
+    )
+    assert torch.allclose(got, -mean(w * clipped))
+    adv_b = torch.tensor([1.5, -0.5], dtype=torch.float64)[:, None]
+    obj = torch.minimum(r * adv_b, r.clamp(0.8, 1.28) * adv_b)
+    got = clipped_pg_loss(new, old, adv_b.squeeze(1), mask, 0.2, 0.28, weights_BT=w)
+    assert torch.allclose(got, mean(-w * obj))
+    l_t = new - teacher
+    got = skill_sd_loss(new, old, teacher, mask, weights_BT=w)
+    assert torch.allclose(got, mean(w * r * (torch.exp(-l_t) - 1 + l_t)))
+    # the weights carry no gradient: the gradient is w_t times the unweighted one, token by token
+    (g_w,) = torch.autograd.grad(clipped_pg_loss(new, old, adv_b, mask, weights_BT=w), new)
+    (g_1,) = torch.autograd.grad(clipped_pg_loss(new, old, adv_b, mask), new)
+    assert torch.allclose(g_w, w * g_1)
+
+
+def test_fused_linear_jsd_with_token_weights():
+    h_s = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    w_s = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
+    h_t, w_t = torch.randn(2, 3, 5, dtype=torch.float64), torch.randn(7, 5, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 0], [1, 0, 1]], dtype=torch.float64)
+    weights = torch.tensor([[0.5, 2.0, 9.0], [1.0, 9.0, 0.25]], dtype=torch.float64)
+    got = fused_linear_jsd(h_s, w_s, h_t, w_t, mask, 0.5, chunk_size=2, weights_BT=weights)
+    ls = torch.log_softmax(h_s @ w_s.T, -1)
+    lt = torch.log_softmax(h_t @ w_t.T, -1)
+    m = torch.log(0.5 * lt.exp() + 0.5 * ls.exp())
+    per = 0.5 * _kl(lt, m) + 0.5 * _kl(ls, m)
+    direct = (weights * per * mask).sum() / mask.sum()
+    assert torch.allclose(got, direct, atol=1e-10)
+    (g_fused,) = torch.autograd.grad(got, h_s)
+    (g_direct,) = torch.autograd.grad(direct, h_s)
+    assert torch.allclose(g_fused, g_direct, atol=1e-10)

@@ -197,9 +197,17 @@ class OnPolicyConfig(CoreConfig):
     """Held-out evaluation every N steps (0: only at the end)."""
     eval_episodes: int = 64
     progress: bool = False
+    tis_cap: float | None = None
+    """Truncated importance sampling against the sampler/trainer mismatch (off when unset).
+    The sampler's logprobs are the behaviour policy: each sampled token's loss term is
+    multiplied by w_t = min(exp(lp_trainer_old - lp_sampler), tis_cap), with no gradient, and
+    the loss's ratio is taken against the trainer's own pre-update logprobs instead of the
+    sampler's. Worth setting with `sampler: vllm` (e.g. 2.0); must be >= 1."""
 
     def validate(self) -> None:
         super().validate()
+        if self.tis_cap is not None and self.tis_cap < 1.0:
+            raise ConfigError(f"tis_cap must be >= 1 (or unset), got {self.tis_cap}")
         for name in ("steps", "tasks_per_step", "group_size", "micro_batch_episodes"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")

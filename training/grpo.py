@@ -71,10 +71,18 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
                     student.model, hidden_BLH, b.target_BL, cfg.rollout_temperature
                 )
                 adv_B = torch.tensor([adv[i] for i in mb.idx], device=logp_BL.device)
+                old_BL, tis_BL = onpolicy.behaviour(cfg, logp_BL, b.logp_old_BL)
                 loss = clipped_pg_loss(
-                    logp_BL, b.logp_old_BL, adv_B, b.mask_BL, cfg.clip_low, cfg.clip_high
+                    logp_BL,
+                    old_BL,
+                    adv_B,
+                    b.mask_BL,
+                    cfg.clip_low,
+                    cfg.clip_high,
+                    weights_BT=tis_BL,
                 )
             (loss * mb.share).backward()
+            stats.add_sampler_gap(mb, logp_BL)
             stats.add(mb, loss, ratio_dev=ratio_deviation(logp_BL, b.logp_old_BL, b.mask_BL))
         stats.add_batches(parts)
         stats.metrics["zero_adv_groups"] = float(zero_advantage_groups(adv, cfg.group_size))

@@ -196,7 +196,7 @@ class _FusedLinearJSD(torch.autograd.Function):
     the gradients of the student's hidden states and LM-head weight accumulate in forward."""
 
     @staticmethod
-    def forward(ctx, s_h_NH, s_w_VH, t_h_NH, t_w_VH, beta, temperature, chunk):  # type: ignore[override]
+    def forward(ctx, s_h_NH, s_w_VH, t_h_NH, t_w_VH, w_N, beta, temperature, chunk):  # type: ignore[override]
         n = s_h_NH.shape[0]
         need = s_h_NH.requires_grad or s_w_VH.requires_grad
         grad_h = torch.zeros_like(s_h_NH) if need else None
@@ -208,9 +208,8 @@ class _FusedLinearJSD(torch.autograd.Function):
                 h_c = s_h_NH[i : i + chunk].detach().requires_grad_(need)
                 w = s_w_VH.detach().requires_grad_(need)
                 t_logits = (t_h_NH[i : i + chunk] @ t_w_VH.T).detach()
-                loss_c = _jsd_per_token(
-                    h_c @ w.T, t_logits, beta, temperature, None, "teacher"
-                ).sum()
+                per_c = _jsd_per_token(h_c @ w.T, t_logits, beta, temperature, None, "teacher")
+                loss_c = (per_c * w_N[i : i + chunk].to(per_c.dtype)).sum()
                 if need:
                     g_h, g_w = torch.autograd.grad(loss_c, (h_c, w))
                     grad_h[i : i + chunk] = g_h.to(grad_h.dtype)
@@ -225,12 +224,13 @@ class _FusedLinearJSD(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         if not ctx.need:
-            return (None,) * 7
+            return (None,) * 8
         grad_h, grad_w = ctx.saved_tensors
         scale = grad_out / ctx.n
         return (
             grad_h * scale.to(grad_h.dtype),
             (grad_w * scale).to(ctx.w_dtype),
+            None,
             None,
             None,
             None,
@@ -249,20 +249,27 @@ def fused_linear_jsd(
     temperature: float = 1.0,
     *,
     chunk_size: int | None = None,
+    weights_BT: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`generalized_jsd` of `hidden @ lm_head.T` for student and teacher, never holding the full
     B x T x V logits: each chunk's logits are made, used for the loss and its gradient, and freed.
-    Gradients flow to the student's hidden states and LM-head weight only."""
+    Gradients flow to the student's hidden states and LM-head weight only. `weights_BT`
+    (no gradient; e.g. `truncated_importance_weights`) multiplies each token's divergence
+    before the mean over masked tokens."""
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1], got {beta}")
     keep_N = mask_BT.reshape(-1).bool()
     s_h = student_hidden_BTH.reshape(-1, student_hidden_BTH.shape[-1])[keep_N]
     t_h = teacher_hidden_BTH.reshape(-1, teacher_hidden_BTH.shape[-1])[keep_N].detach()
+    w_N = torch.ones(s_h.shape[0], device=s_h.device)
+    if weights_BT is not None:
+        w_N = weights_BT.reshape(-1)[keep_N].detach().float()
     return _FusedLinearJSD.apply(
         s_h,
         student_lm_head_VH,
         t_h,
         teacher_lm_head_VH.detach(),
+        w_N,
         beta,
         temperature,
         chunk_size or chunk_rows(student_lm_head_VH.shape[0]),
@@ -278,15 +285,23 @@ def sampled_token_distill_loss(
     logp_teacher_BT: torch.Tensor,
     mask_BT: torch.Tensor,
     clip_eps: float | None = None,
+    *,
+    logp_old_BT: torch.Tensor | None = None,
+    weights_BT: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """On-policy distillation on the sampled tokens: advantage A_t = lp_T - lp_S (the negative
     per-token reverse-KL estimate, with lp_S the sampling policy's logprob), loss
-    -mean_t ratio_t * A_t with ratio_t = pi_theta / pi_sampler, PPO-clipped when `clip_eps` is set."""
+    -mean_t w_t * ratio_t * A_t with ratio_t = pi_theta / pi_old, PPO-clipped when `clip_eps` is
+    set. pi_old is the sampler unless `logp_old_BT` (the trainer's own pre-update logprobs, for
+    truncated importance sampling) is given; `weights_BT` (no gradient) defaults to 1."""
     adv_BT = (logp_teacher_BT - logp_sampler_BT).detach()
-    ratio_BT = torch.exp(logp_new_BT - logp_sampler_BT.detach())
+    old_BT = logp_sampler_BT if logp_old_BT is None else logp_old_BT
+    ratio_BT = torch.exp(logp_new_BT - old_BT.detach())
     obj_BT = ratio_BT * adv_BT
     if clip_eps is not None:
         obj_BT = torch.minimum(obj_BT, ratio_BT.clamp(1 - clip_eps, 1 + clip_eps) * adv_BT)
+    if weights_BT is not None:
+        obj_BT = obj_BT * weights_BT.detach()
     return -masked_mean(obj_BT, mask_BT)
 
 
@@ -349,15 +364,20 @@ def skill_sd_loss(
     logp_teacher_BT: torch.Tensor,
     mask_BT: torch.Tensor,
     reduction: str = "mean",
+    *,
+    weights_BT: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Skill-SD's distillation term: with l_t = lp_S - lp_T and rho_t = pi_theta / sg(pi_old),
-    L_SD = mean_t rho_t * (exp(-l_t) - 1 + l_t), the importance-weighted k3 estimator of the
-    reverse KL(S || T). Its expected gradient under pi_old equals the gradient of KL(pi_theta || T).
-    `reduction="none"` returns the per-token terms (masked to 0)."""
+    L_SD = mean_t w_t * rho_t * (exp(-l_t) - 1 + l_t), the importance-weighted k3 estimator of
+    the reverse KL(S || T). Its expected gradient under pi_old equals the gradient of
+    KL(pi_theta || T). `weights_BT` (no gradient, e.g. truncated importance weights) defaults to
+    1. `reduction="none"` returns the per-token terms (masked to 0)."""
     l_BT = logp_new_BT - logp_teacher_BT.detach()
     rho_BT = torch.exp(logp_new_BT - logp_old_BT.detach())
     k3_BT = torch.exp(-l_BT) - 1 + l_BT
     terms_BT = rho_BT * k3_BT
+    if weights_BT is not None:
+        terms_BT = terms_BT * weights_BT.detach()
     if reduction == "none":
         return terms_BT * mask_BT.to(terms_BT.dtype)
     if reduction != "mean":
@@ -393,14 +413,20 @@ def clipped_pg_loss(
     mask_BT: torch.Tensor,
     clip_low: float = 0.2,
     clip_high: float = 0.2,
+    *,
+    weights_BT: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """PPO/GRPO clipped policy-gradient loss, mean over masked tokens:
-    -min(r A, clip(r, 1 - clip_low, 1 + clip_high) A), with r = pi_theta / pi_old. `adv_BT` may be per sequence (B x 1) or per token (B x T)."""
+    -w_t min(r A, clip(r, 1 - clip_low, 1 + clip_high) A), with r = pi_theta / pi_old and
+    `weights_BT` w (no gradient, e.g. truncated importance weights; default 1). `adv_BT` may be
+    per sequence (B x 1) or per token (B x T)."""
     if adv_BT.dim() == 1:
         adv_BT = adv_BT.unsqueeze(-1)
     adv_BT = adv_BT.detach().to(logp_new_BT.dtype)
     ratio_BT = torch.exp(logp_new_BT - logp_old_BT.detach())
     obj_BT = torch.minimum(ratio_BT * adv_BT, ratio_BT.clamp(1 - clip_low, 1 + clip_high) * adv_BT)
+    if weights_BT is not None:
+        obj_BT = obj_BT * weights_BT.detach()
     return masked_mean(-obj_BT, mask_BT)
 
 

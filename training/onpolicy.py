@@ -7,7 +7,10 @@ Each algorithm file writes its own loop; these are the steps that read the same 
 - `micro_batches`: the step's episodes encoded (`data.encode_episode`) and packed
   `micro_batch_episodes` at a time, each with its share of the step's loss tokens, so that
   `(loss * share).backward()` over all micro-batches is the gradient of the token mean.
-- `StepStats`: the share-weighted loss and metrics of a step.
+- `behaviour`: what a loss's ratio is taken against (the sampler's logprobs, or with
+  `tis_cap` the trainer's own) and the truncated importance weights toward the sampler.
+- `StepStats`: the share-weighted loss and metrics of a step, with the sampler-vs-trainer
+  logprob gap (`add_sampler_gap`) that every loop logs.
 - `end_step`: log the step, evaluate on held-out seeds every `eval_every` steps and at the
   end, checkpoint every `save_every` steps; `finish`: the curves and `RUN/final`.
 
@@ -31,7 +34,11 @@ from mentorgym.training import student as student_lib
 from mentorgym.training import trainer
 from mentorgym.training.config import OnPolicyConfig
 from mentorgym.training.data import Batch, TokenizedEpisode, encode_episode, make_batch
-from mentorgym.training.losses import grpo_advantages
+from mentorgym.training.losses import (
+    grpo_advantages,
+    logprob_gap,
+    truncated_importance_weights,
+)
 from mentorgym.training.student import Student
 
 
@@ -153,12 +160,34 @@ class StepStats:
         """A metric that is the step's largest value, not its mean."""
         self.metrics[name] = max(self.metrics.get(name, float("-inf")), float(value))
 
+    def add_sampler_gap(self, mb: MicroBatch, logp_BL: torch.Tensor) -> None:
+        """How far the sampler's logprobs are from the trainer's recomputed (pre-update) ones:
+        `sampler_logprob_gap_mean` (token mean over the step), `sampler_logprob_gap_max`."""
+        gap_mean, gap_max = logprob_gap(logp_BL, mb.batch.logp_old_BL, mb.batch.mask_BL)
+        key = "sampler_logprob_gap_mean"
+        self.metrics[key] = self.metrics.get(key, 0.0) + gap_mean * mb.share
+        self.keep_max("sampler_logprob_gap_max", gap_max)
+
     def add_batches(self, parts: list[MicroBatch]) -> None:
         """Count the step's loss tokens and the turns the length limit left out."""
         self.metrics["loss_tokens"] = sum(float(p.batch.mask_BL.sum()) for p in parts)
         self.metrics["dropped_turns"] = float(
             sum(e.dropped_turns for p in parts for e in p.episodes)
         )
+
+
+def behaviour(
+    cfg: OnPolicyConfig, logp_BL: torch.Tensor, logp_sampler_BL: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What a loss's ratio is taken against, and the per-token weights of its terms.
+
+    Without `tis_cap`: the sampler's logprobs and no weights (the ratio corrects the mismatch).
+    With it: the trainer's own pre-update logprobs, and the truncated importance weights
+    min(exp(lp_trainer_old - lp_sampler), tis_cap) toward the sampler as behaviour policy."""
+    if cfg.tis_cap is None:
+        return logp_sampler_BL, None
+    old_BL = logp_BL.detach()
+    return old_BL, truncated_importance_weights(old_BL, logp_sampler_BL, cfg.tis_cap)
 
 
 def optimizer_step(run: Run, cfg: OnPolicyConfig) -> tuple[float, float]:

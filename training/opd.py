@@ -28,7 +28,7 @@ import torch
 from mentorgym.errors import ConfigError
 from mentorgym.training import onpolicy
 from mentorgym.training.config import OnPolicyConfig
-from mentorgym.training.losses import fused_linear_jsd, logprob_gap, sampled_token_distill_loss
+from mentorgym.training.losses import fused_linear_jsd, sampled_token_distill_loss
 from mentorgym.training.scoring import (
     hidden_at,
     is_in_process,
@@ -80,7 +80,6 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
         stats = onpolicy.StepStats()
         parts = onpolicy.micro_batches(student, cfg, trajs)
         for mb in parts:
-            gap: dict[str, float] = {}
             b = mb.batch
             with autocast(student.device, cfg.precision):
                 # 2. score: the teacher's logprobs of the student's sampled tokens
@@ -94,8 +93,13 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
                     student.device,
                     want_hidden=cfg.loss == "jsd",
                 )
-                # 3. loss: full-distribution JSD, or the sampled-token advantage lp_T - lp_S
+                # 3. loss: full-distribution JSD, or the sampled-token advantage lp_T - lp_S;
+                # the ratio's pi_old and the truncated importance weights (`tis_cap`)
                 hidden_BLH = hidden_at(student.model, b)
+                logp_BL = logprobs_from_hidden(
+                    student.model, hidden_BLH, b.target_BL, cfg.rollout_temperature
+                )
+                old_BL, tis_BL = onpolicy.behaviour(cfg, logp_BL, b.logp_old_BL)
                 if cfg.loss == "jsd":
                     assert isinstance(teacher, torch.nn.Module) and t_hidden_BLH is not None
                     loss = fused_linear_jsd(
@@ -107,22 +111,23 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
                         cfg.jsd_beta,
                         cfg.rollout_temperature,
                         chunk_size=cfg.jsd_chunk,
+                        weights_BT=tis_BL,
                     )
                 else:
-                    logp_BL = logprobs_from_hidden(
-                        student.model, hidden_BLH, b.target_BL, cfg.rollout_temperature
-                    )
                     loss = sampled_token_distill_loss(
-                        logp_BL, b.logp_old_BL, lp_t_BL, b.mask_BL, cfg.clip_eps or None
+                        logp_BL,
+                        b.logp_old_BL,
+                        lp_t_BL,
+                        b.mask_BL,
+                        cfg.clip_eps or None,
+                        logp_old_BT=old_BL,
+                        weights_BT=tis_BL,
                     )
-                    # How far the sampler's logprobs are from the trainer's (pre-update) ones.
-                    gap_mean, gap_max = logprob_gap(logp_BL, b.logp_old_BL, b.mask_BL)
-                    gap["sampler_logprob_gap_mean"] = gap_mean
-                    stats.keep_max("sampler_logprob_gap_max", gap_max)
             (loss * mb.share).backward()
             # The reverse-KL estimate on the sampled tokens, logged in both modes.
             kl = ((b.logp_old_BL - lp_t_BL) * b.mask_BL).sum() / b.mask_BL.sum().clamp_min(1)
-            stats.add(mb, loss, sampled_reverse_kl=float(kl), **gap)
+            stats.add(mb, loss, sampled_reverse_kl=float(kl))
+            stats.add_sampler_gap(mb, logp_BL)
         stats.add_batches(parts)
         # 4. optimizer step
         grad_norm, lr = onpolicy.optimizer_step(run, cfg)

@@ -137,6 +137,10 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
                     )
                     # 3. loss toward the privileged view of the student's own tokens
                     hidden_BLH = hidden_at(student.model, b)
+                    logp_BL = logprobs_from_hidden(
+                        student.model, hidden_BLH, b.target_BL, cfg.rollout_temperature
+                    )
+                    old_BL, tis_BL = onpolicy.behaviour(cfg, logp_BL, b.logp_old_BL)
                     if cfg.loss == "jsd":
                         assert t_hidden_BLH is not None
                         loss = fused_linear_jsd(
@@ -147,17 +151,22 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
                             b.mask_BL,
                             cfg.jsd_beta,
                             cfg.rollout_temperature,
+                            weights_BT=tis_BL,
                         )
                     else:
-                        logp_BL = logprobs_from_hidden(
-                            student.model, hidden_BLH, b.target_BL, cfg.rollout_temperature
-                        )
                         loss = sampled_token_distill_loss(
-                            logp_BL, b.logp_old_BL, lp_t_BL, b.mask_BL, cfg.clip_eps or None
+                            logp_BL,
+                            b.logp_old_BL,
+                            lp_t_BL,
+                            b.mask_BL,
+                            cfg.clip_eps or None,
+                            logp_old_BT=old_BL,
+                            weights_BT=tis_BL,
                         )
                 (loss * mb.share).backward()
                 kl = ((b.logp_old_BL - lp_t_BL) * b.mask_BL).sum() / b.mask_BL.sum().clamp_min(1)
                 stats.add(mb, loss, sampled_reverse_kl=float(kl))
+                stats.add_sampler_gap(mb, logp_BL)
             stats.add_batches(parts)
             # 4. optimizer step
             grad_norm, lr = onpolicy.optimizer_step(run, cfg)

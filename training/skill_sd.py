@@ -107,6 +107,21 @@ def skill_logprob_gain(
     return float(((lp_skill_BL - lp_plain_BL) * keep_BL).sum()), float(keep_BL.sum())
 
 
+def bandit_rewards(
+    skills: list[Skill | None],
+    adv_B: torch.Tensor,
+    lp_t_BL: torch.Tensor,
+    logp_old_BL: torch.Tensor,
+    mask_BL: torch.Tensor,
+) -> list[tuple[Skill, float]]:
+    """The bandit's reward of each episode that had a skill: A_b times the teacher's mean
+    logprob gain over the sampler on that episode."""
+    gain_B = ((lp_t_BL - logp_old_BL) * mask_BL).sum(1) / mask_BL.sum(1).clamp_min(1)
+    return [
+        (sk, float(adv_B[j]) * float(gain_B[j])) for j, sk in enumerate(skills) if sk is not None
+    ]
+
+
 def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
     """Skill-SD end to end; returns `RUN/final`."""
     run = onpolicy.start(cfg, run_dir, resume, "skill_sd")
@@ -138,8 +153,15 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
                     student.model, hidden_BLH, b.target_BL, cfg.rollout_temperature
                 )
                 adv_B = torch.tensor([adv[i] for i in mb.idx], device=logp_BL.device)
+                old_BL, tis_BL = onpolicy.behaviour(cfg, logp_BL, b.logp_old_BL)
                 loss = clipped_pg_loss(
-                    logp_BL, b.logp_old_BL, adv_B, b.mask_BL, cfg.clip_low, cfg.clip_high
+                    logp_BL,
+                    old_BL,
+                    adv_B,
+                    b.mask_BL,
+                    cfg.clip_low,
+                    cfg.clip_high,
+                    weights_BT=tis_BL,
                 )
                 has_B = torch.tensor([sk is not None for sk in skills], device=logp_BL.device)
                 loss_sd = torch.zeros(())
@@ -152,18 +174,13 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
                     )
                     # 3. loss: L_GRPO + lambda * L_SD
                     has_BL = has_B[:, None] * b.mask_BL
-                    loss_sd = skill_sd_loss(logp_BL, b.logp_old_BL, lp_t_BL, has_BL)
+                    loss_sd = skill_sd_loss(logp_BL, old_BL, lp_t_BL, has_BL, weights_BT=tis_BL)
                     loss = loss + cfg.sd_coef * loss_sd
             (loss * mb.share).backward()
             stats.add(mb, loss, loss_sd=float(loss_sd.detach()))
+            stats.add_sampler_gap(mb, logp_BL)
             if bool(has_B.any()):
-                # The bandit's reward per episode: A_b * the teacher's mean gain over the student.
-                gain_B = ((lp_t_BL - b.logp_old_BL) * b.mask_BL).sum(1) / b.mask_BL.sum(
-                    1
-                ).clamp_min(1)
-                for j, sk in enumerate(skills):
-                    if sk is not None:
-                        bandit.append((sk, float(adv_B[j]) * float(gain_B[j])))
+                bandit += bandit_rewards(skills, adv_B, lp_t_BL, b.logp_old_BL, b.mask_BL)
                 s_, n_ = skill_logprob_gain(teacher, student, cfg, trajs, mb, lp_t_BL, has_B)
                 gain_sum, gain_n = gain_sum + s_, gain_n + n_
         stats.add_batches(parts)

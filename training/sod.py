@@ -106,10 +106,18 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
                 adv_BL = sod_advantages(
                     adv_B, b.logp_old_BL, lp_t_BL, turn_ids_BL, cfg.distill_coef, cfg.eps, cfg.delta
                 )
+                old_BL, tis_BL = onpolicy.behaviour(cfg, logp_BL, b.logp_old_BL)
                 loss = clipped_pg_loss(
-                    logp_BL, b.logp_old_BL, adv_BL, b.mask_BL, cfg.clip_low, cfg.clip_high
+                    logp_BL,
+                    old_BL,
+                    adv_BL,
+                    b.mask_BL,
+                    cfg.clip_low,
+                    cfg.clip_high,
+                    weights_BT=tis_BL,
                 )
             (loss * mb.share).backward()
+            stats.add_sampler_gap(mb, logp_BL)
             w_BL = sod_step_weights(b.logp_old_BL, lp_t_BL, turn_ids_BL, cfg.eps, cfg.delta)
             n = b.mask_BL.sum().clamp_min(1)
             stats.add(
