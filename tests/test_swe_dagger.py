@@ -82,8 +82,9 @@ def test_swe_builtin_dagger_runs_end_to_end_and_resumes(tmp_path, capsys, monkey
     assert after_bad, "the untrained student should make a malformed call somewhere"
     assert all("git apply" in turn["teacher_action"] for turn in after_bad)
 
-    # long SWE observations are cut to max_seq_len, and the run says so
-    assert "truncated from the left" in out
+    # turns whose long SWE context passes max_seq_len are left out of the loss (training's
+    # one truncation rule: contexts are never cut), and the run says how many
+    assert "dropped (too long)" in out
 
     # the held-out evaluation graded each episode for real, in a fresh container
     held_out = _lines(run / "iter_01" / "eval.jsonl")
