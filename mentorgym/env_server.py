@@ -50,8 +50,6 @@ names it (the traceback goes to the server's log), and the session's env is clos
 from __future__ import annotations
 
 import asyncio
-import hmac
-import ipaddress
 import json
 import logging
 import os
@@ -72,6 +70,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from mentorgym.agents.trajectory import jsonable
+from mentorgym.auth import is_loopback, presented_token, token_matches
 from mentorgym.envs.registry import describe, load_plugins, make
 from mentorgym.errors import ConfigError
 
@@ -778,11 +777,11 @@ class _Gate:
     def _authorized(self, headers: dict[bytes, bytes]) -> bool:
         if not self.token:
             return True
-        given = headers.get(b"x-api-key", b"").decode("latin-1")
-        auth = headers.get(b"authorization", b"").decode("latin-1")
-        if auth[:7].lower() == "bearer ":
-            given = given or auth[7:].strip()
-        return bool(given) and hmac.compare_digest(given.encode(), self.token.encode())
+        given = presented_token(
+            headers.get(b"authorization", b"").decode("latin-1"),
+            headers.get(b"x-api-key", b"").decode("latin-1"),
+        )
+        return token_matches(given, self.token)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -845,15 +844,6 @@ def create_app(env_ids: list[str], settings: ServeSettings | None = None) -> Fas
 
 
 # --- running it -------------------------------------------------------------------------------
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind(host: str, token: str | None) -> None:

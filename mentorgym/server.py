@@ -26,8 +26,6 @@ With an API key (`--api-key`, as `vllm serve --api-key`) every route asks for
 from __future__ import annotations
 
 import asyncio
-import hmac
-import ipaddress
 import json
 import threading
 import time
@@ -46,13 +44,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import Response
 
+from mentorgym.auth import is_loopback, presented_token, token_matches
 from mentorgym.envs.base import Message
 from mentorgym.errors import ConfigError
 
 T = TypeVar("T")
 
 _REMEMBERED_TURNS = 4096
-LOOPBACK_NAMES = ("localhost",)
 
 
 class Generation(Protocol):
@@ -691,28 +689,17 @@ class _BearerKey(BaseHTTPMiddleware):
 
     def __init__(self, app: Any, api_key: str):
         super().__init__(app)
-        self._key = api_key.encode()
+        self._key = api_key
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        given = request.headers.get("authorization", "")
-        scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), self._key):
+        given = presented_token(request.headers.get("authorization"), None)
+        if not token_matches(given, self._key):
             return _error(
                 401,
                 "missing or wrong API key: send Authorization: Bearer KEY",
                 "AuthenticationError",
             )
         return await call_next(request)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` names only this machine (127.0.0.0/8, ::1, localhost)."""
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # --- running it -------------------------------------------------------------------------------

@@ -26,8 +26,6 @@ or `?token=T` once in the browser (the page then keeps it in an HttpOnly cookie)
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import json
 import mmap
 import os
@@ -41,6 +39,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 
+from mentorgym.auth import is_loopback, presented_token, token_matches
 from mentorgym.errors import ConfigError
 
 STATIC_DIR = Path(__file__).parent / "viewer-static"
@@ -525,15 +524,6 @@ def query_episodes(files: list[TrajectoryFile], q: Query) -> dict[str, Any]:
 # --- the app -----------------------------------------------------------------------------------
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_bind(host: str, token: str | None) -> None:
     """Refuse to serve agent trajectories beyond this machine without a token."""
     if not is_loopback(host) and not token:
@@ -561,15 +551,14 @@ def create_app(path: str | os.PathLike[str], token: str | None = None) -> FastAP
     async def guard(request: Request, call_next: Any) -> Response:
         set_cookie = False
         if token:
-            auth = request.headers.get("authorization", "")
             given = (
-                auth[7:].strip()
-                if auth.lower().startswith("bearer ")
-                else request.headers.get("x-api-key")
+                presented_token(
+                    request.headers.get("authorization"), request.headers.get("x-api-key")
+                )
                 or request.query_params.get("token")
                 or request.cookies.get(TOKEN_COOKIE)
             )
-            if not given or not hmac.compare_digest(given.encode(), token.encode()):
+            if not token_matches(given, token):
                 return PlainTextResponse(
                     "mentorgym view: this viewer needs its token. Send 'Authorization: Bearer T', "
                     "or open the page once as /?token=T.",
