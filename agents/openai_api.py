@@ -35,14 +35,13 @@ import os
 import random
 import threading
 import time
-from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from mentorgym.agents.base import Action, BatchedPolicy, Scores
+from mentorgym.agents.base import Action, Scores
 from mentorgym.agents.card import PolicyCard, card_for, first
 from mentorgym.agents.chat import (
     SampledTurns,
@@ -51,6 +50,7 @@ from mentorgym.agents.chat import (
     encode_view,
     window_messages,
 )
+from mentorgym.agents.requests import SubmittingPolicy
 from mentorgym.envs.base import Message
 from mentorgym.errors import PolicyError, RequestError
 
@@ -62,7 +62,7 @@ API_KEY_ENVS = ("MENTORGYM_API_KEY", "OPENAI_API_KEY")
 """Where the key is read from, first set wins (unless `api_key_env` names another)."""
 
 
-class OpenAIPolicy(BatchedPolicy):
+class OpenAIPolicy(SubmittingPolicy):
     """A policy (and teacher) served over the OpenAI wire format.
 
     `vllm_extensions` sends vLLM's `return_tokens_as_token_ids` so actions carry the exact
@@ -193,26 +193,6 @@ class OpenAIPolicy(BatchedPolicy):
     def submit(self, history: list[Message], episode: str | None = None) -> Future[Any]:
         """One request on the pool; the future holds an `Action` or the `RequestError`."""
         return self._pool.submit(self._act, list(history), episode)
-
-    def try_act_batch(
-        self, histories: list[list[Message]], episodes: Sequence[str] | None = None
-    ) -> list[Action | RequestError]:
-        keys = list(episodes) if episodes is not None else [None] * len(histories)
-        futures = [self.submit(h, k) for h, k in zip(histories, keys, strict=True)]
-        return [f.result() for f in futures]
-
-    def act_batch(
-        self, histories: list[list[Message]], episodes: Sequence[str] | None = None
-    ) -> list[Action]:
-        """One request per history, at most `max_concurrency` in flight at once."""
-        actions = self.try_act_batch(histories, episodes)
-        for a in actions:
-            if isinstance(a, RequestError):
-                raise a
-        return actions  # type: ignore[return-value]
-
-    def end_episode(self, episode: str) -> None:
-        self.sampled.forget(episode)
 
     def _act(self, messages: list[Message], episode: str | None) -> Action | RequestError:
         self._setup()

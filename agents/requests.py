@@ -24,7 +24,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from mentorgym.agents.base import Action, Policy
+from mentorgym.agents.base import Action, BatchedPolicy, Policy
 from mentorgym.envs.base import Message
 from mentorgym.errors import RequestError
 
@@ -33,6 +33,37 @@ class Channel(Protocol):
     def submit(self, history: list[Message], episode: str | None = None) -> Future[Any]: ...
 
     def close(self) -> None: ...
+
+
+class SubmittingPolicy(BatchedPolicy):
+    """A policy that answers each request with a future (`submit`), and remembers each
+    episode's sampled turns in `self.sampled` (`vllm:` and `openai:`). The batch calls are
+    all its futures at once."""
+
+    sampled: Any
+
+    def submit(self, history: list[Message], episode: str | None = None) -> Future[Any]:
+        raise NotImplementedError
+
+    def try_act_batch(
+        self, histories: list[list[Message]], episodes: Sequence[str] | None = None
+    ) -> list[Action | RequestError]:
+        keys = list(episodes) if episodes is not None else [None] * len(histories)
+        futures = [self.submit(h, k) for h, k in zip(histories, keys, strict=True)]
+        return [f.result() for f in futures]
+
+    def act_batch(
+        self, histories: list[list[Message]], episodes: Sequence[str] | None = None
+    ) -> list[Action]:
+        """Every history in flight at once; raises the first `RequestError`."""
+        actions = self.try_act_batch(histories, episodes)
+        for a in actions:
+            if isinstance(a, RequestError):
+                raise a
+        return actions  # type: ignore[return-value]
+
+    def end_episode(self, episode: str) -> None:
+        self.sampled.forget(episode)
 
 
 def act_many(

@@ -35,7 +35,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from mentorgym.agents.base import Action, BatchedPolicy, Scores
+from mentorgym.agents.base import Action, Scores
 from mentorgym.agents.card import card_for, first
 from mentorgym.agents.chat import (
     SampledTurns,
@@ -44,6 +44,7 @@ from mentorgym.agents.chat import (
     encode_view,
     end_of_turn_id,
 )
+from mentorgym.agents.requests import SubmittingPolicy
 from mentorgym.envs.base import Message
 from mentorgym.errors import PolicyError, RequestError
 
@@ -74,7 +75,7 @@ class _Request:
     episode: str | None = None
 
 
-class VLLMPolicy(BatchedPolicy):
+class VLLMPolicy(SubmittingPolicy):
     """A policy and teacher over vLLM's engine.
 
     `model` is a local checkpoint directory (its policy card applies) or a hub id. Explicit
@@ -168,26 +169,6 @@ class VLLMPolicy(BatchedPolicy):
         )
         self._enqueue(_Request(prompt, params, future, "act", list(history), episode))
         return future
-
-    def try_act_batch(
-        self, histories: list[list[Message]], episodes: Sequence[str] | None = None
-    ) -> list[Action | RequestError]:
-        keys = list(episodes) if episodes is not None else [None] * len(histories)
-        futures = [self.submit(h, k) for h, k in zip(histories, keys, strict=True)]
-        return [f.result() for f in futures]
-
-    def act_batch(
-        self, histories: list[list[Message]], episodes: Sequence[str] | None = None
-    ) -> list[Action]:
-        """All histories go to the engine at once; raises the first `RequestError`."""
-        actions = self.try_act_batch(histories, episodes)
-        for a in actions:
-            if isinstance(a, RequestError):
-                raise a
-        return actions  # type: ignore[return-value]
-
-    def end_episode(self, episode: str) -> None:
-        self.sampled.forget(episode)
 
     # --- Teacher ---------------------------------------------------------------------------
 

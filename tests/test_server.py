@@ -248,8 +248,9 @@ def test_api_key_is_checked_on_every_route(monkeypatch, policy) -> None:
 
 
 def test_serve_model_refuses_to_bind_beyond_loopback_without_a_key() -> None:
+    from mentorgym.auth import is_loopback
     from mentorgym.errors import ConfigError
-    from mentorgym.server import is_loopback, serve_model
+    from mentorgym.server import serve_model
 
     with pytest.raises(ConfigError, match="--api-key"):
         serve_model("tiny", host="0.0.0.0")
