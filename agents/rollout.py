@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import threading
 import time
 import uuid
@@ -76,6 +77,21 @@ class EpisodeSpec:
 
     def options(self) -> dict[str, Any] | None:
         return {"index": self.index} if self.index is not None else None
+
+
+_KEY = re.compile(r"(?:seed|index)=(-?\d+)(?:/sample=(\d+))?")
+
+
+def episode_order(traj: Trajectory) -> tuple[int, int, int]:
+    """A sort key that puts trajectories back in the order their episodes were specified.
+
+    The engine appends each episode to its file as it ends, so a file's order depends on
+    timing; whoever trains on a file sorts by this key, so that the same seeds give the
+    same data in the same order. Trajectories without a key keep their file order, last."""
+    m = _KEY.fullmatch(str(traj.meta.get("episode_key", "")))
+    if m is None:
+        return (1, 0, 0)
+    return (0, int(m.group(1)), int(m.group(2) or 0))
 
 
 @dataclass

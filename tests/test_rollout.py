@@ -9,7 +9,7 @@ import pytest
 
 from mentorgym.agents.base import Action, BatchedPolicy
 from mentorgym.agents.mixture import MixturePolicy
-from mentorgym.agents.rollout import run, summarize
+from mentorgym.agents.rollout import episode_order, run, summarize
 from mentorgym.agents.scripted import ExpertPolicy, RandomPolicy, ReplayPolicy
 from mentorgym.agents.specs import load_policy
 from mentorgym.agents.trajectory import Trajectory, context, read_trajectories
@@ -295,7 +295,9 @@ def test_a_slow_env_step_holds_up_only_its_own_episode(tmp_path):
     assert GatedEnv.others_done.is_set()  # released by the others, not by the timeout
     assert GatedEnv.finished[-1] == 0 and all(t.success for t in trajs)
     written = [json.loads(line)["seed"] for line in out.read_text().splitlines()]
-    assert sorted(written) == [0, 1, 2, 3]
+    assert sorted(written) == [0, 1, 2, 3]  # in the order they ended
+    # trainers read a file back in the order its episodes were specified
+    assert [t.seed for t in sorted(read_trajectories(out), key=episode_order)] == [0, 1, 2, 3]
 
 
 class RefusesLongHistories(BatchedPolicy):
@@ -340,3 +342,19 @@ def test_samples_per_seed_are_distinct_episodes_of_one_seed(tmp_path):
     again = run(TOY, rec, seeds=[5, 9], samples_per_seed=4, out=out, resume=True)
     assert sum(rec.batches) == 2 * len(again[3].turns)  # only the two fourth samples played
     assert [t.meta["episode_key"] for t in again][:3] == keys[:3]
+
+
+def test_episode_order_undoes_the_order_episodes_ended_in():
+    def traj(key: str | None) -> Trajectory:
+        return Trajectory(env_id="e", seed=None, meta={"episode_key": key} if key else {})
+
+    keys = ["seed=10/sample=1", None, "seed=2", "seed=10", "seed=-1", "index=3/sample=2"]
+    ordered = sorted((traj(k) for k in keys), key=episode_order)
+    assert [t.meta.get("episode_key") for t in ordered] == [
+        "seed=-1",
+        "seed=2",
+        "index=3/sample=2",
+        "seed=10",
+        "seed=10/sample=1",
+        None,
+    ]

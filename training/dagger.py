@@ -32,6 +32,7 @@ from typing import Any
 
 import torch.distributed as dist
 
+from mentorgym.agents.rollout import episode_order
 from mentorgym.agents.trajectory import BadLines, Trajectory, read_trajectories
 from mentorgym.errors import ConfigError
 from mentorgym.training import student as student_lib
@@ -193,7 +194,8 @@ def aggregate(
     bad = BadLines()
     for j in range(first, i + 1):
         path = iter_dir(run_dir, j) / "rollouts.jsonl"
-        trajs = list(read_trajectories(path, on_bad_line=cfg.bad_lines, bad=bad))  # type: ignore[arg-type]
+        trajs = read_trajectories(path, on_bad_line=cfg.bad_lines, bad=bad)  # type: ignore[arg-type]
+        trajs = sorted(trajs, key=episode_order)  # file order is the order episodes ended
         student_only = cfg.student_labels_only and j > 0
         exs, stats = examples_from_trajectories(
             trajs,

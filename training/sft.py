@@ -19,6 +19,7 @@ from typing import Any
 
 import torch.distributed as dist
 
+from mentorgym.agents.rollout import episode_order
 from mentorgym.agents.trajectory import BadLines, Trajectory, read_trajectories
 from mentorgym.errors import ConfigError
 from mentorgym.training import student as student_lib
@@ -85,7 +86,8 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
             f"trajectories {str(data_path)!r} does not exist; record some with `mentorgym rollout --out`"
         )
     bad = BadLines()
-    trajs = list(read_trajectories(data_path, on_bad_line=cfg.bad_lines, bad=bad))  # type: ignore[arg-type]
+    trajs = read_trajectories(data_path, on_bad_line=cfg.bad_lines, bad=bad)  # type: ignore[arg-type]
+    trajs = sorted(trajs, key=episode_order)  # file order is the order episodes ended
     if cfg.trajectories is None:
         trajs = trajs[: cfg.episodes]
     # 2. one example per teacher turn, in the student's tokens
