@@ -392,13 +392,18 @@ class OpenAIPolicy(SubmittingPolicy):
         )
 
     def _local_tokenizer(self) -> Any:
+        # Once, under the lock: the request pool's threads all ask at the first turn, and
+        # transformers' lazy module fails an import that races with another thread's.
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
+            with self._setup_lock:
+                if self._tokenizer is None:
+                    from transformers import AutoTokenizer
 
-            try:
-                self._tokenizer = AutoTokenizer.from_pretrained(str(self.tokenizer_path))
-            except (OSError, ValueError) as e:
-                raise PolicyError(f"cannot load a tokenizer from {self.tokenizer_path}: {e}") from e
+                    try:
+                        path = str(self.tokenizer_path)
+                        self._tokenizer = AutoTokenizer.from_pretrained(path)
+                    except (OSError, ValueError) as e:
+                        raise PolicyError(f"cannot load a tokenizer from {path}: {e}") from e
         return self._tokenizer
 
 
