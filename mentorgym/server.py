@@ -46,7 +46,7 @@ from starlette.responses import Response
 
 from mentorgym.auth import is_loopback, presented_token, token_matches
 from mentorgym.envs.base import Message
-from mentorgym.errors import ConfigError
+from mentorgym.errors import ConfigError, MentorgymError
 
 T = TypeVar("T")
 
@@ -731,7 +731,10 @@ def serve_model(
             f"serve-model binds {host} only with an API key: pass --api-key KEY (clients send "
             "it from $MENTORGYM_API_KEY or $OPENAI_API_KEY), or bind 127.0.0.1"
         )
-    policy = load_policy(spec, **gen_kwargs)
+    try:
+        policy = load_policy(spec, **gen_kwargs)
+    except MentorgymError as e:
+        raise ConfigError(f"serve-model {spec}: {e}") from None
     needed = ("generate", "prompt_logprobs", "encode", "tokenizer")
     if not all(hasattr(policy, a) for a in needed):
         raise ConfigError(

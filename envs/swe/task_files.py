@@ -66,7 +66,7 @@ def _text_records(path: Path, text: str) -> list[Record]:
         if head == "{" and e.msg == "Extra data":  # more than one object: JSONL
             return _jsonl(path, text)
         raise ConfigError(
-            f"SWE task file {path} is not valid JSON ({e.msg} at line {e.lineno} column "
+            f"SWE task file {path} is not valid JSON ({e.msg}: line {e.lineno} column "
             f"{e.colno}; is it cut short?); it must hold {_SHAPES}"
         ) from None
     if isinstance(data, list):

@@ -139,7 +139,11 @@ def load_tasks(source: str, split: str | None = None) -> list[dict[str, Any]]:
         tasks = _builtin_tasks()
     elif Path(source).expanduser().exists():
         tasks = _read_jsonl(Path(source).expanduser(), split)
-    elif source.endswith((".jsonl", ".json")) or source.startswith(("/", ".", "~")) or "/" not in source:
+    elif (
+        source.endswith((".jsonl", ".json"))
+        or source.startswith(("/", ".", "~"))
+        or "/" not in source
+    ):
         raise ConfigError(f"SWE task file {source} does not exist")
     else:
         tasks = _hub_tasks(source, split)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from mentorgym.errors import ConfigError
+from mentorgym.errors import ConfigError, MentorgymError
 
 
 class Parser(argparse.ArgumentParser):
@@ -95,6 +95,25 @@ def port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0 to 65535)")
     return value
+
+
+# --- names -----------------------------------------------------------------------------------
+
+
+def env_id(text: str) -> str:
+    """A registered env id (`mentorgym envs` lists them); `module:Id-v0` imports its module
+    first, as `gymnasium.make` does, so it is left for `make` to check."""
+    import difflib
+
+    from gymnasium.envs.registration import registry
+
+    if ":" in text or text in registry:
+        return text
+    close = difflib.get_close_matches(text, list(registry), n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not a registered env id; {hint}`mentorgym envs` lists them"
+    )
 
 
 # --- paths -----------------------------------------------------------------------------------
@@ -211,6 +230,29 @@ def add_gen(p: argparse.ArgumentParser) -> None:
         help="openai: a checkpoint directory whose policy card and tokenizer to use "
         "(default: the `root` the server reports, when it is a local directory)",
     )
+
+
+def load_agent(flag: str, spec: str, gen: dict[str, Any]) -> Any:
+    """The policy an agent spec names; its errors name the argument that gave it."""
+    from mentorgym.agents.specs import load_policy
+
+    try:
+        return load_policy(spec, **gen)
+    except MentorgymError as e:
+        raise ConfigError(f"{flag} {spec}: {e}") from None
+
+
+def count_trajectories(flag: str, path: str) -> int:
+    """How many trajectories a JSONL holds; a line that is not one, or a file with none, is
+    refused naming the file and the line (a torn last line is what a killed writer leaves)."""
+    from mentorgym.agents.trajectory import read_trajectories
+
+    n = sum(1 for _ in read_trajectories(path))
+    if n == 0:
+        raise ConfigError(
+            f"{flag} {path} holds no trajectories; give a JSONL written by `mentorgym rollout`"
+        )
+    return n
 
 
 def say(line: str) -> None:

@@ -11,9 +11,12 @@ from typing import Any
 from mentorgym.cli.args import (
     add_env_args,
     add_gen,
+    count_trajectories,
     env_args,
+    env_id,
     gen_args,
     input_path,
+    load_agent,
     non_negative_float,
     non_negative_int,
     output_file,
@@ -36,19 +39,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_envs)
 
     p = sub.add_parser("play", help="play an env by hand in the terminal")
-    p.add_argument("env_id")
+    p.add_argument("env_id", type=env_id)
     p.add_argument("--seed", type=non_negative_int, default=None)
     add_env_args(p)
     p.set_defaults(func=cmd_play)
 
     p = sub.add_parser("watch", help="watch an agent play one episode, turn by turn")
-    p.add_argument("env_id")
+    p.add_argument("env_id", type=env_id)
     p.add_argument("--agent", required=True, help=AGENT_HELP)
     p.add_argument("--seed", type=non_negative_int, default=0)
     add_env_args(p)
-    p.add_argument(
-        "--delay", type=non_negative_float, default=0.5, help="seconds between turns"
-    )
+    p.add_argument("--delay", type=non_negative_float, default=0.5, help="seconds between turns")
     add_gen(p)
     p.set_defaults(func=cmd_watch)
 
@@ -88,7 +89,7 @@ def _register_view(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_episodes(p: argparse.ArgumentParser) -> None:
-    p.add_argument("env_id")
+    p.add_argument("env_id", type=env_id)
     p.add_argument("--agent", required=True, help=AGENT_HELP)
     p.add_argument(
         "-n", type=positive_int, default=10, help="number of episodes (seeds seed..seed+n-1)"
@@ -159,15 +160,14 @@ def _run_ray(args: argparse.Namespace, out: str | None, resume: bool) -> list:
 def _run_episodes(args: argparse.Namespace, out: str | None, resume: bool) -> list:
     """Play the episodes; when a mistake stops the run halfway, say what `out` kept."""
     from mentorgym.agents.rollout import run
-    from mentorgym.agents.specs import load_policy
 
-    before = _episodes_in(out)
+    before = _check_out(out)
     try:
         if args.executor == "ray":
             return _run_ray(args, out, resume)
         kwargs = env_args(args.env_arg)
-        policy = load_policy(args.agent, **gen_args(args))
-        teacher = load_policy(args.teacher, **gen_args(args)) if args.teacher else None
+        policy = load_agent("--agent", args.agent, gen_args(args))
+        teacher = load_agent("--teacher", args.teacher, gen_args(args)) if args.teacher else None
         return run(
             args.env_id,
             policy,
@@ -191,6 +191,15 @@ def _run_episodes(args: argparse.Namespace, out: str | None, resume: bool) -> li
                 "fix the cause and rerun with `mentorgym rollout ... --resume` to go on"
             ) from e
         raise
+
+
+def _check_out(out: str | None) -> int:
+    """How many episodes `out` already holds; a file there that is not a trajectories JSONL
+    (a config, a binary file) is refused before anything is appended to it."""
+    if out is None or not Path(out).is_file() or Path(out).stat().st_size == 0:
+        return 0
+    count_trajectories("--out", out)
+    return _episodes_in(out)
 
 
 def _episodes_in(out: str | None) -> int:
@@ -262,12 +271,11 @@ def cmd_play(args: argparse.Namespace) -> None:
 
 
 def cmd_watch(args: argparse.Namespace) -> None:
-    from mentorgym.agents.specs import load_policy
     from mentorgym.play import watch
 
     watch(
         args.env_id,
-        load_policy(args.agent, **gen_args(args)),
+        load_agent("--agent", args.agent, gen_args(args)),
         seed=args.seed,
         env_kwargs=env_args(args.env_arg),
         delay_s=args.delay,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mentorgym.cli.args import input_dir, non_negative_int, output_dir
+from mentorgym.cli.args import env_id, input_dir, non_negative_int, output_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=output_dir)
     p.add_argument("--size", choices=["tiny", "base", "small"], default="tiny")
     p.add_argument(
-        "--envs", nargs="*", default=None, help="env ids whose text trains the tokenizer"
+        "--envs",
+        nargs="*",
+        default=None,
+        type=env_id,
+        help="env ids whose text trains the tokenizer",
     )
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument(

@@ -6,7 +6,9 @@ import argparse
 import re
 
 # Docker's reference grammar, simplified: [registry[:port]/]name[/name...][:tag]
-_IMAGE = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[\w][\w.-]{0,127})?$")
+_IMAGE = re.compile(
+    r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[\w][\w.-]{0,127})?$"
+)
 
 
 def image_tag(text: str) -> str:

@@ -10,6 +10,7 @@ from mentorgym.cli.args import (
     add_env_args,
     add_gen,
     env_args,
+    env_id,
     gen_args,
     non_negative_float,
     port,
@@ -43,7 +44,9 @@ def _register_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve", help="serve envs over OpenEnv's protocol (WebSocket /ws) for remote trainers"
     )
-    p.add_argument("env_ids", nargs="+", metavar="ENV_ID", help="the first is also at the root")
+    p.add_argument(
+        "env_ids", nargs="+", metavar="ENV_ID", type=env_id, help="the first is also at the root"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=port, default=8000)
     p.add_argument(

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mentorgym.cli.args import (
+    count_trajectories,
     input_dir,
     input_file,
     non_negative_int,
@@ -66,7 +67,10 @@ def _register_grade(swe: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--id", default=None, help="which instance of a multi-instance file")
     p.add_argument(
-        "--harness", choices=HARNESSES, default=None, help="whose rules (default: from the instance)"
+        "--harness",
+        choices=HARNESSES,
+        default=None,
+        help="whose rules (default: from the instance)",
     )
     p.add_argument(
         "--report", default=None, type=input_file, help="the harness's report.json, to compare"
@@ -92,6 +96,7 @@ def cmd_swe_synth(args: argparse.Namespace) -> None:
 def cmd_swe_export_preds(args: argparse.Namespace) -> None:
     from mentorgym.envs.swe.preds import export_predictions
 
+    count_trajectories("trajectories", args.trajectories)
     k = export_predictions(args.trajectories, args.out, model_name=args.model_name)
     print(f"wrote {k} prediction(s) to {args.out}")
 
