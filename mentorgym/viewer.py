@@ -39,8 +39,8 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 
-from mentorgym.auth import is_loopback, presented_token, token_matches
 from mentorgym.errors import ConfigError
+from mentorgym.http import Scope, TokenGate, require_token_off_loopback
 
 STATIC_DIR = Path(__file__).parent / "viewer-static"
 STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
@@ -525,12 +525,13 @@ def query_episodes(files: list[TrajectoryFile], q: Query) -> dict[str, Any]:
 
 
 def check_bind(host: str, token: str | None) -> None:
-    """Refuse to serve agent trajectories beyond this machine without a token."""
-    if not is_loopback(host) and not token:
-        raise ConfigError(
-            f"--host {host} serves the viewer beyond this machine: give a token "
-            "(--token T or MENTORGYM_TOKEN) that clients send as 'Authorization: Bearer T', or bind 127.0.0.1"
-        )
+    require_token_off_loopback(
+        host,
+        token,
+        f"--host {host} serves the viewer beyond this machine: give a token "
+        "(--token T or MENTORGYM_TOKEN) that clients send as 'Authorization: Bearer T', or "
+        "bind 127.0.0.1",
+    )
 
 
 def _opt_int(v: str | None) -> int | None:
@@ -546,34 +547,46 @@ def create_app(path: str | os.PathLike[str], token: str | None = None) -> FastAP
     catalog = Catalog(Path(path))
     catalog.scan()  # a PATH that cannot be read fails here, before the server starts
     app = FastAPI(title="mentorgym view", docs_url=None, redoc_url=None, openapi_url=None)
+    app.middleware("http")(_page_headers(token))
+    if token:
+        app.add_middleware(TokenGate, token=token, refuse=_refuse, extra_token=_page_token)
+    _static_routes(app)
+    _catalog_routes(app, catalog)
+    _episode_routes(app, catalog)
+    return app
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Response:
-        set_cookie = False
-        if token:
-            given = (
-                presented_token(
-                    request.headers.get("authorization"), request.headers.get("x-api-key")
-                )
-                or request.query_params.get("token")
-                or request.cookies.get(TOKEN_COOKIE)
-            )
-            if not token_matches(given, token):
-                return PlainTextResponse(
-                    "mentorgym view: this viewer needs its token. Send 'Authorization: Bearer T', "
-                    "or open the page once as /?token=T.",
-                    status_code=401,
-                )
-            set_cookie = request.query_params.get("token") is not None
+
+def _refuse(scope: Scope) -> PlainTextResponse:
+    return PlainTextResponse(
+        "mentorgym view: this viewer needs its token. Send 'Authorization: Bearer T', "
+        "or open the page once as /?token=T.",
+        status_code=401,
+    )
+
+
+def _page_token(scope: Scope) -> str | None:
+    """A browser's token: `?token=T` on the first page it opens, then the cookie."""
+    request = Request(scope)
+    return request.query_params.get("token") or request.cookies.get(TOKEN_COOKIE)
+
+
+def _page_headers(token: str | None) -> Any:
+    """Security headers on every answer; a `?token=T` that got in is kept in a cookie."""
+
+    async def headers(request: Request, call_next: Any) -> Response:
         response: Response = await call_next(request)
         response.headers["Content-Security-Policy"] = _CSP
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["Cache-Control"] = "no-store"
-        if set_cookie and token:
+        if token and request.query_params.get("token") is not None:
             response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
         return response
 
+    return headers
+
+
+def _static_routes(app: FastAPI) -> None:
     @app.get("/")
     def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
@@ -588,6 +601,32 @@ def create_app(path: str | os.PathLike[str], token: str | None = None) -> FastAP
             raise HTTPException(404, f"no static file {name!r}")
         return FileResponse(STATIC_DIR / name, media_type=STATIC_FILES[name])
 
+
+def _query_of(p: Any) -> Query:
+    """The episode filter from the page's query parameters."""
+    try:
+        return Query(
+            run=_opt_int(p.get("run")),
+            file=_opt_int(p.get("file")),
+            kind=p.get("kind") or None,
+            env=p.get("env") or None,
+            success={"1": True, "0": False}.get(p.get("success", "")),
+            mix=p.get("mix") or None,
+            iteration=_opt_int(p.get("iteration")),
+            min_return=_opt_float(p.get("min_return")),
+            max_return=_opt_float(p.get("max_return")),
+            label_diffs=p.get("label_diffs") == "1",
+            format_errors=p.get("format_errors") == "1",
+            q=p.get("q", "")[:500],
+            sort=p.get("sort", "file"),
+            offset=max(0, int(p.get("offset", 0))),
+            limit=int(p.get("limit", 50)),
+        )
+    except ValueError as e:
+        raise HTTPException(400, f"bad filter value: {e}") from None
+
+
+def _catalog_routes(app: FastAPI, catalog: Catalog) -> None:
     @app.get("/api/catalog")
     def api_catalog() -> dict[str, Any]:
         runs, files = catalog.scan()
@@ -599,29 +638,27 @@ def create_app(path: str | os.PathLike[str], token: str | None = None) -> FastAP
             "files": [f.describe() for f in files],
         }
 
+    @app.get("/api/runs/{rid}")
+    def api_run(rid: int) -> dict[str, Any]:
+        try:
+            run = catalog.run(rid)
+        except KeyError:
+            raise HTTPException(404, f"no run {rid}") from None
+        return {"rid": run.rid, "name": run.name, "path": str(run.path), "config": run.config()}
+
+    @app.get("/api/runs/{rid}/metrics")
+    def api_metrics(rid: int, offset: int = 0) -> dict[str, Any]:
+        try:
+            run = catalog.run(rid)
+        except KeyError:
+            raise HTTPException(404, f"no run {rid}") from None
+        return read_metrics(run.path / "metrics.jsonl", max(0, offset))
+
+
+def _episode_routes(app: FastAPI, catalog: Catalog) -> None:
     @app.get("/api/episodes")
     def api_episodes(request: Request) -> JSONResponse:
-        p = request.query_params
-        try:
-            q = Query(
-                run=_opt_int(p.get("run")),
-                file=_opt_int(p.get("file")),
-                kind=p.get("kind") or None,
-                env=p.get("env") or None,
-                success={"1": True, "0": False}.get(p.get("success", "")),
-                mix=p.get("mix") or None,
-                iteration=_opt_int(p.get("iteration")),
-                min_return=_opt_float(p.get("min_return")),
-                max_return=_opt_float(p.get("max_return")),
-                label_diffs=p.get("label_diffs") == "1",
-                format_errors=p.get("format_errors") == "1",
-                q=p.get("q", "")[:500],
-                sort=p.get("sort", "file"),
-                offset=max(0, int(p.get("offset", 0))),
-                limit=int(p.get("limit", 50)),
-            )
-        except ValueError as e:
-            raise HTTPException(400, f"bad filter value: {e}") from None
+        q = _query_of(request.query_params)
         _, files = catalog.scan()
         return JSONResponse(query_episodes(files, q))
 
@@ -646,24 +683,6 @@ def create_app(path: str | os.PathLike[str], token: str | None = None) -> FastAP
             "teacher_names": sorted(teacher_names(episode.get("meta") or {})),
             "episode": episode,
         }
-
-    @app.get("/api/runs/{rid}")
-    def api_run(rid: int) -> dict[str, Any]:
-        try:
-            run = catalog.run(rid)
-        except KeyError:
-            raise HTTPException(404, f"no run {rid}") from None
-        return {"rid": run.rid, "name": run.name, "path": str(run.path), "config": run.config()}
-
-    @app.get("/api/runs/{rid}/metrics")
-    def api_metrics(rid: int, offset: int = 0) -> dict[str, Any]:
-        try:
-            run = catalog.run(rid)
-        except KeyError:
-            raise HTTPException(404, f"no run {rid}") from None
-        return read_metrics(run.path / "metrics.jsonl", max(0, offset))
-
-    return app
 
 
 def serve(

@@ -81,7 +81,7 @@ def _register_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_serve_model(args: argparse.Namespace) -> None:
-    from mentorgym.server import serve_model
+    from mentorgym.model_server import serve_model
 
     gen = {k: v for k, v in gen_args(args).items() if v is not None and k != "card"}
     serve_model(
