@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -40,7 +39,6 @@ from mentorgym.envs.registry import describe, load_plugins, make
 from mentorgym.errors import ConfigError
 from mentorgym.http import ASGIApp, Receive, Scope, Send, TokenGate
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SESSION_HEADER = "x-session-id"
@@ -164,33 +162,38 @@ def _stateless_routes(router: APIRouter, env_id: str, service: EnvService) -> No
         return observation_frame(messages, float(reward), terminated, truncated, info)["data"]
 
 
-async def serve_session(websocket: WebSocket, env_id: str, service: EnvService) -> None:
-    """One WebSocket connection: attach (new or resumed), then one reply per frame."""
+async def _attach(websocket: WebSocket, env_id: str, service: EnvService) -> Session | None:
+    """The session this connection asked for (resumed by id, or new); None once refused."""
     resume_id = websocket.headers.get(SESSION_HEADER) or websocket.query_params.get("session_id")
-    session: Session | None = None
     try:
-        if resume_id:
-            session = service.sessions.get(resume_id)
-            if session is None or session.env_id != env_id:
-                raise WireError(
-                    "SESSION_ERROR",
-                    f"session {resume_id} is unknown or expired (idle TTL "
-                    f"{service.settings.session_ttl_s:g} s); connect without a session id "
-                    "to start a new one",
-                )
-        else:
-            session = await service.create(env_id)
+        if not resume_id:
+            return await service.create(env_id)
+        session = service.sessions.get(resume_id)
+        if session is None or session.env_id != env_id:
+            raise WireError(
+                "SESSION_ERROR",
+                f"session {resume_id} is unknown or expired (idle TTL "
+                f"{service.settings.session_ttl_s:g} s); connect without a session id "
+                "to start a new one",
+            )
+        return session
     except WireError as e:
         await websocket.accept()
         await websocket.send_text(json.dumps(e.frame()))
         await websocket.close(code=1013 if e.code == "CAPACITY_REACHED" else 1008)
+        return None
+
+
+async def serve_session(websocket: WebSocket, env_id: str, service: EnvService) -> None:
+    """One WebSocket connection: attach (new or resumed), then one reply per frame."""
+    session = await _attach(websocket, env_id, service)
+    if session is None:
         return
     await websocket.accept(headers=[(SESSION_HEADER.encode(), session.id.encode())])
     me = object()
     session.owner = me  # a resumed session moves to this connection
     session.touch()
     closed_by_client = False
-    limit = service.settings.max_message_bytes
     try:
         while True:
             event = await websocket.receive()
@@ -204,24 +207,7 @@ async def serve_session(websocket: WebSocket, env_id: str, service: EnvService) 
                 raw = (event.get("bytes") or b"").decode("utf-8", errors="replace")
             if session.owner is not me or session.closed:
                 break  # another connection took the session over, or it expired
-            session.touch()
-            try:
-                if len(raw) > limit:
-                    raise WireError(
-                        "VALIDATION_ERROR",
-                        f"a frame of {len(raw)} characters is over this server's limit of "
-                        f"{limit} (--max-message-bytes)",
-                    )
-                try:
-                    message = json.loads(raw)
-                except json.JSONDecodeError as e:
-                    raise WireError("INVALID_JSON", f"Invalid JSON: {e}") from None
-                reply = await service.handle(session, message)
-            except WireError as e:
-                reply = e.frame()
-            except Exception as e:  # a server bug: one line to the client, the rest to the log
-                log.exception("session %s", session.id)
-                reply = WireError("EXECUTION_ERROR", f"internal error: {_one_line(e)}").frame()
+            reply = await service.handle_text(session, raw)
             if reply is None:
                 closed_by_client = True
                 break
@@ -231,16 +217,22 @@ async def serve_session(websocket: WebSocket, env_id: str, service: EnvService) 
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass  # a dropped connection: the session waits for a resume until the TTL
     finally:
-        if session.owner is me:
-            session.owner = None
-            session.touch()
-            if closed_by_client:
-                await service.destroy(session)
-        if websocket.client_state == WebSocketState.CONNECTED:
-            try:
-                await websocket.close()
-            except (WebSocketDisconnect, RuntimeError, OSError):
-                pass
+        await _detach(websocket, session, me, service, closed_by_client)
+
+
+async def _detach(
+    websocket: WebSocket, session: Session, me: object, service: EnvService, closed: bool
+) -> None:
+    if session.owner is me:
+        session.owner = None
+        session.touch()
+        if closed:
+            await service.destroy(session)
+    if websocket.client_state == WebSocketState.CONNECTED:
+        try:
+            await websocket.close()
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass
 
 
 def _refuse(scope: Scope) -> JSONResponse:

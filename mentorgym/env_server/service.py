@@ -7,6 +7,7 @@ the reply frame, so it is tested without FastAPI; `routes.py` carries frames ove
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 import time
@@ -206,6 +207,28 @@ class EnvService:
             pools.close_all_pools()
 
     # the session protocol ------------------------------------------------------------------
+
+    async def handle_text(self, session: Session, raw: str) -> dict[str, Any] | None:
+        """The reply to one text frame as it came off the wire (None: the client closed)."""
+        session.touch()
+        limit = self.settings.max_message_bytes
+        try:
+            if len(raw) > limit:
+                raise WireError(
+                    "VALIDATION_ERROR",
+                    f"a frame of {len(raw)} characters is over this server's limit of "
+                    f"{limit} (--max-message-bytes)",
+                )
+            try:
+                message = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise WireError("INVALID_JSON", f"Invalid JSON: {e}") from None
+            return await self.handle(session, message)
+        except WireError as e:
+            return e.frame()
+        except Exception as e:  # a server bug: one line to the client, the rest to the log
+            log.exception("session %s", session.id)
+            return WireError("EXECUTION_ERROR", f"internal error: {_one_line(e)}").frame()
 
     async def handle(self, session: Session, message: Any) -> dict[str, Any] | None:
         """One client frame to one reply frame; None for `close`."""
