@@ -13,6 +13,7 @@ bug in mentorgym: its traceback, a line asking for a report, and exit code 1.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from types import ModuleType
@@ -46,6 +47,15 @@ def user_error(e: BaseException) -> str | None:
     return None
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so Python's flush at exit does not fail on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -60,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mentorgym: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `mentorgym envs | head`: the reader left, which is no error
+        _silence_stdout()
+        return 141
     except Exception as e:
         line = user_error(e)
         if line is None:
