@@ -101,15 +101,33 @@ def port(text: str) -> int:
 
 
 def env_id(text: str) -> str:
-    """A registered env id (`mentorgym envs` lists them); `module:Id-v0` imports its module
-    first, as `gymnasium.make` does, so it is left for `make` to check."""
+    """A registered env id (`mentorgym envs` lists them; plugins' ids too, and an id without
+    its version means the latest, as in `gymnasium.make`). `module:Id-v0` imports its module
+    first, so it is left for `make` to check."""
     import difflib
 
-    from gymnasium.envs.registration import registry
+    import gymnasium
+    from gymnasium import error as gym_error
 
-    if ":" in text or text in registry:
+    from mentorgym.envs.registry import load_plugins
+
+    if ":" in text:
         return text
-    close = difflib.get_close_matches(text, list(registry), n=3, cutoff=0.6)
+    load_plugins()
+    try:
+        gymnasium.spec(text)
+        return text
+    except gym_error.Error:
+        pass
+
+    def name(env: str) -> str:  # "mentorgym/Sokoban-v0" -> "sokoban"
+        return env.rsplit("/", 1)[-1].split("-v")[0].lower()
+
+    by_name: dict[str, list[str]] = {}
+    for known in gymnasium.registry:
+        by_name.setdefault(name(known), []).append(known)
+    names = difflib.get_close_matches(name(text), list(by_name), n=3, cutoff=0.6)
+    close = [known for n in names for known in by_name[n]][:3]
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise argparse.ArgumentTypeError(
         f"{text!r} is not a registered env id; {hint}`mentorgym envs` lists them"
