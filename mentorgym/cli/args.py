@@ -128,9 +128,9 @@ def env_id(text: str) -> str:
         by_name.setdefault(name(known), []).append(known)
     names = difflib.get_close_matches(name(text), list(by_name), n=3, cutoff=0.6)
     close = [known for n in names for known in by_name[n]][:3]
-    hint = f"did you mean {', '.join(close)}? " if close else ""
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise argparse.ArgumentTypeError(
-        f"{text!r} is not a registered env id; {hint}`mentorgym envs` lists them"
+        f"{text!r} is not a registered env id.{hint} `mentorgym envs` lists them"
     )
 
 
