@@ -305,7 +305,7 @@ def swe_check(path: Path | str, capsys: pytest.CaptureFixture[str]) -> tuple[int
     return code, out.out, out.err
 
 
-@pytest.mark.parametrize("shape", ["object", "list", "jsonl", "mapping", "pretty_jsonl"])
+@pytest.mark.parametrize("shape", ["object", "list", "jsonl", "mapping", "jsonl_no_final_newline"])
 def test_swe_task_files_in_every_shape(
     shape: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -318,7 +318,7 @@ def test_swe_task_files_in_every_shape(
         "list": json.dumps([SMITH, other], indent=2),
         "jsonl": f"{json.dumps(SMITH)}\n\n{json.dumps(other)}\n",
         "mapping": json.dumps({SMITH["instance_id"]: SMITH, other["instance_id"]: other}),
-        "pretty_jsonl": f"{json.dumps(SMITH)}\n{json.dumps(other)}",  # no final newline
+        "jsonl_no_final_newline": f"{json.dumps(SMITH)}\n{json.dumps(other)}",  # no final newline
     }[shape]
     path = tmp_path / "tasks.json"
     path.write_text(text)
