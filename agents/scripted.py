@@ -42,7 +42,7 @@ class ReplayPolicy(BatchedPolicy):
         self.name = f"replay:{path}"
         try:
             actions = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8
             raise ConfigError(
                 f"replay file {path}: {e}; it must hold a JSON list of action strings"
             ) from e

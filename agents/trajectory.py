@@ -114,6 +114,7 @@ class TrajectoryWriter:
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        drop_torn_tail(self.path)
         self._f = open(self.path, "a", encoding="utf-8")
 
     def write(self, traj: Trajectory) -> None:
@@ -129,6 +130,43 @@ class TrajectoryWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def drop_torn_tail(path: Path) -> None:
+    """Cut off the unfinished last line a writer killed mid-line leaves, before appending:
+    the next episode would otherwise be glued to it and both be lost. Readers already skip
+    that line (`BadLines.torn_tail`); a tail that is not the start of a JSON object is not
+    ours to cut, so it is refused instead."""
+    if not path.is_file():
+        return
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        start = size
+        while start > 0:
+            step = min(start, 1 << 16)
+            f.seek(start - step)
+            chunk = f.read(step)
+            if start == size and chunk.endswith(b"\n"):
+                return
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                start = start - step + cut + 1
+                break
+            start -= step
+        if start == size:
+            return
+        f.seek(start)
+        if not f.read(1) == b"{":
+            raise TrajectoryFileError(
+                f"{path} ends in an unfinished line that is not a trajectory; it is not a "
+                "trajectories file: write to a new file"
+            )
+        f.truncate(start)
+    log.warning(
+        "%s: cut off an unfinished last line (%d bytes) left by a writer that was stopped",
+        path,
+        size - start,
+    )
 
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ import time
 from mentorgym.agents.hf import HFPolicy
 from mentorgym.agents.openai_api import OpenAIPolicy
 from mentorgym.agents.tiny import default_tiny_path
-from mentorgym.server import BackgroundServer, create_app
+from mentorgym.model_server import BackgroundServer, create_app
 
 
 def requests_per_s(policy: HFPolicy, n: int, max_tokens: int, max_batch: int) -> tuple[float, int]:

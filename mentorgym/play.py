@@ -177,6 +177,24 @@ def watch(
         env.close()
 
 
+def _no_episodes(path: str, bad: list[Any]) -> str:
+    """Why a file holds no episode to show: empty, or nothing in it is a trajectory."""
+    from pathlib import Path
+
+    if Path(path).stat().st_size == 0:
+        return f"{path} is empty: no episode has been written to it yet"
+    if bad:
+        first = bad[0]
+        return (
+            f"{path} holds no trajectories: {len(bad)} line(s) are not one (line {first.line}: "
+            f"{first.reason}); give a trajectories JSONL written by `mentorgym rollout`"
+        )
+    return (
+        f"{path} holds no complete line (is it binary, or still being written?); give a "
+        "trajectories JSONL written by `mentorgym rollout`"
+    )
+
+
 def view(path: str, episode: int | None = None) -> None:
     """A table of the episodes in a trajectory file, or one episode turn by turn.
 
@@ -194,9 +212,11 @@ def view(path: str, episode: int | None = None) -> None:
     console = Console()
     index = TrajectoryFile(Path(path), 0, Path(path).stem, None, None)
     index.refresh()
+    n = len(index.episodes)
+    if n == 0:
+        raise ConfigError(_no_episodes(path, index.bad))
     for bad in index.bad:
         console.print(Text(f"{path} line {bad.line}: {bad.reason} (left out)", style="red"))
-    n = len(index.episodes)
     if episode is None:
         table = Table("#", "env", "seed", "task", "turns", "return", "success", "agent", title=path)
         for s in index.episodes:

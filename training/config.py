@@ -255,6 +255,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from e
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(p)!r} is not text; pass a YAML config") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

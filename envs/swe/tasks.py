@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mentorgym.envs.swe.grading import SWE_GYM_REPOS, tests_of
+from mentorgym.envs.swe.task_files import read_records
 from mentorgym.errors import ConfigError, SandboxError
 
 REQUIRED_KEYS = ("instance_id", "base_commit", "FAIL_TO_PASS", "PASS_TO_PASS")
@@ -79,23 +80,10 @@ def normalize_task(
     return out
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if path.suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        rows = data if isinstance(data, list) else list(data.values())
-        return [normalize_task(r, path.parent, f"{path}[{i}]") for i, r in enumerate(rows)]
-    tasks = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(
-                f"{path}:{n} is not valid JSON ({e.msg}); each line must be one task object"
-            ) from None
-        tasks.append(normalize_task(row, path.parent, f"{path}:{n}"))
-    return tasks
+def _read_jsonl(path: Path, split: str | None = None) -> list[dict[str, Any]]:
+    """Every task in a task file or `datasets` folder (see `task_files`), normalized."""
+    base = path if path.is_dir() else path.parent
+    return [normalize_task(row, base, where) for where, row in read_records(path, split)]
 
 
 def _builtin_tasks() -> list[dict[str, Any]]:
@@ -141,16 +129,21 @@ def _hub_tasks(name: str, split: str | None) -> list[dict[str, Any]]:
 
 
 def load_tasks(source: str, split: str | None = None) -> list[dict[str, Any]]:
-    """SWE tasks from "builtin", a JSONL (or JSON list) file, or a Hugging Face dataset name.
+    """SWE tasks from "builtin", a task file or `datasets` folder (any shape `task_files`
+    reads), or a Hugging Face dataset name.
 
     FAIL_TO_PASS / PASS_TO_PASS come back as lists; a relative `repo_dir` is resolved
-    against the file's folder. `split` selects the dataset split (hub only; default "test").
+    against the file's folder. `split` selects the dataset split (hub and `datasets` folders).
     """
     if source == "builtin":
         tasks = _builtin_tasks()
-    elif Path(source).expanduser().is_file():
-        tasks = _read_jsonl(Path(source).expanduser())
-    elif source.endswith((".jsonl", ".json")):
+    elif Path(source).expanduser().exists():
+        tasks = _read_jsonl(Path(source).expanduser(), split)
+    elif (
+        source.endswith((".jsonl", ".json"))
+        or source.startswith(("/", ".", "~"))
+        or "/" not in source
+    ):
         raise ConfigError(f"SWE task file {source} does not exist")
     else:
         tasks = _hub_tasks(source, split)
@@ -214,24 +207,20 @@ def ensure_image(task: dict[str, Any]) -> str:
 
 
 def read_instance(path: str, instance_id: str | None = None) -> dict[str, Any]:
-    """One instance from a JSON object, JSON list or JSONL file (`instance_id` picks one of several)."""
+    """One instance from any task file shape (`instance_id` picks one of several)."""
     file = Path(path).expanduser()
-    if not file.is_file():
+    if not file.exists():
         raise ConfigError(f"instance file {path} does not exist")
-    text = file.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text)
-        rows = data if isinstance(data, list) else [data]
-    except json.JSONDecodeError:
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    rows = read_records(file)
     if instance_id is not None:
-        rows = [r for r in rows if r.get("instance_id") == instance_id]
+        rows = [(w, r) for w, r in rows if r.get("instance_id") == instance_id]
     if len(rows) != 1:
-        ids = [r.get("instance_id") for r in rows][:10]
+        ids = [r.get("instance_id") for _, r in rows][:10]
         raise ConfigError(
             f"{path} holds {len(rows)} matching instances ({ids}); pass --id INSTANCE_ID to pick one"
         )
-    return normalize_task(rows[0], file.parent, str(path))
+    where, row = rows[0]
+    return normalize_task(row, file if file.is_dir() else file.parent, where)
 
 
 def check_tasks(source: str, images: bool = True) -> tuple[list[str], int]:

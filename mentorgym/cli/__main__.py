@@ -1,0 +1,5 @@
+import sys
+
+from mentorgym.cli import main
+
+sys.exit(main())

@@ -1,0 +1,46 @@
+"""`mentorgym model ...`: the offline tiny model."""
+
+from __future__ import annotations
+
+import argparse
+
+from mentorgym.cli.args import env_id, input_dir, non_negative_int, output_dir
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    model = sub.add_parser("model", help="models").add_subparsers(
+        dest="model_command", required=True
+    )
+    p = model.add_parser("tiny", help="build the offline tiny model and tokenizer")
+    p.add_argument("--out", required=True, type=output_dir)
+    p.add_argument("--size", choices=["tiny", "base", "small"], default="tiny")
+    p.add_argument(
+        "--envs",
+        nargs="*",
+        default=None,
+        type=env_id,
+        help="env ids whose text trains the tokenizer",
+    )
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument(
+        "--tokenizer-from",
+        default=None,
+        metavar="DIR",
+        type=input_dir,
+        help="reuse this checkpoint's tokenizer (a teacher sharing a student's token ids)",
+    )
+    p.set_defaults(func=cmd_model_tiny)
+
+
+def cmd_model_tiny(args: argparse.Namespace) -> None:
+    from mentorgym.agents.tiny import build_tiny
+
+    print(
+        build_tiny(
+            args.out,
+            size=args.size,
+            env_ids=args.envs or None,
+            seed=args.seed,
+            tokenizer_from=args.tokenizer_from,
+        )
+    )
