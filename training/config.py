@@ -126,9 +126,9 @@ class CoreConfig:
 
         if self.tiny_size not in SIZES:
             raise ConfigError(f"tiny_size {self.tiny_size!r}: use one of {sorted(SIZES)}")
-        if self.student != "tiny" and self.student.startswith(
-            ("openai:", "expert", "random", "replay:")
-        ):
+        from mentorgym.agents.spec import parse_agent_spec
+
+        if not parse_agent_spec(self.student).trainable:
             raise ConfigError(
                 f"student {self.student!r} is not trainable; use tiny, a local path or a hub id"
             )
@@ -160,6 +160,9 @@ class SupervisedConfig(CoreConfig):
 
     def validate(self) -> None:
         super().validate()
+        from mentorgym.agents.spec import parse_agent_spec
+
+        parse_agent_spec(self.teacher)  # a ConfigError names the forms
         if self.bad_lines not in ("raise", "skip"):
             raise ConfigError(f"bad_lines {self.bad_lines!r}: use raise or skip")
         for name in ("batch_size", "grad_accum"):
