@@ -44,7 +44,7 @@ from mentorgym.agents.chat import (
     encode_view,
     end_of_turn_id,
 )
-from mentorgym.agents.requests import SubmittingPolicy
+from mentorgym.agents.turn_futures import SubmittingPolicy
 from mentorgym.envs.base import Message
 from mentorgym.errors import PolicyError, RequestError
 
