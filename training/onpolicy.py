@@ -33,7 +33,7 @@ import torch
 from mentorgym.agents.rollout import run as rollout
 from mentorgym.agents.trajectory import Trajectory
 from mentorgym.errors import ConfigError
-from mentorgym.training import checkpoint, trainer
+from mentorgym.training import checkpoint, distributed, trainer
 from mentorgym.training import student as student_lib
 from mentorgym.training.config import OnPolicyConfig
 from mentorgym.training.data import Batch, TokenizedEpisode, encode_episode, make_batch
@@ -59,7 +59,7 @@ class OnPolicyRun:
 
 def start(cfg: OnPolicyConfig, run_dir: Path, resume: bool, name: str) -> OnPolicyRun:
     """Build the student, AdamW and the schedule over `cfg.steps`; restore them on resume."""
-    if trainer.init_distributed().enabled:
+    if distributed.init_distributed().enabled:
         raise ConfigError(
             "on-policy trainers sample on the training process and run single-process; "
             "start them without torchrun"
