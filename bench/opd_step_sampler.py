@@ -29,6 +29,7 @@ from pathlib import Path
 from mentorgym.agents.tiny import default_tiny_path
 from mentorgym.training import onpolicy, opd, trainer
 from mentorgym.training.config import build_config
+from mentorgym.training.distributed import autocast
 from mentorgym.training.losses import sampled_token_distill_loss
 from mentorgym.training.scoring import (
     hidden_at,
@@ -36,7 +37,6 @@ from mentorgym.training.scoring import (
     logprobs_from_hidden,
     teacher_logprobs,
 )
-from mentorgym.training.distributed import autocast
 
 PARTS = ("sync", "sampling", "scoring", "update")
 
