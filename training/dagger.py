@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.distributed as dist
 
 from mentorgym.agents.rollout import episode_order
@@ -256,20 +257,7 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
             state = checkpoint.RunState(global_step=state.global_step, extra=asdict(pos))
         # 3. fit: cross-entropy steps on the aggregate, behaviour cloning's loop (`sft.fit`),
         # resumed mid-iteration from `ckpt`
-        phase = trainer.Phase(
-            n_steps=cfg.steps_per_iteration,
-            data_seed=cfg.seed * 1000 + i,
-            resume_from=ckpt,
-            state=state,
-            desc=f"iter {i}",
-            extra_metrics={"iteration": i},
-            optimizer=carried,
-            lr_span=(
-                (i * cfg.steps_per_iteration, cfg.iterations * cfg.steps_per_iteration)
-                if carried is not None
-                else None
-            ),
-        )
+        phase = iteration_phase(cfg, i, state, ckpt, carried)
         fitted = sft.fit(student, cfg, run_dir, examples, phase)
         state = fitted.state
         ckpt = None
@@ -295,16 +283,31 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
         # 5. the iteration-boundary checkpoint: the weights (and the AdamW, when carried over)
         pos = Position(i + 1, "collect", pos.labels_total)
         state = checkpoint.RunState(global_step=state.global_step, extra=asdict(pos))
-        checkpoint.save_checkpoint(
-            run_dir,
-            student.model,
-            student.tok,
-            fitted.optimizer,
-            fitted.scheduler,
-            state,
-            student.dist,
-        )
+        fitted.state = state
+        sft.save_phase(student, run_dir, fitted)
     return student_lib.save_final(student, cfg, run_dir)
+
+
+def iteration_phase(
+    cfg: Config,
+    i: int,
+    state: checkpoint.RunState,
+    ckpt: Path | None,
+    carried: torch.optim.Optimizer | None,
+) -> trainer.Phase:
+    """Iteration i's training: `steps_per_iteration` steps with a data order of its own, on a
+    fresh AdamW and schedule, or (`lr_schedule: run`) at its place in one schedule over the run."""
+    total = cfg.iterations * cfg.steps_per_iteration
+    return trainer.Phase(
+        n_steps=cfg.steps_per_iteration,
+        data_seed=cfg.seed * 1000 + i,
+        resume_from=ckpt,
+        state=state,
+        desc=f"iter {i}",
+        extra_metrics={"iteration": i},
+        optimizer=carried,
+        lr_span=(i * cfg.steps_per_iteration, total) if carried is not None else None,
+    )
 
 
 def resume_position(
