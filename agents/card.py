@@ -10,7 +10,7 @@ did in training. Arguments given to a backend win over the card.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +55,26 @@ def card_for(path: str | Path | None) -> PolicyCard:
 def first(*values: Any) -> Any:
     """The first value that is not None (explicit argument, then the card, then the default)."""
     return next((v for v in values if v is not None), None)
+
+
+BACKEND_DEFAULTS = PolicyCard(
+    context_turns=0, system_prompt=True, temperature=1.0, top_p=1.0, max_new_tokens=256
+)
+"""What a model backend uses where neither an argument nor the card says."""
+
+
+def merge_card(card: PolicyCard, **explicit: Any) -> PolicyCard:
+    """The settings a backend acts with: each explicit argument that is not None, else the
+    card's value, else `BACKEND_DEFAULTS`'s. `explicit` takes the card's field names; the
+    result has every field but `stop` set (an empty stop list becomes None)."""
+    unknown = set(explicit) - {f.name for f in fields(PolicyCard)}
+    if unknown:
+        raise TypeError(f"merge_card: not policy card fields: {sorted(unknown)}")
+    merged = {
+        f.name: first(
+            explicit.get(f.name), getattr(card, f.name), getattr(BACKEND_DEFAULTS, f.name)
+        )
+        for f in fields(PolicyCard)
+    }
+    merged["stop"] = list(merged["stop"]) if merged["stop"] else None
+    return replace(card, **merged)

@@ -37,10 +37,10 @@ from mentorgym.agents.card import (  # noqa: F401  (re-exported: trainers import
     POLICY_CARD,
     PolicyCard,
     card_for,
+    merge_card,
     read_policy_card,
     write_policy_card,
 )
-from mentorgym.agents.card import first as _first
 from mentorgym.agents.chat import SampledTurns, assistant_turns, encode_view, end_of_turn_id
 from mentorgym.envs.base import Message
 from mentorgym.errors import PolicyError, RequestError
@@ -83,14 +83,12 @@ class HFPolicy(BatchedPolicy):
         tokenizer: Any = None,
     ):
         self.name = "hf:" + str(path_or_id)
-        card = card_for(path_or_id)
-        self.temperature = _first(temperature, card.temperature, 1.0)
-        self.top_p = _first(top_p, card.top_p, 1.0)
-        self.max_new_tokens = _first(max_new_tokens, card.max_new_tokens, 256)
-        stop = _first(stop, card.stop, None)
-        self.stop = list(stop) if stop else None
-        self.context_turns = _first(context_turns, card.context_turns, 0)
-        self.system_prompt = _first(system_prompt, card.system_prompt, True)
+        s = merge_card(
+            card_for(path_or_id), temperature=temperature, top_p=top_p, stop=stop,
+            max_new_tokens=max_new_tokens, context_turns=context_turns, system_prompt=system_prompt,
+        )  # fmt: skip
+        self.temperature, self.top_p, self.max_new_tokens = s.temperature, s.top_p, s.max_new_tokens
+        self.stop, self.context_turns, self.system_prompt = s.stop, s.context_turns, s.system_prompt
         if model is None or tokenizer is None:
             model, tokenizer = _load(str(path_or_id), device, dtype, model, tokenizer)
         elif device is not None or dtype is not None:

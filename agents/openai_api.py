@@ -42,7 +42,7 @@ from typing import Any
 import httpx
 
 from mentorgym.agents.base import Action, Scores
-from mentorgym.agents.card import PolicyCard, card_for, first
+from mentorgym.agents.card import PolicyCard, card_for, first, merge_card
 from mentorgym.agents.chat import (
     SampledTurns,
     assistant_turns,
@@ -50,7 +50,7 @@ from mentorgym.agents.chat import (
     encode_view,
     window_messages,
 )
-from mentorgym.agents.requests import SubmittingPolicy
+from mentorgym.agents.turn_futures import SubmittingPolicy
 from mentorgym.envs.base import Message
 from mentorgym.errors import PolicyError, RequestError
 
@@ -140,13 +140,13 @@ class OpenAIPolicy(SubmittingPolicy):
 
     def _apply_card(self, card: PolicyCard, card_dir: Path | None) -> None:
         x = self._explicit
-        self.temperature = first(x["temperature"], card.temperature, 1.0)
-        self.top_p = first(x["top_p"], card.top_p, 1.0)
-        self.max_tokens = first(x["max_tokens"], card.max_new_tokens, 256)
-        stop = first(x["stop"], card.stop, None)
-        self.stop = list(stop) if stop else None
-        self.context_turns = first(x["context_turns"], card.context_turns, 0)
-        self.system_prompt = first(x["system_prompt"], card.system_prompt, True)
+        s = merge_card(
+            card, temperature=x["temperature"], top_p=x["top_p"], stop=x["stop"],
+            max_new_tokens=x["max_tokens"], context_turns=x["context_turns"],
+            system_prompt=x["system_prompt"],
+        )  # fmt: skip
+        self.temperature, self.top_p, self.max_tokens = s.temperature, s.top_p, s.max_new_tokens
+        self.stop, self.context_turns, self.system_prompt = s.stop, s.context_turns, s.system_prompt
         has_tokenizer = card_dir is not None and (card_dir / "tokenizer_config.json").is_file()
         tok = first(x["tokenizer_path"], card_dir if has_tokenizer else None)
         self.tokenizer_path = Path(tok) if tok is not None else None

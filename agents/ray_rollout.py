@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,10 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from mentorgym.agents.base import Action, BatchedPolicy
-from mentorgym.agents.rollout import EpisodeSpec, episode_specs
-from mentorgym.agents.trajectory import Trajectory, TrajectoryWriter, read_trajectories
+from mentorgym.agents.rollout import EpisodeSpec, episode_specs, episodes_done
+from mentorgym.agents.trajectory import Trajectory, TrajectoryWriter
 from mentorgym.envs.base import Message
 from mentorgym.errors import ConfigError, MentorgymError
+from mentorgym.sandboxes.pool import release_all
 
 log = logging.getLogger(__name__)
 
@@ -124,12 +124,7 @@ class EpisodeWorker:
     def close(self) -> None:
         """Remove this worker's warm containers now (Ray may end it without running atexit;
         a killed worker's are reaped later by their owner pid)."""
-        pools = sys.modules.get("mentorgym.sandboxes.pool")
-        if pools is not None:
-            pools.close_all_pools()
-        sandboxes = sys.modules.get("mentorgym.sandboxes.docker")
-        if sandboxes is not None:
-            sandboxes.drain_removals()
+        release_all()
 
     def play(self, seed: int | None, index: int | None, mixture_seed: int | None) -> dict:
         import ray
@@ -215,88 +210,120 @@ def run_ray(
     env_kwargs = dict(env_kwargs or {})
     gen = {k: v for k, v in (gen or {}).items() if v is not None}
     specs = episode_specs(env_id, n, seed, seeds, all_tasks, env_kwargs)
-    done: dict[str, Trajectory] = {}
-    if out is not None and resume and Path(out).exists():
-        done = {t.meta.get("episode_key", ""): t for t in read_trajectories(out)}
+    done = episodes_done(out, resume)
     todo = [(k, s) for k, s in enumerate(specs) if s.key not in done]
     if not todo:
         return RayRollout([done[s.key] for s in specs])
 
     ray = import_ray()
     leave = connect(address)
-    remote_worker = ray.remote(num_cpus=cpus_per_worker, max_restarts=0)(EpisodeWorker)
-    acting: str | tuple[Any, str] = agent
-    if shared_policy:
-        holder = ray.remote(num_cpus=cpus_per_worker, max_restarts=-1)(PolicyActor).remote(
-            agent, gen
-        )
-        try:
-            acting = (holder, ray.get(holder.name.remote()))
-        except ray.exceptions.RayActorError as e:
-            if leave:
-                ray.shutdown()
-            raise ConfigError(f"the shared policy {agent!r} could not start: {e}") from None
-
-    def new_worker() -> Any:
-        return remote_worker.options(scheduling_strategy="SPREAD").remote(
-            env_id, env_kwargs, acting, teacher, gen, beta, relabel
-        )
-
-    results: dict[str, Trajectory] = {}
-    failures: list[EpisodeFailure] = []
-    writer = TrajectoryWriter(out) if out is not None else None
-    workers: list[Any] = []
+    pool: WorkerPool | None = None
+    writer: TrajectoryWriter | None = None
     try:
-        workers = [new_worker() for _ in range(max(1, min(concurrency, len(todo))))]
+        acting = shared_policy_actor(ray, agent, gen, cpus_per_worker) if shared_policy else agent
+        pool = WorkerPool(
+            ray, cpus_per_worker, (env_id, env_kwargs, acting, teacher, gen, beta, relabel)
+        )
+        writer = TrajectoryWriter(out) if out is not None else None
+        pool.start(max(1, min(concurrency, len(todo))))
+        results, failures = pool.play(todo, mixture_seed, max_retries, writer)
+    finally:
+        if writer is not None:
+            writer.close()
+        if pool is not None:
+            pool.close()
+        if leave:
+            ray.shutdown()
+    merged = {**done, **results}
+    return RayRollout([merged[s.key] for s in specs if s.key in merged], failures)
+
+
+def shared_policy_actor(ray: Any, agent: str, gen: dict[str, Any], cpus: float) -> tuple[Any, str]:
+    """One `PolicyActor` that loads the agent's model for every worker: (its handle, its name)."""
+    holder = ray.remote(num_cpus=cpus, max_restarts=-1)(PolicyActor).remote(agent, gen)
+    try:
+        return holder, ray.get(holder.name.remote())
+    except ray.exceptions.RayActorError as e:
+        raise ConfigError(f"the shared policy {agent!r} could not start: {e}") from None
+
+
+class WorkerPool:
+    """`EpisodeWorker`s spread over the cluster, fed one episode at a time; a worker that dies
+    is replaced and its episode retried up to `max_retries` times, then reported."""
+
+    def __init__(self, ray: Any, cpus: float, worker_args: tuple[Any, ...]):
+        self.ray = ray
+        self._remote = ray.remote(num_cpus=cpus, max_restarts=0)(EpisodeWorker)
+        self._args = worker_args
+        self.workers: list[Any] = []
+
+    def _new(self) -> Any:
+        return self._remote.options(scheduling_strategy="SPREAD").remote(*self._args)
+
+    def start(self, size: int) -> None:
+        self.workers = [self._new() for _ in range(size)]
         try:
-            ray.get([w.ready.remote() for w in workers])
-        except ray.exceptions.RayActorError as e:
+            self.ray.get([w.ready.remote() for w in self.workers])
+        except self.ray.exceptions.RayActorError as e:
             raise ConfigError(f"a Ray worker could not start: {e}") from None
+
+    def play(
+        self,
+        todo: list[tuple[int, EpisodeSpec]],
+        mixture_seed: int | None,
+        max_retries: int,
+        writer: TrajectoryWriter | None,
+    ) -> tuple[dict[str, Trajectory], list[EpisodeFailure]]:
+        """Every episode of `todo` (its index k seeds its mixture coin), as idle workers free up."""
         queue = deque((k, spec, 1) for k, spec in todo)
-        idle = list(range(len(workers)))
+        idle = list(range(len(self.workers)))
         pending: dict[Any, tuple[int, EpisodeSpec, int, int]] = {}  # slot, spec, attempt, k
+        results: dict[str, Trajectory] = {}
+        failures: list[EpisodeFailure] = []
         while queue or pending:
             while queue and idle:
                 slot = idle.pop()
                 k, spec, attempt = queue.popleft()
                 mseed = None if mixture_seed is None else mixture_seed * 1_000_003 + k
-                ref = workers[slot].play.remote(spec.seed, spec.index, mseed)
+                ref = self.workers[slot].play.remote(spec.seed, spec.index, mseed)
                 pending[ref] = (slot, spec, attempt, k)
-            [ref], _ = ray.wait(list(pending), num_returns=1)
+            [ref], _ = self.ray.wait(list(pending), num_returns=1)
             slot, spec, attempt, k = pending.pop(ref)
-            try:
-                traj = Trajectory.from_dict(ray.get(ref))
-            except ray.exceptions.RayActorError as e:  # the worker died mid-episode
-                workers[slot] = new_worker()
-                idle.append(slot)
-                if attempt <= max_retries:
-                    log.warning("episode %s: worker died (%s); retrying", spec.key, _brief(e))
-                    queue.appendleft((k, spec, attempt + 1))
-                else:
-                    log.warning("episode %s: worker died %d times; reported", spec.key, attempt)
-                    failures.append(EpisodeFailure(spec.key, attempt, _brief(e)))
-                continue
-            except ray.exceptions.RayTaskError as e:
-                cause = getattr(e, "cause", None)
-                if isinstance(cause, MentorgymError):
-                    raise cause from None
-                raise
+            traj = self._result(ref, slot)
             idle.append(slot)
-            results[spec.key] = traj
-            if writer is not None:
-                writer.write(traj)
-    finally:
-        if writer is not None:
-            writer.close()
-        closing = [w.close.remote() for w in workers]
+            if isinstance(traj, Trajectory):
+                results[spec.key] = traj
+                if writer is not None:
+                    writer.write(traj)
+            elif attempt <= max_retries:
+                log.warning("episode %s: worker died (%s); retrying", spec.key, traj)
+                queue.appendleft((k, spec, attempt + 1))
+            else:
+                log.warning("episode %s: worker died %d times; reported", spec.key, attempt)
+                failures.append(EpisodeFailure(spec.key, attempt, traj))
+        return results, failures
+
+    def _result(self, ref: Any, slot: int) -> Trajectory | str:
+        """The episode's trajectory, or why its worker died (the worker is replaced); an error
+        of mentorgym's own inside the episode is raised here as itself."""
         try:
-            ray.get(closing, timeout=120)
-        except (ray.exceptions.RayError, TimeoutError) as e:  # a dead worker has nothing to close
+            return Trajectory.from_dict(self.ray.get(ref))
+        except self.ray.exceptions.RayActorError as e:  # the worker died mid-episode
+            self.workers[slot] = self._new()
+            return _brief(e)
+        except self.ray.exceptions.RayTaskError as e:
+            cause = getattr(e, "cause", None)
+            if isinstance(cause, MentorgymError):
+                raise cause from None
+            raise
+
+    def close(self) -> None:
+        """Remove every worker's containers (a dead worker has nothing to close)."""
+        closing = [w.close.remote() for w in self.workers]
+        try:
+            self.ray.get(closing, timeout=120)
+        except (self.ray.exceptions.RayError, TimeoutError) as e:
             log.info("closing Ray workers: %s", _brief(e))
-        if leave:
-            ray.shutdown()
-    merged = {**done, **results}
-    return RayRollout([merged[s.key] for s in specs if s.key in merged], failures)
 
 
 def _brief(e: BaseException) -> str:

@@ -6,7 +6,7 @@ trajectories. Two engines, with the same results for a deterministic policy:
 - `engine="async"` (the default): every live episode runs on a thread of its own with
   its own env. It asks the policy for a turn and waits for its own answer only, then
   steps its env; no episode waits for another's env step or generation. Policies answer
-  through `mentorgym.agents.requests`: `vllm:` adds each request to its engine as it
+  through `mentorgym.agents.turn_futures`: `vllm:` adds each request to its engine as it
   arrives (continuous batching), `openai:` sends it at once, and `hf:` sits behind a
   small batching queue that samples whatever requests are waiting in one `generate`.
   `concurrency` bounds live episodes (and so envs and sandboxes); `max_in_flight`
@@ -47,8 +47,8 @@ import gymnasium
 
 from mentorgym.agents.base import Action, EnvPolicy, Policy
 from mentorgym.agents.mixture import MixturePolicy
-from mentorgym.agents.requests import Channel, act_many, channel
 from mentorgym.agents.trajectory import Trajectory, TrajectoryWriter, Turn, read_trajectories
+from mentorgym.agents.turn_futures import Channel, act_many, channel
 from mentorgym.envs.base import Message
 from mentorgym.envs.registry import make
 from mentorgym.errors import ConfigError, RequestError, SandboxError
@@ -179,68 +179,86 @@ def run(
     if specs is None:  # `specs` plays exactly those episodes (a Ray worker's share)
         specs = episode_specs(env_id, n, seed, seeds, all_tasks, env_kwargs, samples_per_seed)
     mixture = MixturePolicy(policy, teacher, beta, mixture_seed) if teacher is not None else None
-
-    done: dict[str, Trajectory] = {}
-    if out is not None and resume and Path(out).exists():
-        for traj in read_trajectories(out):
-            done[traj.meta.get("episode_key", "")] = traj
+    done = episodes_done(out, resume)
     todo = [s for s in specs if s.key not in done]
     if done:
         log.info("resume: %d of %d episodes already in %s", len(specs) - len(todo), len(specs), out)
 
     meta = {"agent": policy.name, "teacher": teacher.name if teacher else None, "beta": beta}
-    setup = _Run(env_id, meta, mixture, uuid.uuid4().hex[:8])
-    writer = TrajectoryWriter(out) if out is not None else None
-    bar = _Progress(len(todo)) if progress else None
-    results: dict[str, Trajectory] = {}
-    lock = threading.Lock()
-
-    def finish(ep: _Episode) -> None:
-        with lock:
-            results[ep.spec.key] = ep.traj
-            if writer is not None:
-                writer.write(ep.traj)
-            if bar is not None:
-                bar.episode(ep.traj.success)
-        for p in (policy, teacher):
-            end = getattr(p, "end_episode", None)
-            if end is not None:
-                end(ep.key)
-
-    def turn_done() -> None:
-        if bar is not None:
-            with lock:
-                bar.turns(1)
-
+    setup = _RolloutSetup(env_id, meta, mixture, uuid.uuid4().hex[:8])
+    sink = _Finished(out, len(todo) if progress else None, (policy, teacher))
     slots = max(1, min(concurrency, len(todo)))
     try:
         if todo and engine == "async":
             _run_async(setup, todo, slots, env_kwargs, policy, teacher, relabel,
-                       max_in_flight, finish, turn_done)  # fmt: skip
+                       max_in_flight, sink.finish, sink.turn_done)  # fmt: skip
         elif todo:
-            _run_lockstep(setup, todo, slots, env_kwargs, policy, teacher, relabel, finish,
-                          turn_done)  # fmt: skip
+            _run_lockstep(setup, todo, slots, env_kwargs, policy, teacher, relabel, sink.finish,
+                          sink.turn_done)  # fmt: skip
     finally:
-        if bar is not None:
-            bar.close()
-        if writer is not None:
-            writer.close()
-    return [results.get(s.key) or done[s.key] for s in specs]
+        sink.close()
+    return [sink.results.get(s.key) or done[s.key] for s in specs]
+
+
+def episodes_done(out: str | Path | None, resume: bool) -> dict[str, Trajectory]:
+    """With `resume`, the episodes already in the file `out`, by their episode key."""
+    if out is None or not resume or not Path(out).exists():
+        return {}
+    return {traj.meta.get("episode_key", ""): traj for traj in read_trajectories(out)}
 
 
 @dataclass
-class _Run:
+class _RolloutSetup:
+    """What every episode of one `run` shares."""
+
     env_id: str
     meta: dict[str, Any]
     mixture: MixturePolicy | None
     run_id: str
 
 
+class _Finished:
+    """Where finished episodes go, from any episode thread: the results, the output file (at
+    once), the progress bar, and each policy's `end_episode` (to free its per-episode state)."""
+
+    def __init__(
+        self, out: str | Path | None, progress_total: int | None, policies: tuple[Any, ...]
+    ):
+        self.results: dict[str, Trajectory] = {}
+        self.writer = TrajectoryWriter(out) if out is not None else None
+        self.bar = _Progress(progress_total) if progress_total is not None else None
+        self.policies = policies
+        self.lock = threading.Lock()
+
+    def finish(self, ep: _Episode) -> None:
+        with self.lock:
+            self.results[ep.spec.key] = ep.traj
+            if self.writer is not None:
+                self.writer.write(ep.traj)
+            if self.bar is not None:
+                self.bar.episode(ep.traj.success)
+        for p in self.policies:
+            end = getattr(p, "end_episode", None)
+            if end is not None:
+                end(ep.key)
+
+    def turn_done(self) -> None:
+        if self.bar is not None:
+            with self.lock:
+                self.bar.turns(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
 # --- the asynchronous engine --------------------------------------------------------------------
 
 
 def _run_async(
-    setup: _Run,
+    setup: _RolloutSetup,
     todo: list[EpisodeSpec],
     slots: int,
     env_kwargs: dict[str, Any],
@@ -347,7 +365,7 @@ def _ask(p: AnyPolicy, ep: _Episode, channels: dict[int, Channel]) -> Any:
 
 
 def _run_lockstep(
-    setup: _Run,
+    setup: _RolloutSetup,
     todo: list[EpisodeSpec],
     slots: int,
     env_kwargs: dict[str, Any],
@@ -458,7 +476,7 @@ def _asks_messages(p: AnyPolicy) -> bool:
     return not (isinstance(p, EnvPolicy) and not isinstance(p, Policy))
 
 
-def _start(setup: _Run, spec: EpisodeSpec, env: gymnasium.Env) -> _Episode:
+def _start(setup: _RolloutSetup, spec: EpisodeSpec, env: gymnasium.Env) -> _Episode:
     t0 = time.perf_counter()
     meta = {**setup.meta, "episode_key": spec.key}
     key = f"{setup.run_id}/{spec.key}"
@@ -498,12 +516,6 @@ def _step(ep: _Episode, action: Action) -> _Episode:
         messages, reward, terminated, truncated = [], 0.0, False, True
         info = {"error": f"{type(e).__name__}: {e}"}
         ep.traj.meta["truncated_reason"] = "env_error"
-    if truncated and not terminated and hasattr(ep.env.unwrapped, "on_truncation"):
-        try:
-            extra_reward, extra_info = ep.env.unwrapped.on_truncation()
-        except ENV_ERRORS as e:
-            extra_reward, extra_info = 0.0, {"grading_error": f"{type(e).__name__}: {e}"}
-        reward, info = reward + extra_reward, {**info, **extra_info}
     env_s = time.perf_counter() - t0
     ep.traj.turns.append(
         Turn(

@@ -1,4 +1,4 @@
-"""Agent specs: the strings the CLI and configs use to name a policy.
+"""Agent specs: build the policy a spec names (the grammar is parsed in `spec.py`).
 
 expert            the env's oracle            random        the env's random turn
 human             a person at the terminal    replay:FILE   a JSON list of turns
@@ -12,64 +12,49 @@ from __future__ import annotations
 from typing import Any
 
 from mentorgym.agents.base import EnvPolicy, Policy
+from mentorgym.agents.spec import SPEC_FORMS, AgentSpec, parse_agent_spec
 from mentorgym.errors import ConfigError
 
-SPEC_FORMS = (
-    "expert, random, human, replay:FILE, tiny, hf:PATH_OR_ID, openai:BASE_URL#MODEL, vllm:MODEL"
-)
+__all__ = ["SPEC_FORMS", "AgentSpec", "kind_of", "load_policy", "parse_agent_spec"]
 
 
-def load_policy(spec: str, **gen: Any) -> Policy | EnvPolicy:
+def load_policy(spec: str | AgentSpec, **gen: Any) -> Policy | EnvPolicy:
     """Build the policy a spec names. `gen` holds generation settings for model backends:
     temperature, top_p, max_new_tokens, stop, seed, context_turns, system_prompt (they
     override the checkpoint's policy card) and, for `openai:`, card (a checkpoint directory
     whose card and tokenizer to use). None values are ignored."""
     from mentorgym.agents import scripted
 
+    parsed = spec if isinstance(spec, AgentSpec) else parse_agent_spec(spec)
     gen = {k: v for k, v in gen.items() if v is not None}
     card = gen.pop("card", None)
-    if card is not None and kind_of(spec) != "openai":
+    if card is not None and parsed.kind != "openai":
         raise ConfigError(
-            f"--card applies to openai: agents only; {spec!r} reads the card of its checkpoint"
+            f"--card applies to openai: agents only; {parsed.text!r} reads the card of its checkpoint"
         )
-    kind, _, arg = spec.partition(":")
-    if spec == "expert":
+    if parsed.kind == "expert":
         return scripted.ExpertPolicy()
-    if spec == "random":
+    if parsed.kind == "random":
         return scripted.RandomPolicy()
-    if spec == "human":
+    if parsed.kind == "human":
         return scripted.HumanPolicy()
-    if kind == "replay" and arg:
-        return scripted.ReplayPolicy(arg)
-    if spec == "tiny":
-        from mentorgym.agents.hf import HFPolicy
-        from mentorgym.agents.tiny import default_tiny_path
-
-        return HFPolicy(str(default_tiny_path()), **gen)
-    if kind == "hf" and arg:
+    if parsed.kind == "replay":
+        return scripted.ReplayPolicy(parsed.location)
+    if parsed.weights:  # hf:, a bare path, tiny
         from mentorgym.agents.hf import HFPolicy
 
-        return HFPolicy(arg, **gen)
-    if kind == "openai" and arg:
+        return HFPolicy(parsed.path, **gen)
+    if "max_new_tokens" in gen:
+        gen["max_tokens"] = gen.pop("max_new_tokens")
+    if parsed.kind == "openai":
         from mentorgym.agents.openai_api import OpenAIPolicy
 
-        url, sep, model = arg.partition("#")
-        if not sep or not model:
-            raise ConfigError(
-                f"agent spec {spec!r}: write openai:BASE_URL#MODEL, e.g. openai:http://127.0.0.1:8000/v1#tiny"
-            )
-        if "max_new_tokens" in gen:
-            gen["max_tokens"] = gen.pop("max_new_tokens")
-        return OpenAIPolicy(url, model, card=card, **gen)
-    if kind == "vllm" and arg:
-        from mentorgym.agents.vllm_engine import VLLMPolicy
+        return OpenAIPolicy(parsed.location, parsed.model, card=card, **gen)
+    from mentorgym.agents.vllm_engine import VLLMPolicy
 
-        if "max_new_tokens" in gen:
-            gen["max_tokens"] = gen.pop("max_new_tokens")
-        return VLLMPolicy(arg, **gen)
-    raise ConfigError(f"unknown agent spec {spec!r}; use one of: {SPEC_FORMS}")
+    return VLLMPolicy(parsed.location, **gen)
 
 
 def kind_of(spec: str) -> str:
-    """The backend a spec names (`openai` for `openai:URL#MODEL`, the spec itself for `tiny`)."""
-    return spec.partition(":")[0]
+    """The backend a spec names (`openai` for `openai:URL#MODEL`, `path` for a bare path)."""
+    return parse_agent_spec(spec).kind

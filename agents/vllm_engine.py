@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mentorgym.agents.base import Action, Scores
-from mentorgym.agents.card import card_for, first
+from mentorgym.agents.card import card_for, merge_card
 from mentorgym.agents.chat import (
     SampledTurns,
     assistant_turns,
@@ -44,7 +44,7 @@ from mentorgym.agents.chat import (
     encode_view,
     end_of_turn_id,
 )
-from mentorgym.agents.requests import SubmittingPolicy
+from mentorgym.agents.turn_futures import SubmittingPolicy
 from mentorgym.envs.base import Message
 from mentorgym.errors import PolicyError, RequestError
 
@@ -99,16 +99,14 @@ class VLLMPolicy(SubmittingPolicy):
         enable_prefix_caching: bool = True,
         **engine_kwargs: Any,
     ):
-        card = card_for(model)
         self.name = f"vllm:{model}"
         self.model_name = model
-        self.temperature = first(temperature, card.temperature, 1.0)
-        self.top_p = first(top_p, card.top_p, 1.0)
-        self.max_tokens = first(max_tokens, card.max_new_tokens, 256)
-        stop = first(stop, card.stop, None)
-        self.stop = list(stop) if stop else None
-        self.context_turns = first(context_turns, card.context_turns, 0)
-        self.system_prompt = first(system_prompt, card.system_prompt, True)
+        s = merge_card(
+            card_for(model), temperature=temperature, top_p=top_p, stop=stop,
+            max_new_tokens=max_tokens, context_turns=context_turns, system_prompt=system_prompt,
+        )  # fmt: skip
+        self.temperature, self.top_p, self.max_tokens = s.temperature, s.top_p, s.max_new_tokens
+        self.stop, self.context_turns, self.system_prompt = s.stop, s.context_turns, s.system_prompt
         # Each request gets its own seed (seed, seed+1, ...) so equal prompts sample apart.
         self._seeds = itertools.count(seed) if seed is not None else None
         self.sampled = SampledTurns()

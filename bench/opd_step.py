@@ -32,8 +32,8 @@ from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
 from mentorgym.agents.hf import HFPolicy
 from mentorgym.training import scoring
+from mentorgym.training.distributed import autocast
 from mentorgym.training.losses import fused_linear_jsd, sampled_token_distill_loss
-from mentorgym.training.trainer import autocast
 
 # Qwen3-1.7B's published config differs from 0.6B's only in width.
 SHAPES = {

@@ -27,8 +27,9 @@ import time
 from pathlib import Path
 
 from mentorgym.agents.tiny import default_tiny_path
-from mentorgym.training import onpolicy, opd
+from mentorgym.training import onpolicy, opd, trainer
 from mentorgym.training.config import build_config
+from mentorgym.training.distributed import autocast
 from mentorgym.training.losses import sampled_token_distill_loss
 from mentorgym.training.scoring import (
     hidden_at,
@@ -36,12 +37,11 @@ from mentorgym.training.scoring import (
     logprobs_from_hidden,
     teacher_logprobs,
 )
-from mentorgym.training.trainer import autocast
 
 PARTS = ("sync", "sampling", "scoring", "update")
 
 
-def one_step(run: onpolicy.Run, cfg: opd.Config, teacher) -> dict[str, float]:
+def one_step(run: onpolicy.OnPolicyRun, cfg: opd.Config, teacher) -> dict[str, float]:
     """Seconds of each part of one OPD step."""
     from mentorgym.agents.vllm_engine import sync_weights
 
@@ -54,20 +54,20 @@ def one_step(run: onpolicy.Run, cfg: opd.Config, teacher) -> dict[str, float]:
     # unchanged weights is taken out of the sampling time (logged as `sampler_sync_s`).
     n_logged = len(student.metrics.records)
     t0 = time.perf_counter()
-    trajs = [x for g in onpolicy.sample(student, cfg, run.state.step) for x in g]
+    groups = onpolicy.sample(student, cfg, run.state.step)
+    trajs = onpolicy.episodes_of(groups)
     inner = [
         r["sampler_sync_s"] for r in student.metrics.records[n_logged:] if "sampler_sync_s" in r
     ]
     t["sampling"] = time.perf_counter() - t0 - sum(inner)
     run.optimizer.zero_grad(set_to_none=True)
     t["scoring"] = t["update"] = 0.0
-    for mb in onpolicy.micro_batches(student, cfg, trajs):
+    for mb in onpolicy.micro_batches(student, cfg, groups):
         b = mb.batch
         with autocast(student.device, cfg.precision):
             t0 = time.perf_counter()
-            sub = [trajs[i] for i in mb.idx]
             lp_t_BL, _ = teacher_logprobs(
-                teacher, student.tok, cfg, sub, mb.episodes, b, student.device
+                teacher, student.tok, cfg, mb.trajs, mb.episodes, b, student.device
             )
             t1 = time.perf_counter()
             hidden_BLH = hidden_at(student.model, b)
@@ -79,7 +79,9 @@ def one_step(run: onpolicy.Run, cfg: opd.Config, teacher) -> dict[str, float]:
         t["scoring"] += t1 - t0
         t["update"] += time.perf_counter() - t1
     t0 = time.perf_counter()
-    onpolicy.optimizer_step(run, cfg)
+    trainer.optimizer_step(student.model, run.optimizer, run.scheduler, cfg.grad_clip)
+    run.state.step += 1
+    run.state.global_step = run.state.step
     t["update"] += time.perf_counter() - t0
     t["turns"] = float(sum(len(x.turns) for x in trajs))
     return t

@@ -302,8 +302,9 @@ class TextEnv(gymnasium.Env[list[Message], str]):
         return self.action_space.sample()
 
     def on_truncation(self) -> tuple[float, dict[str, Any]]:
-        """Called by the rollout engine when the turn limit cuts the episode short. An env that
-        grades final states (SWE) scores the state as it stands; returns (extra reward, info)."""
+        """Called (by the `TruncationRules` wrapper every `mentorgym.make` adds) when the turn
+        limit cuts the episode short. An env that grades final states (SWE) scores the state
+        as it stands; returns (extra reward, info)."""
         return 0.0, {}
 
     def step_before_reset(self) -> ResetNeeded:
@@ -338,3 +339,25 @@ class TextEnv(gymnasium.Env[list[Message], str]):
         """The reply to a turn that could not be understood: a message that says what to write."""
         msg = tool(f"Format error: {problem}. Write {expected}.")
         return [msg], 0.0, False, False, {"format_error": True, "error": problem}
+
+
+class TruncationRules(gymnasium.Wrapper):
+    """Where Gymnasium keeps such rules, in a wrapper: when a step is truncated (the turn limit)
+    and not terminated, the env's `on_truncation` hook runs and its reward and info are added
+    to that step's. `mentorgym.make` puts it outside the `TimeLimit`, so every driver (the
+    rollout engine, the env server, a Ray actor, a user's loop) gets the same final step.
+    A sandbox that dies while grading adds `grading_error` to the info instead of ending the
+    caller's run."""
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        hook = getattr(self.env.unwrapped, "on_truncation", None)
+        if truncated and not terminated and hook is not None:
+            from mentorgym.errors import SandboxError
+
+            try:
+                extra_reward, extra_info = hook()
+            except SandboxError as e:
+                extra_reward, extra_info = 0.0, {"grading_error": f"{type(e).__name__}: {e}"}
+            reward, info = reward + extra_reward, {**info, **extra_info}
+        return obs, reward, terminated, truncated, info

@@ -4,19 +4,20 @@
 
 The actor makes `env_id` (with its own turn limit) on the node Ray places it on (SPREAD), so
 the env's sandbox runs on that node's Docker engine, while the policy stays here: this is
-how a trainer keeps its student in process and its envs on CPU nodes (`executor: ray` in
-training configs). `reset`, `step`, `expert_action`, `random_action` and `on_truncation`
-are forwarded; `close` removes the env, its containers and the actor. Without `address`
-(and no Ray yet in this process) a small local Ray is started. Needs the `ray` extra.
+how a trainer keeps its student in process and its envs on CPU nodes (`env_placement: ray`
+in training configs). `reset`, `step`, `expert_action` and `random_action` are forwarded
+(the hosted env applies its own `on_truncation`: `make` wraps it in `TruncationRules`
+there); `close` removes the env, its containers and the actor. Without `address` (and no
+Ray yet in this process) a small local Ray is started. Needs the `ray` extra.
 """
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from mentorgym.envs.base import Message, StepResult, TextEnv
 from mentorgym.errors import ConfigError
+from mentorgym.sandboxes.pool import release_all
 
 
 class _EnvHost:
@@ -42,13 +43,7 @@ class _EnvHost:
 
     def close(self) -> None:
         self.env.close()
-        for name, end in (
-            ("mentorgym.sandboxes.pool", "close_all_pools"),
-            ("mentorgym.sandboxes.docker", "drain_removals"),
-        ):
-            module = sys.modules.get(name)
-            if module is not None:
-                getattr(module, end)()
+        release_all()
 
 
 class RayEnv(TextEnv):
@@ -101,9 +96,6 @@ class RayEnv(TextEnv):
 
     def random_action(self) -> str:
         return self._get(self._host.call.remote("random_action"))
-
-    def on_truncation(self) -> tuple[float, dict[str, Any]]:
-        return self._get(self._host.call.remote("on_truncation"))
 
     def close(self) -> None:
         if self._host is not None:

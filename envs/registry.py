@@ -125,10 +125,13 @@ def _is_text_env(spec: EnvSpec) -> bool:
 
 
 def make(env_id: str, /, **kwargs: Any) -> gymnasium.Env:
-    """`gymnasium.make` after plugins are loaded; an unknown id gets a "did you mean"."""
+    """`gymnasium.make` after plugins are loaded, wrapped in `TruncationRules` (the env's
+    `on_truncation` hook on a turn-limit truncation); an unknown id gets a "did you mean"."""
+    from mentorgym.envs.base import TruncationRules
+
     load_plugins()
     try:
-        return gymnasium.make(env_id, **kwargs)
+        return TruncationRules(gymnasium.make(env_id, **kwargs))
     except (gymnasium.error.NameNotFound, gymnasium.error.NamespaceNotFound) as e:
         # Gymnasium suggests within a namespace; also suggest across namespaces ("Sokoban-v0").
         close = difflib.get_close_matches(env_id, list(gymnasium.registry), n=3, cutoff=0.5)

@@ -15,7 +15,7 @@ import threading
 from typing import Any
 
 from mentorgym.errors import SandboxError
-from mentorgym.sandboxes.docker import DockerSandbox
+from mentorgym.sandboxes.docker import DockerSandbox, drain_removals
 
 
 class SandboxPool:
@@ -130,3 +130,10 @@ def close_all_pools() -> None:
         _pools.clear()
     for pool in pools:
         pool.close()
+
+
+def release_all() -> None:
+    """Remove this process's warm containers now and wait for pending removals: for a process
+    that may end without running atexit (a Ray worker, a server shutting down)."""
+    close_all_pools()
+    drain_removals()

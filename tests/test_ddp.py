@@ -37,7 +37,7 @@ def test_torchrun_two_process_sft(tmp_path):
         "import torch, torch.distributed as dist; torch.set_num_threads(1);"
         "from mentorgym.training.entry import train_from_config as t;"
         f"t({str(ROOT / 'configs/sokoban_bc.yaml')!r}, {sets!r}, {str(tmp_path / 'r')!r}, None, False);"
-        "from mentorgym.training.trainer import unwrap;"
+        "from mentorgym.training.distributed import unwrap;"
         "dist.destroy_process_group() if dist.is_initialized() else None"
     )
     script = tmp_path / "job.py"

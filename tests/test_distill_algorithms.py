@@ -349,10 +349,15 @@ def test_group_advantages_and_pg_gradient():
     episode with positive advantage and down the one with negative advantage, and is zero for
     a group whose members tied."""
     from mentorgym.training.losses import clipped_pg_loss
-    from mentorgym.training.onpolicy import group_advantages
+    from mentorgym.training.onpolicy import make_group, set_grpo_advantages
 
     def traj(r: float) -> Trajectory:
         return Trajectory("x", turns=[Turn([], "student", "a", reward=r)], success=r > 0)
+
+    def group_advantages(groups, reward, scale):
+        typed = [make_group(g, reward) for g in groups]
+        set_grpo_advantages(typed, scale)
+        return [a for g in typed for a in g.advantages]
 
     adv = group_advantages([[traj(1.0), traj(0.0)], [traj(0.5), traj(0.5)]], "return", True)
     assert adv[0] > 0 > adv[1] and adv[2] == adv[3] == 0.0

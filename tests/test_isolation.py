@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -336,15 +337,15 @@ def test_bwrap_outlives_the_thread_that_made_it() -> None:
 PROBES = ["file", "secret", "write", "network"]
 
 
-@pytest.mark.parametrize("backend", ISOLATED)
-@pytest.mark.parametrize("probe", PROBES)
-def test_math_tools_probe(
+def math_tools_probe(
     backend: str,
     probe: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     host_service: tuple[int, str],
-) -> None:
+) -> dict[str, Any]:
+    """Run one probe through the MathTools env's python tool on `backend`, with the
+    trajectory file written: the tool's reply, the file's text and the canaries."""
     from mentorgym.agents.rollout import run
     from mentorgym.agents.scripted import ReplayPolicy
 
@@ -374,12 +375,56 @@ def test_math_tools_probe(
         out=out,
         concurrency=1,
     )
-    written = out.read_text()
-    reply = trajs[0].turns[1].observation[0]["content"]
     assert trajs[0].turns[0].info["sandbox"] == backend
-    assert secret not in written and token not in written
-    assert "CONNECTED" not in reply and "WROTE" not in reply and not host_target.exists()
+    return {
+        "reply": trajs[0].turns[1].observation[0]["content"],
+        "written": out.read_text(),
+        "secret": secret,
+        "token": token,
+        "host_target": host_target,
+    }
+
+
+@pytest.mark.parametrize("backend", ISOLATED)
+@pytest.mark.parametrize("probe", PROBES)
+def test_math_tools_probe(
+    backend: str,
+    probe: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    host_service: tuple[int, str],
+) -> None:
+    got = math_tools_probe(backend, probe, tmp_path, monkeypatch, host_service)
+    reply = got["reply"]
+    assert got["secret"] not in got["written"] and got["token"] not in got["written"]
+    assert "CONNECTED" not in reply and "WROTE" not in reply and not got["host_target"].exists()
     assert reply.strip(), "the tool answered something (an error is fine)"
+    if probe == "secret":  # the code ran: it printed the sandbox's own environment
+        assert "'PATH'" in reply
+
+
+@pytest.mark.parametrize("probe", PROBES)
+def test_math_tools_probe_positive_control(
+    probe: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    host_service: tuple[int, str],
+) -> None:
+    """The same probe where the capability IS allowed (`sandbox: local`, this user's own
+    process: it reaches the host's files and loopback) must succeed, so a probe that passes
+    on an isolated backend passes because the backend stopped it, not because the tool or
+    the probe broke. Secrets stay out even here: LocalSandbox promises a clean environment,
+    so the control is that the code ran and printed the environment it has."""
+    got = math_tools_probe("local", probe, tmp_path, monkeypatch, host_service)
+    reply = got["reply"]
+    if probe == "file":
+        assert got["secret"] in reply
+    elif probe == "secret":
+        assert "'PATH'" in reply and got["secret"] not in reply
+    elif probe == "write":
+        assert "WROTE" in reply and got["host_target"].read_text() == "x"
+    else:
+        assert "CONNECTED" in reply and got["token"] in reply
 
 
 def test_math_tools_default_is_isolated() -> None:
@@ -459,6 +504,26 @@ def test_swe_probe(
     assert "WROTE" not in reply and "CONNECTED" not in reply and not host_target.exists()
     if probe == "kill":
         assert "alive" in swe_bash(swe_env, "echo alive")
+    # The positive control: the same probe aimed where it IS allowed (inside the container)
+    # succeeds, so the tool ran and the probe's own check works.
+    control = {
+        "file": "echo inside-canary > /tmp/c.txt; cat /tmp/c.txt; ls /testbed",
+        "secret": "export MG_CONTROL=visible; env; cat /proc/self/environ",
+        "write-host": "echo x > /tmp/mg_probe && echo WROTE",
+        "network": py(
+            "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1); "
+            "c = socket.create_connection(s.getsockname(), timeout=3); print('CONNECTED')"
+        ),
+        "kill": "sleep 100 & kill -9 $! && echo KILLED",
+    }[probe]
+    expected = {
+        "file": "inside-canary",
+        "secret": "MG_CONTROL=visible",
+        "write-host": "WROTE",
+        "network": "CONNECTED",
+        "kill": "KILLED",
+    }[probe]
+    assert expected in swe_bash(swe_env, control)
 
 
 @pytest.mark.docker

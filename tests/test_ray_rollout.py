@@ -151,7 +151,7 @@ def test_dagger_with_executor_ray_collects_what_local_collects(tmp_path):
     runs = {}
     for executor in ("local", "ray"):
         runs[executor] = train_from_config(
-            config, [*small, f"executor={executor}"], str(tmp_path / executor), None, False
+            config, [*small, f"env_placement={executor}"], str(tmp_path / executor), None, False
         )
 
     def rollouts(run_dir):

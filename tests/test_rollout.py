@@ -358,3 +358,24 @@ def test_episode_order_undoes_the_order_episodes_ended_in():
         "seed=10/sample=1",
         None,
     ]
+
+
+def test_truncation_rules_are_applied_at_make_time():
+    """`mentorgym.make` wraps every env in `TruncationRules`: a driver of its own (here a plain
+    loop, no rollout engine) gets the env's `on_truncation` reward and info on the truncated
+    step, once; `gymnasium.make` alone does not apply it."""
+    import mentorgym
+    from mentorgym.envs.base import TruncationRules
+
+    env = mentorgym.make("test/Count-v0")
+    assert isinstance(env, TruncationRules)
+    env.reset(seed=0)
+    steps = [env.step("<answer>9</answer>") for _ in range(5)]
+    *_, (_, reward, terminated, truncated, info) = steps
+    assert truncated and not terminated
+    assert info["graded_at"] == "turn_limit" and reward == 0.5
+    assert all("graded_at" not in s[4] for s in steps[:-1])
+    bare = gymnasium.make("test/Count-v0")
+    bare.reset(seed=0)
+    *_, last = [bare.step("<answer>9</answer>") for _ in range(5)]
+    assert last[3] and "graded_at" not in last[4]

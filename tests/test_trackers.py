@@ -179,7 +179,7 @@ def test_the_trainers_metrics_feed_the_trackers_and_configs_check_report_to(tmp_
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from mentorgym.training.config import load_config
-    from mentorgym.training.trainer import Metrics
+    from mentorgym.training.metrics import Metrics
 
     trackers = open_trackers(["tensorboard"], tmp_path, CONFIG, "m")
     metrics = Metrics(tmp_path / "metrics.jsonl", trackers=trackers)

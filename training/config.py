@@ -19,6 +19,7 @@ import importlib
 import inspect
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,16 +92,18 @@ class CoreConfig:
     report_to: list[str] = field(default_factory=list)
     """Experiment trackers that also get every metrics record and this config, as TRL names
     them: `tensorboard`, `wandb`, `trackio` (each an optional extra; see trackers.py)."""
-    executor: str = "local"
+    env_placement: str = "local"
     """Where the episodes' envs and sandboxes live: `local` (this process) or `ray` (one Ray
-    actor per env, spread over the cluster's nodes; the student still acts here, batched)."""
+    actor per env, spread over the cluster's nodes; the student still acts here, batched).
+    Was `executor` (still read, with a deprecation message): the CLI's `--executor ray` is
+    another mechanism, whole rollouts on Ray workers."""
     ray_address: str | None = None
-    """With `executor: ray`: the cluster (HOST:PORT of `ray start --head`, or `auto`);
+    """With `env_placement: ray`: the cluster (HOST:PORT of `ray start --head`, or `auto`);
     None starts a small local Ray."""
 
     def rollout_env(self) -> tuple[str, dict[str, Any]]:
         """The env id and kwargs the rollout engine makes: the env itself, or it in Ray."""
-        if self.executor == "ray":
+        if self.env_placement == "ray":
             kwargs = {"env_id": self.env_id, "env_kwargs": self.env_kwargs}
             return "mentorgym/Ray-v0", {**kwargs, "address": self.ray_address}
         return self.env_id, self.env_kwargs
@@ -109,8 +112,8 @@ class CoreConfig:
         from mentorgym.training.trackers import check_report_to
 
         check_report_to(self.report_to)
-        if self.executor not in ("local", "ray"):
-            raise ConfigError(f"executor {self.executor!r}: use local or ray")
+        if self.env_placement not in ("local", "ray"):
+            raise ConfigError(f"env_placement {self.env_placement!r}: use local or ray")
         for name in ("max_seq_len", "max_new_tokens", "concurrency"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -126,9 +129,9 @@ class CoreConfig:
 
         if self.tiny_size not in SIZES:
             raise ConfigError(f"tiny_size {self.tiny_size!r}: use one of {sorted(SIZES)}")
-        if self.student != "tiny" and self.student.startswith(
-            ("openai:", "expert", "random", "replay:")
-        ):
+        from mentorgym.agents.spec import parse_agent_spec
+
+        if not parse_agent_spec(self.student).trainable:
             raise ConfigError(
                 f"student {self.student!r} is not trainable; use tiny, a local path or a hub id"
             )
@@ -160,6 +163,9 @@ class SupervisedConfig(CoreConfig):
 
     def validate(self) -> None:
         super().validate()
+        from mentorgym.agents.spec import parse_agent_spec
+
+        parse_agent_spec(self.teacher)  # a ConfigError names the forms
         if self.bad_lines not in ("raise", "skip"):
             raise ConfigError(f"bad_lines {self.bad_lines!r}: use raise or skip")
         for name in ("batch_size", "grad_accum"):
@@ -382,9 +388,31 @@ def coerce_scalar(value: Any, tp: type, key: str) -> Any:
     raise ConfigError(f"{key}: field type {tp} is not supported by the config loader")
 
 
+RENAMED_KEYS: dict[str, str] = {"executor": "env_placement"}
+"""Old config key -> its new name; the old one is still read, with a deprecation message."""
+
+
+def renamed_keys(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` with renamed keys under their new names (each old one warned about once)."""
+    out = dict(values)
+    for old, new in RENAMED_KEYS.items():
+        if old not in out:
+            continue
+        if new in out:
+            raise ConfigError(f"config sets both {old!r} and {new!r}; keep only {new!r}")
+        warnings.warn(
+            f"config key {old!r} is deprecated and will be removed; write {new!r} instead",
+            FutureWarning,
+            stacklevel=3,
+        )
+        out[new] = out.pop(old)
+    return out
+
+
 def build_config(cls: type, values: dict[str, Any]) -> Any:
     """An instance of dataclass `cls` from a mapping; unknown keys are a ConfigError."""
     types_ = _field_types(cls)
+    values = renamed_keys(values)
     unknown = [k for k in values if k not in types_]
     if unknown:
         raise ConfigError(

@@ -30,13 +30,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.distributed as dist
 
 from mentorgym.agents.rollout import episode_order
 from mentorgym.agents.trajectory import BadLines, Trajectory, read_trajectories
 from mentorgym.errors import ConfigError
+from mentorgym.training import checkpoint, sft, trainer
 from mentorgym.training import student as student_lib
-from mentorgym.training import trainer
 from mentorgym.training.config import SupervisedConfig
 from mentorgym.training.data import BuildStats, Example, dedupe, examples_from_trajectories
 from mentorgym.training.student import Student
@@ -154,7 +155,7 @@ def collect(student: Student, cfg: Config, run_dir: Path, i: int) -> list[Trajec
     if student.dist.enabled and cfg.strategy == "fsdp":
         # A sharded model cannot generate on one rank: gather a full copy for the rollouts.
         weights_path = str(iter_dir(run_dir, i) / "student")
-        trainer.save_model(student.model, student.tok, Path(weights_path), student.dist)
+        checkpoint.save_model(student.model, student.tok, Path(weights_path), student.dist)
     if not student.dist.is_main:
         return []
     teacher = load_policy(cfg.teacher, temperature=0.0, max_new_tokens=cfg.max_new_tokens)
@@ -253,23 +254,12 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
             print(stats.log(cfg.max_seq_len))
         if pos.phase == "collect":
             pos = Position(i, "train", pos.labels_total + info["new_labels"])
-            state = trainer.RunState(global_step=state.global_step, extra=asdict(pos))
-        # 3. fit: cross-entropy on the aggregate (resumed mid-iteration from `ckpt`)
-        phase = trainer.Phase(
-            n_steps=cfg.steps_per_iteration,
-            data_seed=cfg.seed * 1000 + i,
-            resume_from=ckpt,
-            state=state,
-            desc=f"iter {i}",
-            extra_metrics={"iteration": i},
-            optimizer=carried,
-            lr_span=(
-                (i * cfg.steps_per_iteration, cfg.iterations * cfg.steps_per_iteration)
-                if carried is not None
-                else None
-            ),
-        )
-        state, optimizer, scheduler = trainer.run_phase(student, cfg, run_dir, examples, phase)
+            state = checkpoint.RunState(global_step=state.global_step, extra=asdict(pos))
+        # 3. fit: cross-entropy steps on the aggregate, behaviour cloning's loop (`sft.fit`),
+        # resumed mid-iteration from `ckpt`
+        phase = iteration_phase(cfg, i, state, ckpt, carried)
+        fitted = sft.fit(student, cfg, run_dir, examples, phase)
+        state = fitted.state
         ckpt = None
         # 4. evaluate the pure student on held-out seeds
         record: dict[str, Any] = {
@@ -292,11 +282,32 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
             dist.barrier()
         # 5. the iteration-boundary checkpoint: the weights (and the AdamW, when carried over)
         pos = Position(i + 1, "collect", pos.labels_total)
-        state = trainer.RunState(global_step=state.global_step, extra=asdict(pos))
-        trainer.save_checkpoint(
-            run_dir, student.model, student.tok, optimizer, scheduler, state, student.dist
-        )
+        state = checkpoint.RunState(global_step=state.global_step, extra=asdict(pos))
+        fitted.state = state
+        sft.save_phase(student, run_dir, fitted)
     return student_lib.save_final(student, cfg, run_dir)
+
+
+def iteration_phase(
+    cfg: Config,
+    i: int,
+    state: checkpoint.RunState,
+    ckpt: Path | None,
+    carried: torch.optim.Optimizer | None,
+) -> trainer.Phase:
+    """Iteration i's training: `steps_per_iteration` steps with a data order of its own, on a
+    fresh AdamW and schedule, or (`lr_schedule: run`) at its place in one schedule over the run."""
+    total = cfg.iterations * cfg.steps_per_iteration
+    return trainer.Phase(
+        n_steps=cfg.steps_per_iteration,
+        data_seed=cfg.seed * 1000 + i,
+        resume_from=ckpt,
+        state=state,
+        desc=f"iter {i}",
+        extra_metrics={"iteration": i},
+        optimizer=carried,
+        lr_span=(i * cfg.steps_per_iteration, total) if carried is not None else None,
+    )
 
 
 def resume_position(
@@ -305,14 +316,14 @@ def resume_position(
     run_dir: Path,
     resume: bool,
     carried: Any,
-) -> tuple[Position, trainer.RunState, Path | None]:
+) -> tuple[Position, checkpoint.RunState, Path | None]:
     """Where a (resumed) run starts: its Position, RunState and a mid-iteration checkpoint
     to continue training from (None when it starts at an iteration boundary)."""
-    ckpt = trainer.latest_checkpoint(run_dir) if resume else None
+    ckpt = checkpoint.latest_checkpoint(run_dir) if resume else None
     if ckpt is None:
         pos = Position()
-        return pos, trainer.RunState(extra=asdict(pos)), None
-    state = trainer.read_run_state(ckpt)
+        return pos, checkpoint.RunState(extra=asdict(pos)), None
+    state = checkpoint.read_run_state(ckpt)
     pos = Position(**state.extra)
     student.metrics.truncate(
         lambda r: (
@@ -323,11 +334,11 @@ def resume_position(
     if pos.phase == "collect" and carried is not None:
         # Between iterations, one schedule over the run: weights and AdamW carry over.
         scheduler = trainer.make_scheduler(carried, cfg, 1)
-        trainer.load_checkpoint(ckpt, student.model, carried, scheduler, student.dist)
+        checkpoint.load_checkpoint(ckpt, student.model, carried, scheduler, student.dist)
         ckpt = None
     elif pos.phase == "collect":
         # Between iterations: only the weights carry over (each iteration has a fresh optimizer).
-        trainer.load_weights(ckpt / "model", student.model)
+        checkpoint.load_weights(ckpt / "model", student.model)
         ckpt = None
     if student.dist.is_main:
         print(

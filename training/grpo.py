@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 
-from mentorgym.training import onpolicy
+from mentorgym.training import onpolicy, trainer
 from mentorgym.training.config import OnPolicyConfig
+from mentorgym.training.distributed import autocast
 from mentorgym.training.losses import clipped_pg_loss
 from mentorgym.training.scoring import hidden_at, logprobs_from_hidden
-from mentorgym.training.trainer import autocast
+from mentorgym.training.student import Student
 
 
 @dataclass
@@ -43,10 +44,24 @@ def ratio_deviation(
     return float((dev_BL * mask_BL).sum() / mask_BL.sum().clamp_min(1))
 
 
-def zero_advantage_groups(adv: list[float], group_size: int) -> int:
+def zero_advantage_groups(groups: list[onpolicy.TrajectoryGroup]) -> int:
     """Groups whose members all have the same advantage (they teach nothing)."""
-    groups = [adv[i : i + group_size] for i in range(0, len(adv), group_size)]
-    return sum(len({round(x, 9) for x in g}) == 1 for g in groups)
+    return sum(len({round(x, 9) for x in g.advantages}) == 1 for g in groups)
+
+
+def grpo_loss(
+    student: Student, cfg: Config, mb: onpolicy.MicroBatch
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clipped ratio loss of one micro-batch (token mean), and the trainer's logprobs."""
+    b = mb.batch
+    hidden_BLH = hidden_at(student.model, b)
+    logp_BL = logprobs_from_hidden(student.model, hidden_BLH, b.target_BL, cfg.rollout_temperature)
+    adv_B = torch.tensor(mb.advantages, device=logp_BL.device)
+    old_BL, tis_BL = onpolicy.old_logprobs_and_weights(cfg, logp_BL, b.logp_old_BL)
+    loss = clipped_pg_loss(
+        logp_BL, old_BL, adv_B, b.mask_BL, cfg.clip_low, cfg.clip_high, weights_BT=tis_BL
+    )
+    return loss, logp_BL
 
 
 def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
@@ -56,40 +71,31 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
     while run.state.step < cfg.steps:
         # 1. sample: groups of episodes per task, from the current student
         groups = onpolicy.sample(student, cfg, run.state.step)
-        trajs = [t for g in groups for t in g]
         # 2. score: one group-relative advantage per episode
-        adv = onpolicy.group_advantages(groups, cfg.reward, cfg.scale_advantages)
+        onpolicy.set_grpo_advantages(groups, cfg.scale_advantages)
         # 3. loss and backward, micro-batch by micro-batch (token mean over the step)
         run.optimizer.zero_grad(set_to_none=True)
         stats = onpolicy.StepStats()
-        parts = onpolicy.micro_batches(student, cfg, trajs)
+        parts = onpolicy.micro_batches(student, cfg, groups)
         for mb in parts:
             b = mb.batch
             with autocast(student.device, cfg.precision):
-                hidden_BLH = hidden_at(student.model, b)
-                logp_BL = logprobs_from_hidden(
-                    student.model, hidden_BLH, b.target_BL, cfg.rollout_temperature
-                )
-                adv_B = torch.tensor([adv[i] for i in mb.idx], device=logp_BL.device)
-                old_BL, tis_BL = onpolicy.behaviour(cfg, logp_BL, b.logp_old_BL)
-                loss = clipped_pg_loss(
-                    logp_BL,
-                    old_BL,
-                    adv_B,
-                    b.mask_BL,
-                    cfg.clip_low,
-                    cfg.clip_high,
-                    weights_BT=tis_BL,
-                )
+                loss, logp_BL = grpo_loss(student, cfg, mb)
             (loss * mb.share).backward()
             stats.add_sampler_gap(mb, logp_BL)
             stats.add(mb, loss, ratio_dev=ratio_deviation(logp_BL, b.logp_old_BL, b.mask_BL))
         stats.add_batches(parts)
-        stats.metrics["zero_adv_groups"] = float(zero_advantage_groups(adv, cfg.group_size))
+        stats.metrics["zero_adv_groups"] = float(zero_advantage_groups(groups))
         # 4. optimizer step
-        grad_norm, lr = onpolicy.optimizer_step(run, cfg)
+        grad_norm, lr = trainer.optimizer_step(
+            student.model, run.optimizer, run.scheduler, cfg.grad_clip
+        )
+        run.state.step += 1
+        run.state.global_step = run.state.step
         # 5. log, evaluate, checkpoint
-        onpolicy.end_step(run, cfg, trajs, stats, grad_norm, lr)
+        rec = onpolicy.log_step(run, cfg, groups, stats, grad_norm, lr)
+        onpolicy.print_step(run, rec, onpolicy.evaluate_if_due(run, cfg))
+        onpolicy.checkpoint_if_due(run, cfg)
     return onpolicy.finish(run, cfg)
 
 

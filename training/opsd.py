@@ -23,11 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mentorgym.agents.trajectory import Trajectory
 from mentorgym.errors import ConfigError
-from mentorgym.training import onpolicy
+from mentorgym.training import onpolicy, trainer
 from mentorgym.training.config import OnPolicyConfig
-from mentorgym.training.losses import fused_linear_jsd, sampled_token_distill_loss
+from mentorgym.training.distributed import autocast
+from mentorgym.training.opd import distill_loss, sampled_reverse_kl
 from mentorgym.training.scoring import (
     frozen_copy,
     hidden_at,
@@ -35,7 +38,7 @@ from mentorgym.training.scoring import (
     logprobs_from_hidden,
     teacher_view,
 )
-from mentorgym.training.trainer import autocast
+from mentorgym.training.student import Student
 
 
 @dataclass
@@ -106,6 +109,38 @@ class PrivilegedNotes:
         return self.cache[traj.seed]
 
 
+def opsd_loss(
+    student: Student,
+    cfg: Config,
+    teacher: torch.nn.Module,
+    notes: PrivilegedNotes,
+    mb: onpolicy.MicroBatch,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The teacher's privileged view of the micro-batch and OPD's loss toward it: (loss, the
+    trainer's logprobs, the teacher's)."""
+    b = mb.batch
+    # the teacher sees the same tokens with privileged context
+    lp_t_BL, t_hidden_BLH = teacher_view(
+        teacher,
+        student.tok,
+        mb.trajs,
+        mb.episodes,
+        [notes(t) for t in mb.trajs],
+        cfg,
+        student.device,
+        want_hidden=cfg.loss == "jsd",
+    )
+    hidden_BLH = hidden_at(student.model, b)
+    logp_BL = logprobs_from_hidden(student.model, hidden_BLH, b.target_BL, cfg.rollout_temperature)
+    weights = onpolicy.old_logprobs_and_weights(cfg, logp_BL, b.logp_old_BL)
+    # No gradient flows through the teacher side, even when it is the live student.
+    head_VH = lm_head(teacher).detach()
+    loss = distill_loss(
+        cfg, student.model, b, hidden_BLH, logp_BL, lp_t_BL, head_VH, t_hidden_BLH, weights
+    )
+    return loss, logp_BL, lp_t_BL
+
+
 def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
     """OPSD end to end; returns `RUN/final`."""
     run = onpolicy.start(cfg, run_dir, resume, "opsd")
@@ -116,62 +151,28 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
     try:
         while run.state.step < cfg.steps:
             # 1. sample: the student sees only the task
-            trajs = [t for g in onpolicy.sample(student, cfg, run.state.step) for t in g]
+            groups = onpolicy.sample(student, cfg, run.state.step)
             run.optimizer.zero_grad(set_to_none=True)
             stats = onpolicy.StepStats()
-            parts = onpolicy.micro_batches(student, cfg, trajs)
+            parts = onpolicy.micro_batches(student, cfg, groups)
             for mb in parts:
-                b = mb.batch
-                sub = [trajs[i] for i in mb.idx]
+                # 2. score and 3. loss toward the privileged view of the student's own tokens
                 with autocast(student.device, cfg.precision):
-                    # 2. score: the teacher sees the same tokens with privileged context
-                    lp_t_BL, t_hidden_BLH = teacher_view(
-                        teacher,
-                        student.tok,
-                        sub,
-                        mb.episodes,
-                        [notes(t) for t in sub],
-                        cfg,
-                        student.device,
-                        want_hidden=cfg.loss == "jsd",
-                    )
-                    # 3. loss toward the privileged view of the student's own tokens
-                    hidden_BLH = hidden_at(student.model, b)
-                    logp_BL = logprobs_from_hidden(
-                        student.model, hidden_BLH, b.target_BL, cfg.rollout_temperature
-                    )
-                    old_BL, tis_BL = onpolicy.behaviour(cfg, logp_BL, b.logp_old_BL)
-                    if cfg.loss == "jsd":
-                        assert t_hidden_BLH is not None
-                        loss = fused_linear_jsd(
-                            hidden_BLH,
-                            lm_head(student.model),
-                            t_hidden_BLH,
-                            lm_head(teacher).detach(),
-                            b.mask_BL,
-                            cfg.jsd_beta,
-                            cfg.rollout_temperature,
-                            weights_BT=tis_BL,
-                        )
-                    else:
-                        loss = sampled_token_distill_loss(
-                            logp_BL,
-                            b.logp_old_BL,
-                            lp_t_BL,
-                            b.mask_BL,
-                            cfg.clip_eps or None,
-                            logp_old_BT=old_BL,
-                            weights_BT=tis_BL,
-                        )
+                    loss, logp_BL, lp_t_BL = opsd_loss(student, cfg, teacher, notes, mb)
                 (loss * mb.share).backward()
-                kl = ((b.logp_old_BL - lp_t_BL) * b.mask_BL).sum() / b.mask_BL.sum().clamp_min(1)
-                stats.add(mb, loss, sampled_reverse_kl=float(kl))
+                stats.add(mb, loss, sampled_reverse_kl=sampled_reverse_kl(mb.batch, lp_t_BL))
                 stats.add_sampler_gap(mb, logp_BL)
             stats.add_batches(parts)
             # 4. optimizer step
-            grad_norm, lr = onpolicy.optimizer_step(run, cfg)
+            grad_norm, lr = trainer.optimizer_step(
+                student.model, run.optimizer, run.scheduler, cfg.grad_clip
+            )
+            run.state.step += 1
+            run.state.global_step = run.state.step
             # 5. log, evaluate, checkpoint
-            onpolicy.end_step(run, cfg, trajs, stats, grad_norm, lr)
+            rec = onpolicy.log_step(run, cfg, groups, stats, grad_norm, lr)
+            onpolicy.print_step(run, rec, onpolicy.evaluate_if_due(run, cfg))
+            onpolicy.checkpoint_if_due(run, cfg)
     finally:
         notes.env.close()
     return onpolicy.finish(run, cfg)

@@ -2,7 +2,7 @@
 
 - `hidden_at`, `logprobs_from_hidden`, `lm_head`: forwards that gather hidden states at the
   loss positions only, so the B x T x V logits are never built.
-- Teachers: `load_teacher` (a frozen in-process model for `hf:PATH`, else any `Teacher`
+- Teachers: `load_teacher` (a frozen in-process model when the spec names weights, else any `Teacher`
   that can `score` ids, such as `openai:URL#MODEL`), `frozen_copy` (the student's own copy,
   for self-distillation), and `teacher_logprobs` / `teacher_view`: the teacher's logprobs of
   the batch's tokens, each episode optionally seen with a note (privileged context).
@@ -18,18 +18,19 @@ import torch.utils.checkpoint
 
 from mentorgym.agents import chat
 from mentorgym.agents.base import Teacher
+from mentorgym.agents.spec import parse_agent_spec
 from mentorgym.agents.trajectory import Trajectory, context
 from mentorgym.envs.base import Message
 from mentorgym.errors import ConfigError
-from mentorgym.training import trainer
 from mentorgym.training.config import OnPolicyConfig
 from mentorgym.training.data import Batch, TokenizedEpisode, encode_episode, make_batch
+from mentorgym.training.distributed import unwrap
 from mentorgym.training.losses import token_logprobs
 
 
 def hidden_at(model: torch.nn.Module, b: Batch) -> torch.Tensor:
     """Final hidden states that predict the batch's loss tokens (at `pos - 1`): B x L x H."""
-    inner = trainer.unwrap(model)
+    inner = unwrap(model)
     base = getattr(inner, inner.base_model_prefix)
     out = base(input_ids=b.input_ids_RT, attention_mask=b.attention_mask_RT, use_cache=False)
     return out.last_hidden_state[b.row_BL, (b.pos_BL - 1).clamp_min(0)]
@@ -37,7 +38,7 @@ def hidden_at(model: torch.nn.Module, b: Batch) -> torch.Tensor:
 
 def lm_head(model: torch.nn.Module) -> torch.Tensor:
     """The output embedding matrix (V x H)."""
-    return trainer.unwrap(model).get_output_embeddings().weight
+    return unwrap(model).get_output_embeddings().weight
 
 
 LOGPROB_CHUNK = 2048
@@ -56,7 +57,7 @@ def logprobs_from_hidden(
     The logits are made `chunk` positions at a time and, when a gradient is needed, made again
     in backward (activation checkpointing), so memory holds one chunk x V block rather than
     B x L x V: at Qwen3's vocabulary that block is what dominates a long batch."""
-    head = trainer.unwrap(model).get_output_embeddings()
+    head = unwrap(model).get_output_embeddings()
     B, L, H = hidden_BLH.shape
     h_NH, t_N = hidden_BLH.reshape(B * L, H), target_BL.reshape(B * L)
 
@@ -103,7 +104,7 @@ def load_frozen(path: str, device: torch.device, student_tok: Any) -> torch.nn.M
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     """A deep copy with gradients off, in eval mode (a teacher or a reference)."""
-    m = copy.deepcopy(trainer.unwrap(model))
+    m = copy.deepcopy(unwrap(model))
     m.eval()
     for p in m.parameters():
         p.requires_grad_(False)
@@ -170,21 +171,15 @@ def external_teacher_logprobs(
     return out_BL
 
 
-def is_in_process(spec: str) -> bool:
-    """Whether a teacher spec names model weights to load here (`hf:PATH`, a path, `tiny`)."""
-    return not spec.startswith(("openai:", "vllm:", "expert", "random", "human", "replay:"))
-
-
 def load_teacher(spec: str, device: torch.device, student_tok: Any) -> torch.nn.Module | Teacher:
-    """An in-process frozen model for `hf:PATH` / a path, else a `Teacher` that scores ids."""
-    if is_in_process(spec):
-        from mentorgym.agents.tiny import default_tiny_path
-
-        path = str(default_tiny_path()) if spec == "tiny" else spec.removeprefix("hf:")
-        return load_frozen(path, device, student_tok)
+    """A frozen model in this process when the spec names weights (`hf:PATH`, a bare path,
+    `tiny`), else a `Teacher` that scores ids (`openai:URL#MODEL`)."""
+    parsed = parse_agent_spec(spec)
+    if parsed.weights:
+        return load_frozen(parsed.path, device, student_tok)
     from mentorgym.agents.specs import load_policy
 
-    teacher = load_policy(spec, temperature=1.0)
+    teacher = load_policy(parsed, temperature=1.0)
     if not isinstance(teacher, Teacher):
         raise ConfigError(f"teacher {spec!r} cannot score tokens; use hf:PATH or openai:URL#MODEL")
     return teacher

@@ -22,10 +22,12 @@ import torch.distributed as dist
 from mentorgym.agents.rollout import episode_order
 from mentorgym.agents.trajectory import BadLines, Trajectory, read_trajectories
 from mentorgym.errors import ConfigError
+from mentorgym.training import checkpoint, trainer
 from mentorgym.training import student as student_lib
-from mentorgym.training import trainer
 from mentorgym.training.config import SupervisedConfig
-from mentorgym.training.data import examples_from_trajectories
+from mentorgym.training.data import Example, examples_from_trajectories
+from mentorgym.training.student import Student
+from mentorgym.training.trainer import Phase
 
 
 @dataclass
@@ -69,6 +71,42 @@ def collect_teacher(cfg: Config, out: Path) -> list[Trajectory]:
     )
 
 
+def fit(
+    student: Student, cfg: SupervisedConfig, run_dir: Path, examples: list[Example], phase: Phase
+) -> trainer.OpenPhase:
+    """`phase.n_steps` cross-entropy steps on `examples`, a checkpoint every `save_every`
+    steps and at the end. Returns the optimizer, the schedule and the state it leaves."""
+    run = trainer.open_phase(student, cfg, examples, phase)
+    state, model, d = run.state, student.model, student.dist
+    bar = trainer.progress_bar(student, cfg, phase, state)
+    while state.step < phase.n_steps:
+        # cross-entropy on `grad_accum` micro-batches of teacher labels, then one AdamW step
+        run.optimizer.zero_grad(set_to_none=True)
+        loss, tokens = trainer.cross_entropy_step(
+            model, run.batches, state, cfg, student.tok.pad_token_id, student.device
+        )
+        grad_norm, lr = trainer.optimizer_step(model, run.optimizer, run.scheduler, cfg.grad_clip)
+        state.step += 1
+        state.global_step += 1
+        loss, tokens = trainer.mean_over_ranks(loss, tokens, d, student.device)
+        record = trainer.train_record(state, loss, lr, grad_norm, tokens, **phase.extra_metrics)
+        student.metrics.log(record)
+        bar.update(1, loss=loss)
+        if trainer.checkpoint_due(state.step, cfg.save_every, phase.n_steps):
+            save_phase(student, run_dir, run)
+    bar.close()
+    save_phase(student, run_dir, run)
+    return run
+
+
+def save_phase(student: Student, run_dir: Path, run: trainer.OpenPhase) -> None:
+    """A step checkpoint of a supervised phase (weights, AdamW, schedule, data position)."""
+    s = student
+    checkpoint.save_checkpoint(
+        run_dir, s.model, s.tok, run.optimizer, run.scheduler, run.state, s.dist
+    )
+
+
 def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
     """Behaviour cloning end to end; returns `RUN/final` (the student in HF format)."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -105,16 +143,16 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
     if student.dist.is_main:
         print(stats.log(cfg.max_seq_len) + f"; training on {len(examples)} labels")
     # 3. fit: cross-entropy steps, resumed from the latest step checkpoint
-    ckpt = trainer.latest_checkpoint(run_dir) if resume else None
+    ckpt = checkpoint.latest_checkpoint(run_dir) if resume else None
     if ckpt is not None:
-        done = trainer.read_run_state(ckpt)
+        done = checkpoint.read_run_state(ckpt)
         student.metrics.truncate(
             lambda r: r.get("kind") == "train" and r["step"] <= done.global_step
         )
         if student.dist.is_main:
             print(f"resuming from {ckpt} (step {done.step})")
-    phase = trainer.Phase(n_steps=cfg.steps, data_seed=cfg.seed, resume_from=ckpt, desc="sft")
-    state, _, _ = trainer.run_phase(student, cfg, run_dir, examples, phase)
+    phase = Phase(n_steps=cfg.steps, data_seed=cfg.seed, resume_from=ckpt, desc="sft")
+    state = fit(student, cfg, run_dir, examples, phase).state
     # 4. the final student, evaluated on held-out seeds
     final = student_lib.save_final(student, cfg, run_dir)
     if student.dist.is_main:

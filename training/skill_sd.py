@@ -34,16 +34,16 @@ Run: `mentorgym train configs/sokoban_skill_sd.yaml`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mentorgym.agents.trajectory import Trajectory
 from mentorgym.errors import ConfigError
-from mentorgym.training import onpolicy
+from mentorgym.training import onpolicy, trainer
 from mentorgym.training.config import OnPolicyConfig
+from mentorgym.training.distributed import autocast
 from mentorgym.training.losses import clipped_pg_loss, skill_sd_loss
 from mentorgym.training.scoring import frozen_copy, hidden_at, logprobs_from_hidden, teacher_view
 from mentorgym.training.skills import (
@@ -53,7 +53,7 @@ from mentorgym.training.skills import (
     add_skills,
     make_summarizer,
 )
-from mentorgym.training.trainer import autocast
+from mentorgym.training.student import Student
 
 # --- training --------------------------------------------------------------------------------------
 
@@ -87,22 +87,20 @@ class Config(OnPolicyConfig):
 
 def skill_logprob_gain(
     teacher: torch.nn.Module,
-    student: Any,
+    student: Student,
     cfg: Config,
-    trajs: list[Trajectory],
     mb: onpolicy.MicroBatch,
     lp_skill_BL: torch.Tensor,
     has_B: torch.Tensor,
 ) -> tuple[float, float]:
     """(sum, count) over the tokens of the micro-batch's successful episodes that had a skill,
     of the teacher's logprob with the skill minus without it."""
-    success_B = torch.tensor([trajs[i].success for i in mb.idx], device=has_B.device)
+    success_B = torch.tensor([t.success for t in mb.trajs], device=has_B.device)
     keep_BL = (has_B & success_B)[:, None] * mb.batch.mask_BL
     if not bool(keep_BL.any()):
         return 0.0, 0.0
-    sub = [trajs[i] for i in mb.idx]
     lp_plain_BL, _ = teacher_view(
-        teacher, student.tok, sub, mb.episodes, [None] * len(sub), cfg, student.device
+        teacher, student.tok, mb.trajs, mb.episodes, [None] * len(mb.trajs), cfg, student.device
     )
     return float(((lp_skill_BL - lp_plain_BL) * keep_BL).sum()), float(keep_BL.sum())
 
@@ -122,6 +120,46 @@ def bandit_rewards(
     ]
 
 
+@dataclass
+class SkillStep:
+    """What a step's micro-batches tell the skill buffer: each used skill's bandit reward, and
+    the teacher's logprob gain from the skills on successful episodes (sum, token count)."""
+
+    bandit: list[tuple[Skill, float]] = field(default_factory=list)
+    gain_sum: float = 0.0
+    gain_n: float = 0.0
+
+
+def skill_sd_micro_batch(
+    student: Student,
+    cfg: Config,
+    teacher: torch.nn.Module,
+    mb: onpolicy.MicroBatch,
+    skills: list[Skill | None],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """L_GRPO + lambda * L_SD of one micro-batch: (loss, L_SD, the trainer's logprobs, the
+    skill-conditioned teacher's logprobs (None when no episode had a skill))."""
+    b = mb.batch
+    hidden_BLH = hidden_at(student.model, b)
+    logp_BL = logprobs_from_hidden(student.model, hidden_BLH, b.target_BL, cfg.rollout_temperature)
+    adv_B = torch.tensor(mb.advantages, device=logp_BL.device)
+    old_BL, tis_BL = onpolicy.old_logprobs_and_weights(cfg, logp_BL, b.logp_old_BL)
+    loss = clipped_pg_loss(
+        logp_BL, old_BL, adv_B, b.mask_BL, cfg.clip_low, cfg.clip_high, weights_BT=tis_BL
+    )
+    has_B = torch.tensor([sk is not None for sk in skills], device=logp_BL.device)
+    if not bool(has_B.any()):
+        return loss, torch.zeros(()), logp_BL, None
+    # the skill-conditioned teacher copy re-scores the sampled tokens
+    notes = [sk.text() if sk is not None else None for sk in skills]
+    lp_t_BL, _ = teacher_view(
+        teacher, student.tok, mb.trajs, mb.episodes, notes, cfg, student.device
+    )
+    has_BL = has_B[:, None] * b.mask_BL
+    loss_sd = skill_sd_loss(logp_BL, old_BL, lp_t_BL, has_BL, weights_BT=tis_BL)
+    return loss + cfg.sd_coef * loss_sd, loss_sd, logp_BL, lp_t_BL
+
+
 def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
     """Skill-SD end to end; returns `RUN/final`."""
     run = onpolicy.start(cfg, run_dir, resume, "skill_sd")
@@ -136,73 +174,78 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
     while run.state.step < cfg.steps:
         # 1. sample groups; GRPO advantages; one skill per group (a group is one task)
         groups = onpolicy.sample(student, cfg, run.state.step)
-        trajs = [t for g in groups for t in g]
-        adv = onpolicy.group_advantages(groups, cfg.reward, cfg.scale_advantages)
-        chosen = [sk for sk in buffer.select(len(groups)) for _ in range(cfg.group_size)]
+        onpolicy.set_grpo_advantages(groups, cfg.scale_advantages)
+        chosen = buffer.select(len(groups))
         run.optimizer.zero_grad(set_to_none=True)
-        stats = onpolicy.StepStats()
-        bandit: list[tuple[Skill, float]] = []
-        gain_sum, gain_n = 0.0, 0.0
-        parts = onpolicy.micro_batches(student, cfg, trajs)
+        stats, seen = onpolicy.StepStats(), SkillStep()
+        parts = onpolicy.micro_batches(student, cfg, groups)
         for mb in parts:
-            b = mb.batch
-            skills = [chosen[i] for i in mb.idx]
+            skills = [chosen[g] for g in mb.group_ids]
+            # 2. score: the skill-conditioned teacher; 3. loss: L_GRPO + lambda * L_SD
             with autocast(student.device, cfg.precision):
-                hidden_BLH = hidden_at(student.model, b)
-                logp_BL = logprobs_from_hidden(
-                    student.model, hidden_BLH, b.target_BL, cfg.rollout_temperature
+                loss, loss_sd, logp_BL, lp_t_BL = skill_sd_micro_batch(
+                    student, cfg, teacher, mb, skills
                 )
-                adv_B = torch.tensor([adv[i] for i in mb.idx], device=logp_BL.device)
-                old_BL, tis_BL = onpolicy.behaviour(cfg, logp_BL, b.logp_old_BL)
-                loss = clipped_pg_loss(
-                    logp_BL,
-                    old_BL,
-                    adv_B,
-                    b.mask_BL,
-                    cfg.clip_low,
-                    cfg.clip_high,
-                    weights_BT=tis_BL,
-                )
-                has_B = torch.tensor([sk is not None for sk in skills], device=logp_BL.device)
-                loss_sd = torch.zeros(())
-                if bool(has_B.any()):
-                    # 2. score: the skill-conditioned teacher copy re-scores the sampled tokens
-                    notes = [sk.text() if sk is not None else None for sk in skills]
-                    sub = [trajs[i] for i in mb.idx]
-                    lp_t_BL, _ = teacher_view(
-                        teacher, student.tok, sub, mb.episodes, notes, cfg, student.device
-                    )
-                    # 3. loss: L_GRPO + lambda * L_SD
-                    has_BL = has_B[:, None] * b.mask_BL
-                    loss_sd = skill_sd_loss(logp_BL, old_BL, lp_t_BL, has_BL, weights_BT=tis_BL)
-                    loss = loss + cfg.sd_coef * loss_sd
             (loss * mb.share).backward()
             stats.add(mb, loss, loss_sd=float(loss_sd.detach()))
             stats.add_sampler_gap(mb, logp_BL)
-            if bool(has_B.any()):
-                bandit += bandit_rewards(skills, adv_B, lp_t_BL, b.logp_old_BL, b.mask_BL)
-                s_, n_ = skill_logprob_gain(teacher, student, cfg, trajs, mb, lp_t_BL, has_B)
-                gain_sum, gain_n = gain_sum + s_, gain_n + n_
+            if lp_t_BL is not None:
+                record_skill_effects(seen, student, cfg, teacher, mb, skills, lp_t_BL)
         stats.add_batches(parts)
         # 4. optimizer step; the teacher copy follows every `sync_every` steps
-        grad_norm, lr = onpolicy.optimizer_step(run, cfg)
+        grad_norm, lr = trainer.optimizer_step(
+            student.model, run.optimizer, run.scheduler, cfg.grad_clip
+        )
+        run.state.step += 1
+        run.state.global_step = run.state.step
         if run.state.step % cfg.sync_every == 0:
             teacher = frozen_copy(student.model)
         # 5. the skill buffer: every arm used this step is updated, new skills are added
-        for sk, value in bandit:
-            buffer.update(sk, value)
-        added = add_skills(buffer, summarizer, trajs, cfg.summaries_per_step)
-        stats.metrics.update(
-            skills=float(len(buffer.skills)),
-            skills_added=float(added),
-            skills_used=float(len({id(sk) for sk, _ in bandit})),
-            skill_logprob_gain=gain_sum / gain_n if gain_n else 0.0,
-        )
+        stats.metrics.update(update_buffer(buffer, summarizer, groups, seen, cfg))
         # 6. log, evaluate, checkpoint (with the buffer)
-        onpolicy.end_step(run, cfg, trajs, stats, grad_norm, lr, {"skills": buffer.to_json()})
+        rec = onpolicy.log_step(run, cfg, groups, stats, grad_norm, lr)
+        onpolicy.print_step(run, rec, onpolicy.evaluate_if_due(run, cfg))
+        onpolicy.checkpoint_if_due(run, cfg, {"skills": buffer.to_json()})
     if isinstance(summarizer, RuleSummarizer):
         summarizer.close()
     return onpolicy.finish(run, cfg)
+
+
+def record_skill_effects(
+    seen: SkillStep,
+    student: Student,
+    cfg: Config,
+    teacher: torch.nn.Module,
+    mb: onpolicy.MicroBatch,
+    skills: list[Skill | None],
+    lp_t_BL: torch.Tensor,
+) -> None:
+    """Add the micro-batch's bandit rewards and skill logprob gain to `seen`."""
+    b = mb.batch
+    adv_B = torch.tensor(mb.advantages, device=lp_t_BL.device)
+    has_B = torch.tensor([sk is not None for sk in skills], device=lp_t_BL.device)
+    seen.bandit += bandit_rewards(skills, adv_B, lp_t_BL, b.logp_old_BL, b.mask_BL)
+    s_, n_ = skill_logprob_gain(teacher, student, cfg, mb, lp_t_BL, has_B)
+    seen.gain_sum, seen.gain_n = seen.gain_sum + s_, seen.gain_n + n_
+
+
+def update_buffer(
+    buffer: SkillBuffer,
+    summarizer: Any,
+    groups: list[onpolicy.TrajectoryGroup],
+    seen: SkillStep,
+    cfg: Config,
+) -> dict[str, float]:
+    """Update every arm used this step, add the step's new skills; returns the skill metrics."""
+    for sk, value in seen.bandit:
+        buffer.update(sk, value)
+    added = add_skills(buffer, summarizer, onpolicy.episodes_of(groups), cfg.summaries_per_step)
+    return {
+        "skills": float(len(buffer.skills)),
+        "skills_added": float(added),
+        "skills_used": float(len({id(sk) for sk, _ in seen.bandit})),
+        "skill_logprob_gain": seen.gain_sum / seen.gain_n if seen.gain_n else 0.0,
+    }
 
 
 def dry_run(cfg: Config) -> list[str]:

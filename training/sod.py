@@ -24,9 +24,11 @@ from pathlib import Path
 
 import torch
 
+from mentorgym.agents.base import Teacher
 from mentorgym.errors import ConfigError
-from mentorgym.training import onpolicy
+from mentorgym.training import onpolicy, trainer
 from mentorgym.training.config import OnPolicyConfig
+from mentorgym.training.distributed import autocast
 from mentorgym.training.losses import clipped_pg_loss, sod_advantages, sod_step_weights
 from mentorgym.training.scoring import (
     hidden_at,
@@ -34,7 +36,7 @@ from mentorgym.training.scoring import (
     logprobs_from_hidden,
     teacher_logprobs,
 )
-from mentorgym.training.trainer import autocast
+from mentorgym.training.student import Student
 
 
 @dataclass
@@ -71,6 +73,40 @@ def first_turn_divergence(
     return float(d1_B.mean())
 
 
+def sod_loss(
+    student: Student, cfg: Config, teacher: torch.nn.Module | Teacher, mb: onpolicy.MicroBatch
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """Score the micro-batch with the teacher and take SOD's loss: (loss, the trainer's
+    logprobs, the turn-weight metrics)."""
+    b = mb.batch
+    # the teacher's logprobs of the sampled tokens
+    lp_t_BL, _ = teacher_logprobs(
+        teacher, student.tok, cfg, mb.trajs, mb.episodes, b, student.device
+    )
+    hidden_BLH = hidden_at(student.model, b)
+    logp_BL = logprobs_from_hidden(student.model, hidden_BLH, b.target_BL, cfg.rollout_temperature)
+    # token advantages A_GRPO + c * w_k * (lp_T - lp_S), PPO-clipped
+    adv_B = None
+    if not cfg.pure_distill:
+        adv_B = torch.tensor(mb.advantages, device=logp_BL.device)
+    turn_ids_BL = b.step_ids_BL.masked_fill(b.mask_BL == 0, -1)
+    adv_BL = sod_advantages(
+        adv_B, b.logp_old_BL, lp_t_BL, turn_ids_BL, cfg.distill_coef, cfg.eps, cfg.delta
+    )
+    old_BL, tis_BL = onpolicy.old_logprobs_and_weights(cfg, logp_BL, b.logp_old_BL)
+    loss = clipped_pg_loss(
+        logp_BL, old_BL, adv_BL, b.mask_BL, cfg.clip_low, cfg.clip_high, weights_BT=tis_BL
+    )
+    w_BL = sod_step_weights(b.logp_old_BL, lp_t_BL, turn_ids_BL, cfg.eps, cfg.delta)
+    n = b.mask_BL.sum().clamp_min(1)
+    metrics = {
+        "turn_weight": float((w_BL * b.mask_BL).sum() / n),
+        "first_turn_divergence": first_turn_divergence(b.logp_old_BL, lp_t_BL, turn_ids_BL),
+        "sampled_reverse_kl": float(((b.logp_old_BL - lp_t_BL) * b.mask_BL).sum() / n),
+    }
+    return loss, logp_BL, metrics
+
+
 def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
     """SOD end to end; returns `RUN/final`."""
     run = onpolicy.start(cfg, run_dir, resume, "sod")
@@ -81,57 +117,28 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
     while run.state.step < cfg.steps:
         # 1. sample groups; GRPO advantages from their rewards
         groups = onpolicy.sample(student, cfg, run.state.step)
-        trajs = [t for g in groups for t in g]
-        adv = onpolicy.group_advantages(groups, cfg.reward, cfg.scale_advantages)
+        onpolicy.set_grpo_advantages(groups, cfg.scale_advantages)
         run.optimizer.zero_grad(set_to_none=True)
         stats = onpolicy.StepStats()
-        parts = onpolicy.micro_batches(student, cfg, trajs)
+        parts = onpolicy.micro_batches(student, cfg, groups)
         for mb in parts:
-            b = mb.batch
+            # 2. score: the teacher's logprobs; 3. loss: turn-weighted advantages, PPO-clipped
             with autocast(student.device, cfg.precision):
-                # 2. score: the teacher's logprobs of the sampled tokens
-                sub = [trajs[i] for i in mb.idx]
-                lp_t_BL, _ = teacher_logprobs(
-                    teacher, student.tok, cfg, sub, mb.episodes, b, student.device
-                )
-                hidden_BLH = hidden_at(student.model, b)
-                logp_BL = logprobs_from_hidden(
-                    student.model, hidden_BLH, b.target_BL, cfg.rollout_temperature
-                )
-                # 3. loss: token advantages A_GRPO + c * w_k * (lp_T - lp_S), PPO-clipped
-                adv_B = None
-                if not cfg.pure_distill:
-                    adv_B = torch.tensor([adv[i] for i in mb.idx], device=logp_BL.device)
-                turn_ids_BL = b.step_ids_BL.masked_fill(b.mask_BL == 0, -1)
-                adv_BL = sod_advantages(
-                    adv_B, b.logp_old_BL, lp_t_BL, turn_ids_BL, cfg.distill_coef, cfg.eps, cfg.delta
-                )
-                old_BL, tis_BL = onpolicy.behaviour(cfg, logp_BL, b.logp_old_BL)
-                loss = clipped_pg_loss(
-                    logp_BL,
-                    old_BL,
-                    adv_BL,
-                    b.mask_BL,
-                    cfg.clip_low,
-                    cfg.clip_high,
-                    weights_BT=tis_BL,
-                )
+                loss, logp_BL, metrics = sod_loss(student, cfg, teacher, mb)
             (loss * mb.share).backward()
             stats.add_sampler_gap(mb, logp_BL)
-            w_BL = sod_step_weights(b.logp_old_BL, lp_t_BL, turn_ids_BL, cfg.eps, cfg.delta)
-            n = b.mask_BL.sum().clamp_min(1)
-            stats.add(
-                mb,
-                loss,
-                turn_weight=float((w_BL * b.mask_BL).sum() / n),
-                first_turn_divergence=first_turn_divergence(b.logp_old_BL, lp_t_BL, turn_ids_BL),
-                sampled_reverse_kl=float(((b.logp_old_BL - lp_t_BL) * b.mask_BL).sum() / n),
-            )
+            stats.add(mb, loss, **metrics)
         stats.add_batches(parts)
         # 4. optimizer step
-        grad_norm, lr = onpolicy.optimizer_step(run, cfg)
+        grad_norm, lr = trainer.optimizer_step(
+            student.model, run.optimizer, run.scheduler, cfg.grad_clip
+        )
+        run.state.step += 1
+        run.state.global_step = run.state.step
         # 5. log, evaluate, checkpoint
-        onpolicy.end_step(run, cfg, trajs, stats, grad_norm, lr)
+        rec = onpolicy.log_step(run, cfg, groups, stats, grad_norm, lr)
+        onpolicy.print_step(run, rec, onpolicy.evaluate_if_due(run, cfg))
+        onpolicy.checkpoint_if_due(run, cfg)
     return onpolicy.finish(run, cfg)
 
 

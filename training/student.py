@@ -21,9 +21,12 @@ import torch
 import torch.distributed as dist
 
 from mentorgym.agents.hf import HFPolicy, PolicyCard
+from mentorgym.agents.spec import parse_agent_spec
 from mentorgym.errors import ConfigError
-from mentorgym.training import trainer
+from mentorgym.training import distributed
+from mentorgym.training.checkpoint import save_model
 from mentorgym.training.config import CoreConfig, config_to_dict
+from mentorgym.training.metrics import Metrics
 from mentorgym.training.trackers import open_trackers
 
 
@@ -31,22 +34,22 @@ from mentorgym.training.trackers import open_trackers
 class Student:
     """The trainable student and where it runs, built once per run."""
 
-    dist: trainer.Dist
+    dist: distributed.Dist
     device: torch.device
     model: torch.nn.Module
     tok: Any
     path: str
     """Where its initial weights were loaded from (also its tokenizer's folder)."""
-    metrics: trainer.Metrics
+    metrics: Metrics
     engine: Any = None
     """The vLLM engine (`sampler: vllm`), started at the first sampling."""
 
 
-def initial_path(cfg: CoreConfig, run_dir: Path, d: trainer.Dist) -> str:
+def initial_path(cfg: CoreConfig, run_dir: Path, d: distributed.Dist) -> str:
     """Where the student's initial weights are: a fresh tiny model in `RUN/init`, or `student`."""
-    spec = cfg.student.removeprefix("hf:")
-    if spec != "tiny":
-        return spec
+    spec = parse_agent_spec(cfg.student)
+    if spec.kind != "tiny":
+        return spec.path
     init = run_dir / "init"
     if d.is_main and not (init / "config.json").exists():
         from mentorgym.agents.tiny import build_tiny
@@ -77,13 +80,13 @@ def load_model(path: str, model_dtype: str) -> tuple[torch.nn.Module, Any]:
 
 def setup(cfg: CoreConfig, run_dir: Path, strategy: str = "ddp") -> Student:
     """Join torchrun, seed, build or load the student and prepare it for `strategy`."""
-    d = trainer.init_distributed()
-    trainer.seed_everything(cfg.seed)
-    device = trainer.pick_device(d, cfg.device)
+    d = distributed.init_distributed()
+    distributed.seed_everything(cfg.seed)
+    device = distributed.pick_device(d, cfg.device)
     path = initial_path(cfg, run_dir, d)
     model, tok = load_model(path, cfg.model_dtype)
-    model = trainer.prepare_model(model, d, device, cfg.gradient_checkpointing, strategy)
-    n_params = sum(p.numel() for p in trainer.unwrap(model).parameters())
+    model = distributed.prepare_model(model, d, device, cfg.gradient_checkpointing, strategy)
+    n_params = sum(p.numel() for p in distributed.unwrap(model).parameters())
     if d.is_main:
         print(
             f"student: {path} ({n_params / 1e6:.2f}M parameters) on {device} "
@@ -92,7 +95,7 @@ def setup(cfg: CoreConfig, run_dir: Path, strategy: str = "ddp") -> Student:
     trackers = None
     if d.is_main and cfg.report_to:
         trackers = open_trackers(cfg.report_to, run_dir, config_to_dict(cfg), run_dir.name)
-    metrics = trainer.Metrics(run_dir / "metrics.jsonl", enabled=d.is_main, trackers=trackers)
+    metrics = Metrics(run_dir / "metrics.jsonl", enabled=d.is_main, trackers=trackers)
     return Student(d, device, model, tok, path, metrics)
 
 
@@ -121,7 +124,7 @@ def sampling_policy(
         system_prompt=cfg.system_prompt,
         device=str(student.device),
         seed=seed,
-        model=trainer.unwrap(student.model) if live else None,
+        model=distributed.unwrap(student.model) if live else None,
         tokenizer=student.tok if live else None,
     )
 
@@ -192,7 +195,7 @@ def policy_card(cfg: CoreConfig) -> PolicyCard:
 def save_final(student: Student, cfg: CoreConfig, run_dir: Path) -> Path:
     """The trained student in `RUN/final` (HF format plus its policy card)."""
     final = run_dir / "final"
-    trainer.save_model(student.model, student.tok, final, student.dist, policy_card(cfg))
+    save_model(student.model, student.tok, final, student.dist, policy_card(cfg))
     if student.dist.is_main:
         print(f"final student: {final}  (evaluate: mentorgym eval {cfg.env_id} --agent hf:{final})")
     return final
@@ -231,18 +234,21 @@ def check_setup(cfg: CoreConfig, teacher: str | None = None) -> list[str]:
 
 
 def _check_teacher(teacher: str) -> str:
-    if teacher.partition(":")[0] in ("hf", "tiny", "vllm"):
-        return f"teacher: {teacher} (model backend; weights not loaded in a dry run)"
+    spec = parse_agent_spec(teacher)
+    if spec.model_backend and spec.in_process:
+        where = "in process" if spec.weights else "vLLM engine"
+        return f"teacher: {teacher} (model backend, {where}; weights not loaded in a dry run)"
     from mentorgym.agents.specs import load_policy
 
-    policy = load_policy(teacher)
+    policy = load_policy(spec)
     return f"teacher: {getattr(policy, 'name', teacher)} (spec parsed; no request sent)"
 
 
 def _check_student(cfg: CoreConfig) -> str:
-    if cfg.student == "tiny":
+    spec = parse_agent_spec(cfg.student)
+    if spec.kind == "tiny":
         return f"student: a fresh tiny model ({cfg.tiny_size}) would be built in RUN/init"
-    path = cfg.student.removeprefix("hf:")
+    path = spec.path
     try:
         from transformers import AutoConfig
 
@@ -256,18 +262,16 @@ def _check_student(cfg: CoreConfig) -> str:
 
 
 def teacher_shares_tokenizer(spec: str, tok: Any) -> bool:
-    """Whether the teacher's token ids are the student's: only an in-process model (`hf:PATH`,
-    a path) with the same vocabulary. Other teachers' turns are re-encoded from their text."""
+    """Whether the teacher's token ids are the student's: only a model whose weights load here
+    (`hf:PATH`, a bare path, `tiny`) with the same vocabulary. Other teachers' turns are
+    re-encoded from their text."""
     from transformers import AutoTokenizer
 
-    from mentorgym.agents.tiny import default_tiny_path
-    from mentorgym.training.scoring import is_in_process
-
-    if not is_in_process(spec):
+    parsed = parse_agent_spec(spec)
+    if not parsed.weights:
         return False
-    path = str(default_tiny_path()) if spec == "tiny" else spec.removeprefix("hf:")
     try:
-        teacher_tok = AutoTokenizer.from_pretrained(path)
+        teacher_tok = AutoTokenizer.from_pretrained(parsed.path)
     except OSError:
         return False
     return teacher_tok.get_vocab() == tok.get_vocab()
