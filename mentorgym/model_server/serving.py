@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from mentorgym.agents.spec import parse_agent_spec
 from mentorgym.errors import ConfigError, MentorgymError
 from mentorgym.http import BackgroundServer as _BackgroundServer
 from mentorgym.http import require_token_off_loopback
@@ -37,17 +38,17 @@ def load_served_policy(spec: str, **gen_kwargs: Any) -> GenerativeModel:
 def served_name(spec: str) -> str:
     """What clients call the model by default: the spec, or the path of `hf:PATH` (as
     `vllm serve PATH` does)."""
-    return spec[len("hf:") :] if spec.startswith("hf:") else spec
+    parsed = parse_agent_spec(spec)
+    return parsed.location if parsed.kind == "hf" else spec
 
 
 def checkpoint_dir(spec: str) -> str | None:
     """The local checkpoint directory a spec loads (absolute), or None for a hub id."""
-    if spec == "tiny":
-        from mentorgym.agents.tiny import default_tiny_path
-
-        return str(default_tiny_path())
-    path = Path(spec[len("hf:") :]).expanduser() if spec.startswith("hf:") else None
-    return str(path.resolve()) if path is not None and path.is_dir() else None
+    parsed = parse_agent_spec(spec)
+    if not parsed.weights:
+        return None
+    path = Path(parsed.path).expanduser()
+    return str(path.resolve()) if path.is_dir() else None
 
 
 def serve_model(
