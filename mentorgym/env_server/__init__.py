@@ -40,8 +40,9 @@ Additions, all optional so that OpenEnv's stock client still works unchanged:
   container) and the next reset builds a fresh one.
 - Extension frames for mentorgym's agents: `{"type": "expert_action"}` and
   `{"type": "random_action"}` answer `{"type": "action", "data": {"text": str | null}}`.
-- A turn limit that truncates runs the env's `on_truncation` hook on the server (SWE grades
-  the state as it stands), so remote and in-process episodes score alike.
+- A turn limit that truncates runs the env's `on_truncation` hook on the server (the
+  `TruncationRules` wrapper `make` adds; SWE grades the state as it stands), so remote and
+  in-process episodes score alike.
 
 No traceback reaches a client: an env exception becomes EXECUTION_ERROR with one line that
 names it (the traceback goes to the server's log), and the session's env is closed.

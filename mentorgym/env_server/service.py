@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from pydantic import ValidationError
 from mentorgym.agents.trajectory import jsonable
 from mentorgym.env_server.wire import EnvState, ResetRequest, TextAction
 from mentorgym.envs.registry import make
+from mentorgym.sandboxes.pool import release_all
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -202,9 +202,7 @@ class EnvService:
             await self.destroy(s)
         self.pool.shutdown(wait=False, cancel_futures=True)
         self._pool_closed = True
-        pools = sys.modules.get("mentorgym.sandboxes.pool")
-        if pools is not None:  # the warm containers of SWE envs go with the server
-            pools.close_all_pools()
+        release_all()  # the warm containers of SWE envs go with the server
 
     # the session protocol ------------------------------------------------------------------
 
@@ -371,9 +369,6 @@ class EnvService:
             messages, reward, terminated, truncated, info = await self.call(
                 lambda: env.step(text), timeout
             )
-            if truncated and not terminated and hasattr(env.unwrapped, "on_truncation"):
-                extra_reward, extra_info = await self.call(env.unwrapped.on_truncation, timeout)
-                reward, info = reward + extra_reward, {**info, **extra_info}
         except TimeoutError:
             # The thread cannot be stopped; closing the env removes its sandbox under it.
             session.step_count += 1
