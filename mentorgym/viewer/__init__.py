@@ -27,7 +27,7 @@ or `?token=T` once in the browser (the page then keeps it in an HttpOnly cookie)
 from __future__ import annotations
 
 from mentorgym.viewer.app import STATIC_DIR, check_bind, create_app, serve
-from mentorgym.viewer.catalog import Catalog, Run, is_run_dir, read_metrics
+from mentorgym.viewer.catalog import Catalog, RunFolder, is_run_dir, read_metrics
 from mentorgym.viewer.index import BadLine, Summary, TrajectoryFile, teacher_names
 from mentorgym.viewer.query import Query, query_episodes
 
@@ -36,7 +36,7 @@ __all__ = [
     "BadLine",
     "Catalog",
     "Query",
-    "Run",
+    "RunFolder",
     "Summary",
     "TrajectoryFile",
     "check_bind",

@@ -35,7 +35,7 @@ def _run_files(run_dir: Path) -> list[tuple[Path, str, int | None]]:
 
 
 @dataclass
-class Run:
+class RunFolder:
     rid: int
     name: str
     path: Path
@@ -100,7 +100,7 @@ class Catalog:
             )
         self.root = root
         self._files: dict[Path, TrajectoryFile] = {}
-        self._runs: dict[Path, Run] = {}
+        self._runs: dict[Path, RunFolder] = {}
         self._lock = threading.Lock()
 
     def _file(
@@ -112,10 +112,10 @@ class Catalog:
             self._files[path] = f
         return f
 
-    def scan(self) -> tuple[list[Run], list[TrajectoryFile]]:
+    def scan(self) -> tuple[list[RunFolder], list[TrajectoryFile]]:
         """Runs and files under PATH now, each file's index brought up to date."""
         with self._lock:
-            runs: list[Run] = []
+            runs: list[RunFolder] = []
             files: list[TrajectoryFile] = []
             if self.root.is_file():
                 files.append(self._file(self.root, self.root.stem, None, None))
@@ -132,7 +132,7 @@ class Catalog:
                 for d in run_dirs:
                     run = self._runs.get(d)
                     if run is None:
-                        run = self._runs[d] = Run(len(self._runs), d.name or str(d), d)
+                        run = self._runs[d] = RunFolder(len(self._runs), d.name or str(d), d)
                     run.fids = []
                     for p, kind, it in _run_files(d):
                         f = self._file(p, kind, it, run.rid)
@@ -149,7 +149,7 @@ class Catalog:
                 return f
         raise KeyError(fid)
 
-    def run(self, rid: int) -> Run:
+    def run(self, rid: int) -> RunFolder:
         for r in self._runs.values():
             if r.rid == rid:
                 return r
