@@ -50,6 +50,7 @@ from types import TracebackType
 import docker
 import docker.errors
 import docker.models.containers
+import docker.types
 import requests.exceptions
 
 from mentorgym.errors import DockerUnavailableError, SandboxError
@@ -323,6 +324,7 @@ class DockerSandbox:
         user: str | None = None,
         read_only: bool = False,
         tmpfs: dict[str, str] | None = None,
+        volumes: list[str] | None = None,
         background_close: bool = False,
     ):
         _reap_once()
@@ -362,6 +364,9 @@ class DockerSandbox:
                 user=user or "",
                 read_only=read_only,
                 tmpfs=tmpfs or {},
+                # anonymous volumes, filled from the image's content at that path and
+                # removed with the container: writable places under a read-only root
+                mounts=[docker.types.Mount(p, None, type="volume") for p in volumes or []],
             )
         except docker.errors.ImageNotFound:
             self._discard(sandbox_label)
@@ -743,7 +748,7 @@ def _remove(container: docker.models.containers.Container) -> None:
     try:
         # Force-remove kills at once; a graceful stop waits 10 s on a PID 1 that
         # ignores SIGTERM, and a sandbox holds nothing worth a clean shutdown.
-        container.remove(force=True)
+        container.remove(force=True, v=True)  # v: its anonymous volumes too
     except docker.errors.NotFound:
         pass
     except (docker.errors.APIError, requests.exceptions.RequestException):
