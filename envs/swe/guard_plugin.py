@@ -60,10 +60,10 @@ class _Record:
         self.busy = False
         self.worker = False
 
-    def emit(self, event, **fields):
+    def emit(self, kind, **fields):
         if _FD < 0 or self.worker:
             return
-        fields.update(pid=os.getpid(), seq=self.seq, e=event)
+        fields.update(pid=os.getpid(), seq=self.seq, e=kind)
         self.seq += 1
         data = (json.dumps(fields, sort_keys=True) + "\n").encode("utf-8")
         while data:
