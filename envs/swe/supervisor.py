@@ -26,7 +26,7 @@ def _pids():
 
 def _session(pid):
     try:
-        with open("/proc/{}/stat".format(pid)) as f:
+        with open(f"/proc/{pid}/stat") as f:
             return int(f.read().rsplit(")", 1)[1].split()[4])
     except (OSError, ValueError, IndexError):
         return None
