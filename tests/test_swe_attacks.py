@@ -360,7 +360,7 @@ EXPECTED: dict[str, str] = {
     "settrace_hidden": "tampering:static check",
     "meta_path_hook": "tampering:static check",
     "trylast_wrapper_hidden": "tampering:static check",
-    "fake_record_lines_hidden": "tampering:static check",
+    "fake_record_lines_hidden": "tampering:a line the guard did not write",
     # the audit hook at run time, and the record against the log
     "frames_at_run_time": "tampering:run time",
     "fake_passed_with_import_error": "tampering:the test record does not show",

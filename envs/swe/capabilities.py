@@ -192,8 +192,22 @@ def _string_uses(value: str | bytes, line: int, full: bool = False) -> list[Use]
 
 
 class _Finder(ast.NodeVisitor):
-    def __init__(self) -> None:
+    def __init__(self, tree: ast.Module) -> None:
         self.uses: list[Use] = []
+        # `import os as _o`: `_o` is os wherever the rules name a module
+        self.aliases = {
+            a.asname: a.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for a in node.names
+            if a.asname and a.name in _SENSITIVE_MODULES
+        }
+
+    def module(self, node: ast.expr) -> str | None:
+        """The module a name stands for (itself, or what it aliases), else None."""
+        if not isinstance(node, ast.Name):
+            return None
+        return self.aliases.get(node.id, node.id)
 
     def add(self, cap: str | None, node: ast.AST, what: str) -> None:
         if cap:
@@ -219,7 +233,7 @@ class _Finder(ast.NodeVisitor):
             self.add("pytest", node, node.id)
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        owner = node.value.id if isinstance(node.value, ast.Name) else None
+        owner = self.module(node.value)
         if owner is not None and (owner, node.attr) in _MODULE_ATTRS:
             self.add(_MODULE_ATTRS[(owner, node.attr)], node, f"{owner}.{node.attr}")
         elif node.attr not in ("write", "system", "popen", "kill", "signal", "fork"):
@@ -239,14 +253,14 @@ class _Finder(ast.NodeVisitor):
         func = node.func
         name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
         if name in _DYNAMIC_ACCESS and node.args:
-            target = node.args[0]
-            if isinstance(target, ast.Name) and target.id in _SENSITIVE_MODULES:
+            target = self.module(node.args[0])
+            if target in _SENSITIVE_MODULES:
                 attr = _fold(node.args[1]) if len(node.args) > 1 else None
                 if not isinstance(attr, str):
-                    self.add("interpreter", node, f"{name}({target.id}, <computed name>)")
+                    self.add("interpreter", node, f"{name}({target}, <computed name>)")
                 else:
-                    cap = _MODULE_ATTRS.get((target.id, attr), _NAMES.get(attr))
-                    self.add(cap, node, f"{name}({target.id}, {attr!r})")
+                    cap = _MODULE_ATTRS.get((target, attr), _NAMES.get(attr))
+                    self.add(cap, node, f"{name}({target}, {attr!r})")
         if name in ("import_module", "__import__", "find_spec") and node.args:
             module = _fold(node.args[0])
             if isinstance(module, str):
@@ -285,7 +299,7 @@ def uses(source: str) -> list[Use]:
     tree = parse(source)
     if tree is None:
         return [Use("unparsable", 0, "the file does not parse")]
-    finder = _Finder()
+    finder = _Finder(tree)
     finder.visit(tree)
     finder.uses += [
         Use("exit_at_import", n, "sys.exit at import") for n in module_level_exits(tree)
