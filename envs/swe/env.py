@@ -5,19 +5,20 @@ Each episode takes one container from a warm pool, with the task's repository at
 and `submit` (Qwen/Hermes tool calls; `<answer>` also submits). One turn may carry
 several calls; they run in order, and calls after `submit` are not run.
 
-Grading (on submit): the model patch is `git diff BASE` of /testbed, new files
-included, minus what an agent has no business changing (`protect.py`: test files,
-conftest.py, pytest configuration, .pth / sitecustomize, bytecode, modules shadowing
-pytest), which is left out and listed in `info["excluded"]`. A static check of the rest
-rejects code that reaches into pytest's internals or exits the process at import. In a
-*fresh* container from the same image the model patch is applied to the starting
-commit, then the test patch, then FAIL_TO_PASS and PASS_TO_PASS run (the task's
-SWE-bench `eval_script` when it has one, else `test_cmd` on the tests' files) under the
-guard plugin (`guard_plugin.py`), which pytest loads before any repository code. Reward
-is 1.0 exactly when all pass by swebench 5.x's rules (`grading.py`) and neither the
-static check nor the guard found tampering (`info["tampering"]` says why otherwise).
-Grading in a fresh container means nothing the agent did outside the diff (installed
-packages, edited files outside the repo, killed processes) can change the verdict.
+Grading (on submit): the files of /testbed that differ by content from the pristine
+checkout (listed before the agent's first action) are split by an allowlist
+(`allowlist.py`: modifications of existing package files and new modules in existing
+package folders; everything else is left out and listed in `info["excluded"]`), and the
+kept files are checked for capabilities a fix has no business with (`capabilities.py`).
+In a *fresh* container from the same image the kept files' bytes are written over the
+starting commit, then the test patch is applied and FAIL_TO_PASS and PASS_TO_PASS run (the
+task's SWE-bench `eval_script` when it has one, else `test_cmd` on the tests' files) under
+a supervisor that reads each outcome from the guard plugin as it happens (`supervisor.py`,
+`guard_plugin.py`, `guard.py`). Reward is 1.0 exactly when all pass by swebench 5.x's rules
+(`grading.py`), the record shows each of them run and pass, and no capability was added
+(`info["tampering"]` says why otherwise). Grading in a fresh container means nothing the
+agent did outside the graded files (installed packages, killed processes) can change the
+verdict; the agent's own container has a read-only root besides /testbed and /tmp.
 
 Truncation: the turn limit is Gymnasium's `TimeLimit`, which the env cannot see
 coming, so an episode cut by it is *not graded*: its last step's info still holds
