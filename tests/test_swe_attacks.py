@@ -35,7 +35,7 @@ ATTACKS = Path(__file__).parent / "data" / "swe_attacks"
 F = Entry("f", "644", "a" * 40)
 CHANGED = Entry("f", "644", "b" * 40)
 PRISTINE = {
-    "setup.py": F, "README.md": F, "pkg/__init__.py": F, "pkg/mod.py": F,
+    "setup.py": F, "README.md": F, "six.py": F, "conftest.py": F, "pkg/__init__.py": F, "pkg/mod.py": F,
     "pkg/sub/__init__.py": F, "pkg/data/table.txt": F, "docs/conf.py": F,
     "tests/__init__.py": F, "tests/test_mod.py": F, "vendor/lib/.git": F, "vendor/lib/x.py": F,
     "vendor/lib/__init__.py": F, "scripts/tool.py": F,
@@ -48,9 +48,10 @@ PRISTINE = {
 @pytest.mark.parametrize(
     "path,old,new,why",
     [
-        ("conftest.py", None, CHANGED, "root"), ("pkg/conftest.py", None, CHANGED, "conftest"),
+        ("conftest.py", F, CHANGED, "conftest"), ("pkg/conftest.py", None, CHANGED, "conftest"),
+        ("flipper.py", None, CHANGED, "root"), ("README.md", F, CHANGED, "root"),
         ("tests/test_mod.py", F, CHANGED, "test"), ("tests/helpers.py", None, CHANGED, "test"),
-        ("pkg/test_x.py", None, CHANGED, "test"), ("setup.py", F, CHANGED, "root"),
+        ("pkg/test_x.py", None, CHANGED, "test"), ("setup.py", F, CHANGED, "configuration"),
         ("pkg/setup.cfg", None, CHANGED, "configuration"),
         ("pkg/pytest.ini", None, CHANGED, "configuration"),
         ("pkg/pyproject.toml", None, CHANGED, "configuration"),
@@ -76,7 +77,7 @@ def test_allowlist_leaves_out(path: str, old: Entry | None, new: Entry | None, w
 @pytest.mark.parametrize(
     "path,old",
     [("pkg/mod.py", F), ("pkg/sub/__init__.py", F), ("pkg/new.py", None),
-     ("pkg/sub/new.py", None), ("pkg/data/table.txt", F)],
+     ("pkg/sub/new.py", None), ("pkg/data/table.txt", F), ("six.py", F)],
 )  # fmt: skip
 def test_allowlist_keeps_source_edits_and_new_modules(path: str, old: Entry | None) -> None:
     assert exclusion_reason(path, old, CHANGED, PRISTINE, set()) is None
@@ -86,11 +87,11 @@ def test_select_compares_content_and_reports_each_left_out_file() -> None:
     now = dict(PRISTINE)
     now["pkg/mod.py"] = CHANGED
     now["tests/test_mod.py"] = CHANGED
-    now["conftest.py"] = F
+    now["flipper.py"] = F
     del now["README.md"]
     allowed, excluded = select(PRISTINE, now, set())
     assert allowed == ["pkg/mod.py"]
-    assert set(excluded) == {"tests/test_mod.py", "conftest.py", "README.md"}
+    assert set(excluded) == {"tests/test_mod.py", "flipper.py", "README.md"}
 
 
 def test_content_reason_refuses_binary_and_oversized_files() -> None:

@@ -8,14 +8,14 @@ first action. The agent's `.git` (index flags, refs, attributes) is never consul
 **The rule.** A change is graded only when it is
 
 - a modification of an existing regular text file inside one of the repository's
-  packages (a directory under some folder with an `__init__.py` in the base commit),
-  keeping its mode, or
+  packages (a directory under some folder with an `__init__.py` in the base commit), or of
+  an existing `.py` module at the root (single-module projects), keeping its mode, or
 - a new `.py` file directly inside an existing package directory, as a regular text file.
 
 Everything else is left out and listed with its reason in `info["excluded"]`: test
 files and folders, files of the task's test patch, every `conftest.py`, configuration
 files (`setup.cfg`, `tox.ini`, `pytest.ini`, `pyproject.toml`, `setup.py`, `*.ini`,
-`*.cfg`, `*.toml`), files at the repository root, dotfiles and dot folders, package
+`*.cfg`, `*.toml`), other files at the repository root (new ones included), dotfiles and dot folders, package
 metadata (`*.dist-info`, `*.egg-info`), `*.pth` and `sitecustomize.py`, deletions,
 symlinks and special files, mode changes, binary files, files over `MAX_FILE_BYTES`,
 and anything inside a submodule. None of those is needed to fix a library bug, and each
@@ -117,8 +117,6 @@ def _name_reason(path: str, test_files: set[str]) -> str | None:
     """Why a path is never graded, from its name alone."""
     p = PurePosixPath(path)
     name, parts = p.name, p.parts
-    if len(parts) == 1:
-        return "a file at the repository root"
     if any(part.startswith(".") for part in parts):
         return "a dotfile or dot folder"
     if any(part.endswith(_METADATA_SUFFIXES) for part in parts):
@@ -153,6 +151,9 @@ def exclusion_reason(
     reason = _name_reason(path, test_files)
     if reason is not None:
         return reason
+    root_module = "/" not in path and path.endswith(".py") and old is not None
+    if "/" not in path and not root_module:
+        return "a file at the repository root"
     if any(path.startswith(s + "/") for s in submodules(pristine) if s != "."):
         return "inside a submodule"
     parent = str(PurePosixPath(path).parent)
@@ -166,7 +167,7 @@ def exclusion_reason(
         return None
     if old.mode != new.mode and old.sha == new.sha:
         return "a mode change"
-    if not any(parent == d or parent.startswith(d + "/") for d in packages):
+    if not root_module and not any(parent == d or parent.startswith(d + "/") for d in packages):
         return "not in one of the repository's packages"
     return None
 
