@@ -534,6 +534,7 @@ def _step(ep: _Episode, action: Action) -> _Episode:
 def summarize(trajs: Sequence[Trajectory]) -> dict[str, Any]:
     """Episode-level statistics that `mentorgym eval --json` prints."""
     from mentorgym.envs.swe.refusals import refusal_counts
+
     n = len(trajs)
     if n == 0:
         return {
