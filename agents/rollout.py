@@ -545,6 +545,8 @@ def _step(ep: _Episode, action: Action) -> _Episode:
 
 def summarize(trajs: Sequence[Trajectory]) -> dict[str, Any]:
     """Episode-level statistics that `mentorgym eval --json` prints."""
+    from mentorgym.envs.swe.refusals import refusal_counts
+
     n = len(trajs)
     if n == 0:
         return {
@@ -566,6 +568,8 @@ def summarize(trajs: Sequence[Trajectory]) -> dict[str, Any]:
         "truncated_rate": sum(t.truncated for t in trajs) / n,
         "request_errors": sum(t.meta.get("truncated_reason") == "request_error" for t in trajs),
         "env_errors": sum(t.meta.get("truncated_reason") == "env_error" for t in trajs),
+        # refused patches by reason (SWE): a policy probing the grader shows here
+        **refusal_counts(t.turns[-1].info for t in trajs if t.turns),
     }
 
 

@@ -8,8 +8,10 @@ once per setting, and times the env's phases from inside (summed over episodes, 
 concurrency N they add up to more than the wall time):
   reset      taking a warm container and checking out the task (`SWEEnv._acquire`, `_checkout`)
   act        the agent's bash call (`git apply` of the gold patch) via the persistent shell
-  review     `git diff` of the agent's tree and the protected-file split (`review_patch`)
-  grade      the fresh grading container: checkout, apply, pytest under the guard (`_run_tests`)
+  review     the agent's tree against the pristine listing, the allowlist, the changed files'
+             bytes and the capability check (`review_tree`; `review_patch` before the redesign)
+  grade      the fresh grading container: checkout, the graded files, pytest under the
+             supervisor and the guard plugin (`_run_tests`)
 Settings: `plain` (every episode runs its tests) at concurrency 1 and N, then `cache` at
 concurrency N, where each task's second and later episodes reuse the grade of the same
 patch (the builtin set has 13 tasks, so 16 episodes repeat 3 of them; an RL batch of G
@@ -48,7 +50,8 @@ def instrument() -> None:
 
     cls = swe_env.SWEEnv
     cls.reset = _timed("reset", cls.reset)  # type: ignore[method-assign]
-    cls.review_patch = _timed("review", cls.review_patch)  # type: ignore[method-assign]
+    review = "review_tree" if hasattr(cls, "review_tree") else "review_patch"  # before/after
+    setattr(cls, review, _timed("review", getattr(cls, review)))
     cls._run_tests = _timed("grade", cls._run_tests)  # type: ignore[method-assign]
     tools.BashTool.__call__ = _timed("act", tools.BashTool.__call__)  # type: ignore[method-assign]
 

@@ -9,8 +9,9 @@ can reach the Docker engine controls it. Run untrusted code on a machine you can
 The container's first process is a bash loop that reaps orphans and survives `kill -9 -1`
 (the kernel never delivers that to a namespace's init), so no command can stop the
 container from inside. Commands see only the image's environment and `env`: nothing of
-the parent's environment reaches a container. `read_only`, `user` and `tmpfs` make the
-root filesystem read-only, drop root inside the container and give it scratch directories.
+the parent's environment reaches a container. `read_only`, `user`, `tmpfs` and `volumes` make the
+root filesystem read-only, drop root inside the container and give it writable directories
+(`volumes`: anonymous volumes filled from the image, which `docker cp` can reach, unlike tmpfs).
 
 Each sandbox talks to the engine through its own client (one connection pool per sandbox):
 docker-py keys its pools by URL and evicts the least recently used one, closing it under
@@ -50,6 +51,7 @@ from types import TracebackType
 import docker
 import docker.errors
 import docker.models.containers
+import docker.types
 import requests.exceptions
 
 from mentorgym.errors import DockerUnavailableError, SandboxError
@@ -323,6 +325,7 @@ class DockerSandbox:
         user: str | None = None,
         read_only: bool = False,
         tmpfs: dict[str, str] | None = None,
+        volumes: list[str] | None = None,
         background_close: bool = False,
     ):
         _reap_once()
@@ -347,22 +350,12 @@ class DockerSandbox:
         try:
             self.container = c.containers.run(
                 image,
-                command=["bash", "-c", _PID1],
-                detach=True,
-                working_dir=workdir,
-                network_mode="bridge" if network else "none",
-                mem_limit=mem_limit,
-                memswap_limit=mem_limit,
-                pids_limit=pids_limit,
-                nano_cpus=int(cpus * 1e9),
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
-                environment=env or {},
-                labels={**owner_labels(), **(labels or {}), **sandbox_label},
-                user=user or "",
-                read_only=read_only,
-                tmpfs=tmpfs or {},
-            )
+                **_run_options(
+                    workdir, network, mem_limit, pids_limit, cpus, env or {},
+                    {**owner_labels(), **(labels or {}), **sandbox_label},
+                    user or "", read_only, tmpfs or {}, volumes or [],
+                ),
+            )  # fmt: skip
         except docker.errors.ImageNotFound:
             self._discard(sandbox_label)
             raise SandboxError(
@@ -731,6 +724,34 @@ class DockerSandbox:
                 pass
 
 
+def _run_options(
+    workdir: str, network: bool, mem_limit: str, pids_limit: int, cpus: float,
+    env: dict[str, str], labels: dict[str, str], user: str, read_only: bool,
+    tmpfs: dict[str, str], volumes: list[str],
+) -> dict[str, object]:  # fmt: skip
+    """`containers.run` options for a sandbox container (see the module docstring)."""
+    return {
+        "command": ["bash", "-c", _PID1],
+        "detach": True,
+        "working_dir": workdir,
+        "network_mode": "bridge" if network else "none",
+        "mem_limit": mem_limit,
+        "memswap_limit": mem_limit,
+        "pids_limit": pids_limit,
+        "nano_cpus": int(cpus * 1e9),
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "environment": env,
+        "labels": labels,
+        "user": user,
+        "read_only": read_only,
+        "tmpfs": tmpfs,
+        # anonymous volumes, filled from the image's content at that path and removed with
+        # the container: writable places under a read-only root
+        "mounts": [docker.types.Mount(p, None, type="volume") for p in volumes],
+    }
+
+
 def _root_owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
     # Files must be root's: with every capability dropped, root in the container cannot
     # write files that another uid owns.
@@ -743,7 +764,7 @@ def _remove(container: docker.models.containers.Container) -> None:
     try:
         # Force-remove kills at once; a graceful stop waits 10 s on a PID 1 that
         # ignores SIGTERM, and a sandbox holds nothing worth a clean shutdown.
-        container.remove(force=True)
+        container.remove(force=True, v=True)  # v: its anonymous volumes too
     except docker.errors.NotFound:
         pass
     except (docker.errors.APIError, requests.exceptions.RequestException):

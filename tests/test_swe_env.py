@@ -171,7 +171,8 @@ def tiny_task(root: Path) -> dict:
     """A one-bug repository: the gold patch fixes `add`, the test patch adds the failing test."""
     repo = root / "tinycalc"
     (repo / "tests").mkdir(parents=True)
-    (repo / "calc.py").write_text(
+    (repo / "calc").mkdir()  # a package: graded patches change files inside packages
+    (repo / "calc" / "__init__.py").write_text(
         "def add(a, b):\n    return a - b\n\n\ndef neg(a):\n    return -a\n"
     )
     (repo / "tests" / "test_calc.py").write_text(
@@ -182,9 +183,10 @@ def tiny_task(root: Path) -> dict:
     _git(repo, "add", "-A")
     _git(repo, "commit", "-qm", "base")
     base = _git(repo, "rev-parse", "HEAD").strip()
-    (repo / "calc.py").write_text((repo / "calc.py").read_text().replace("a - b", "a + b"))
+    init = repo / "calc" / "__init__.py"
+    init.write_text(init.read_text().replace("a - b", "a + b"))
     patch = _git(repo, "diff")
-    _git(repo, "checkout", "-q", "calc.py")
+    _git(repo, "checkout", "-q", "calc/__init__.py")
     with open(repo / "tests" / "test_calc.py", "a") as f:
         f.write("\n\ndef test_add():\n    from calc import add\n\n    assert add(2, 3) == 5\n")
     test_patch = _git(repo, "diff")
@@ -274,11 +276,16 @@ def test_tools_in_container_and_container_removed_mid_episode(swe_env):
 
     swe_env.reset(options={"index": 0})
     turn = format_tool_call("bash", {"command": "cd /tmp && export MG_X=7"}) + format_tool_call(
-        "bash", {"command": "echo $PWD $MG_X && echo new > /testbed/NEWFILE"}
+        "bash",
+        {
+            "command": "echo $PWD $MG_X && echo 'X = 1' > /testbed/calc/newmod.py && echo n > /testbed/NEWFILE"
+        },
     )
     msgs, reward, term, trunc, info = swe_env.step(turn)
     assert msgs[1]["content"] == "/tmp 7" and not info["format_error"]
-    assert "NEWFILE" in info["model_patch"] and info["task_id"] == swe_env.tasks[0]["instance_id"]
+    # a new module in the package is graded; a new file at the root is not
+    assert "calc/newmod.py" in info["model_patch"] and "NEWFILE" not in info["model_patch"]
+    assert info["task_id"] == swe_env.tasks[0]["instance_id"]
     msgs, *_, info = swe_env.step("no tool call here")
     assert info["format_error"]
     client().containers.get(swe_env.sandbox.id).remove(force=True)

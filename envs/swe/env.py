@@ -5,19 +5,20 @@ Each episode takes one container from a warm pool, with the task's repository at
 and `submit` (Qwen/Hermes tool calls; `<answer>` also submits). One turn may carry
 several calls; they run in order, and calls after `submit` are not run.
 
-Grading (on submit): the model patch is `git diff BASE` of /testbed, new files
-included, minus what an agent has no business changing (`protect.py`: test files,
-conftest.py, pytest configuration, .pth / sitecustomize, bytecode, modules shadowing
-pytest), which is left out and listed in `info["excluded"]`. A static check of the rest
-rejects code that reaches into pytest's internals or exits the process at import. In a
-*fresh* container from the same image the model patch is applied to the starting
-commit, then the test patch, then FAIL_TO_PASS and PASS_TO_PASS run (the task's
-SWE-bench `eval_script` when it has one, else `test_cmd` on the tests' files) under the
-guard plugin (`guard_plugin.py`), which pytest loads before any repository code. Reward
-is 1.0 exactly when all pass by swebench 5.x's rules (`grading.py`) and neither the
-static check nor the guard found tampering (`info["tampering"]` says why otherwise).
-Grading in a fresh container means nothing the agent did outside the diff (installed
-packages, edited files outside the repo, killed processes) can change the verdict.
+Grading (on submit): the files of /testbed that differ by content from the pristine
+checkout (listed before the agent's first action) are split by an allowlist
+(`allowlist.py`: modifications of existing package files and new modules in existing
+package folders; everything else is left out and listed in `info["excluded"]`), and the
+kept files are checked for capabilities a fix has no business with (`capabilities.py`).
+In a *fresh* container from the same image the kept files' bytes are written over the
+starting commit, then the test patch is applied and FAIL_TO_PASS and PASS_TO_PASS run (the
+task's SWE-bench `eval_script` when it has one, else `test_cmd` on the tests' files) under
+a supervisor that reads each outcome from the guard plugin as it happens (`supervisor.py`,
+`guard_plugin.py`, `guard.py`). Reward is 1.0 exactly when all pass by swebench 5.x's rules
+(`grading.py`), the record shows each of them run and pass, and no capability was added
+(`info["tampering"]` says why otherwise). Grading in a fresh container means nothing the
+agent did outside the graded files (installed packages, killed processes) can change the
+verdict; the agent's own container has a read-only root besides /testbed and /tmp.
 
 Truncation: the turn limit is Gymnasium's `TimeLimit`, which the env cannot see
 coming, so an episode cut by it is *not graded*: its last step's info still holds
@@ -31,8 +32,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import re
 import shlex
+import tarfile
 import tempfile
 import threading
 from collections.abc import Callable
@@ -53,18 +56,20 @@ from mentorgym.envs.base import (
     tools_prompt,
     user,
 )
+from mentorgym.envs.swe.allowlist import Entry
+from mentorgym.envs.swe.capabilities import RUNTIME_EVENTS
 from mentorgym.envs.swe.grading import GradeResult, grade_log
 from mentorgym.envs.swe.guard import (
     GUARD_DIR,
     GUARD_MODULE,
-    GUARD_OUT,
-    cross_check,
-    new_token,
-    read_guard_files,
+    RECORD,
+    env_exports,
+    judge_record,
+    supervisor_source,
+    unseen_or_failed,
 )
-from mentorgym.envs.swe.guard import env_prefix as guard_env
 from mentorgym.envs.swe.guard import plugin_source as guard_plugin_source
-from mentorgym.envs.swe.protect import PYTEST_CONFIG_FILES, PatchReview, review_patch, split_patch
+from mentorgym.envs.swe.review import TreeReview, pristine, review_tree
 from mentorgym.envs.swe.tasks import ensure_image, load_tasks
 from mentorgym.envs.swe.tools import DEFAULT_TOOL_OUTPUT_LIMIT, BashTool, EditorTool, submit_tool
 from mentorgym.errors import ConfigError, SandboxError
@@ -208,11 +213,18 @@ class SWEEnv(TextEnv):
         self._patch: str | None = None
         self._done = False
         self._base = ""
+        self._pristine: dict[str, Entry] | None = None
 
     # --- containers ------------------------------------------------------------------------
 
-    def _acquire(self, image: str) -> DockerSandbox:
-        return get_pool(image, self.pool_size, workdir=TESTBED, **self.container_kwargs).acquire()
+    def _acquire(self, image: str, agent: bool = True) -> DockerSandbox:
+        """A warm container of `image`. The agent's has a read-only root: it writes only in
+        /testbed and the scratch /tmp (volumes). The grading container's root stays
+        writable, as the harness runs tests (some write under $HOME)."""
+        kwargs: dict[str, Any] = dict(self.container_kwargs)
+        if agent:
+            kwargs.update(read_only=True, volumes=[TESTBED, "/tmp"])
+        return get_pool(image, self.pool_size, workdir=TESTBED, **kwargs).acquire()
 
     @staticmethod
     def _start_command(task: dict[str, Any], bug_patch_path: str) -> str:
@@ -296,9 +308,12 @@ class SWEEnv(TextEnv):
         else:
             k = int(self.np_random.integers(self.num_tasks))
         task = self.tasks[k]
-        sb = self._acquire(ensure_image(task))
+        image = ensure_image(task)
+        sb = self._acquire(image)
         try:
             self._base = self._checkout(sb, task)
+            # listed before the agent's first action: the content every change is judged against
+            self._pristine = pristine(sb, TESTBED, (image, self._base))
         except BaseException:
             sb.close()
             raise
@@ -406,57 +421,31 @@ class SWEEnv(TextEnv):
     # --- the patch and the grade -----------------------------------------------------------------
 
     def model_patch(self) -> str:
-        """The graded patch of /testbed now: `git diff BASE` with new files, protected files left out.
+        """The graded patch of /testbed now (a git diff of the files the allowlist keeps).
 
-        See `protect.py` for what is protected; `review_patch()` also says what was left
-        out and what the static check found.
+        See `allowlist.py` for the rule; `review_tree()` also says what was left out and
+        what the static check found.
         """
-        return self.review_patch().patch
+        return self.review_tree().patch
 
-    def review_patch(self) -> PatchReview:
-        """`git diff BASE` of /testbed (new files included), split by `protect.review_patch`.
+    def review_tree(self) -> TreeReview:
+        """The change of /testbed against the pristine checkout, by content (`review.py`).
 
-        A scratch index keeps the agent's own `git status` untouched.
+        A tree that cannot be listed or read (the agent removed git, filled the disk, ...)
+        has no graded change; the reason is in `excluded`.
         """
-        if self.sandbox is None or self.task is None:
+        if self.sandbox is None or self.task is None or self._pristine is None:
             raise RuntimeError("no episode is running; call reset() first")
-        base = shlex.quote(self._base)
-        out = "/tmp/.mentorgym_model.patch"
-        idx = "/tmp/.mentorgym_index"
-        git = "git -c safe.directory='*' -c core.quotepath=false"
-        cmd = (
-            f"( cd {TESTBED} && rm -f {idx} && (cp .git/index {idx} 2>/dev/null; true) && "
-            f"GIT_INDEX_FILE={idx} {git} add -A && "
-            f"GIT_INDEX_FILE={idx} {git} diff --cached --binary --no-color --no-ext-diff {base} > {out}; "
-            f"rc=$?; rm -f {idx}; exit $rc )"
-        )
-        r = self.sandbox.exec(cmd, timeout=120)
-        if r.exit_code != 0:
-            # the agent broke the repository (removed .git, ...): there is no patch to grade
-            return PatchReview(patch="")
-        patch = self.sandbox.read_file(out).decode("utf-8", errors="replace")
-        old_text: dict[str, str | None] = {}
-        new_text: dict[str, str | None] = {}
-        for path, _block in split_patch(patch):
-            name = path.rsplit("/", 1)[-1]
-            if name in PYTEST_CONFIG_FILES:
-                old_text[path] = self._read_text(
-                    f"git -c safe.directory='*' show {base}:{shlex.quote(path)}"
-                )
-            if name in PYTEST_CONFIG_FILES or name.endswith(".py"):
-                new_text[path] = self._read_text(f"cat {shlex.quote(path)}")
-        return review_patch(
-            patch,
-            set(patch_files(self.task.get("test_patch", ""))),
-            old_text,
-            new_text,
-            repo=self.task.get("repo", ""),
-        )
-
-    def _read_text(self, cmd: str) -> str | None:
-        assert self.sandbox is not None
-        r = self.sandbox.exec(f"cd {TESTBED} && {cmd} 2>/dev/null", timeout=60)
-        return r.output if r.exit_code == 0 else None
+        try:
+            return review_tree(
+                self.sandbox,
+                TESTBED,
+                self._pristine,
+                set(patch_files(self.task.get("test_patch", ""))),
+                repo=self.task.get("repo", ""),
+            )
+        except (ValueError, FileNotFoundError, tarfile.TarError) as e:
+            return TreeReview(excluded={TESTBED: f"the tree could not be read: {e}"})
 
     def eval_script(self, task: dict[str, Any]) -> str:
         """The shell script that applies the test patch and runs the graded tests, with SWE-bench's markers."""
@@ -488,26 +477,26 @@ class SWEEnv(TextEnv):
         return "\n".join(lines) + "\n"
 
     def grade(self) -> GradeResult:
-        """Grade the repository as it stands: apply its model patch and the test patch in a
-        fresh container at `base_commit`, run the tests under the guard plugin, grade with
-        swebench's rules.
+        """Grade the repository as it stands: the files the allowlist keeps, written over a
+        fresh checkout of `base_commit` in a fresh container, the tests run under the
+        supervisor and the guard plugin, graded by swebench's rules and by the record.
 
-        Protected files are left out of the patch (`result.excluded`); a static-check
-        finding or tampering the guard saw makes the grade 0 (`result.tampering`).
-        Cached for the episode; `info["model_patch"]` of the submit step is the patch graded.
-        With `grade_cache`, a graded patch identical to one already graded for the same task,
-        image and test command in this process reuses that grade: the harness's verdict is a
-        function of exactly those (a fresh container each time), so only a flaky test could
-        tell the difference, and it is frozen at its first outcome. Students submit the
-        same patch often (the empty one above all), and each run of the tests costs a
-        container and a pytest process. Raises `SandboxError` when a container dies.
+        Left-out files are listed in `result.excluded`; a capability the graded files add
+        (static check, or the audit hook at run time) or a record that contradicts the log
+        makes the grade 0 (`result.tampering`). Cached for the episode;
+        `info["model_patch"]` of the submit step is the patch graded. With `grade_cache`, a
+        graded change identical to one already graded for the same task, image and test
+        command in this process reuses that grade: the verdict is a function of exactly
+        those (a fresh container each time), so only a flaky test could tell the
+        difference, and it is frozen at its first outcome. Raises `SandboxError` when a
+        container dies.
         """
         if self._result is not None:
             return self._result
         if self.task is None or self.sandbox is None:
             raise RuntimeError("no episode is running; call reset() first")
         task = self.task
-        review = self.review_patch()
+        review = self.review_tree()
         self._patch = review.patch
         key = (
             task["instance_id"],
@@ -515,93 +504,112 @@ class SWEEnv(TextEnv):
             hashlib.sha256(f"{self._test_command(task)}\0{review.patch}".encode()).hexdigest(),
         )
         if review.findings:
-            # No test run: the patch reaches into the test runner or ends the process.
+            # No test run: the graded files add a capability a fix has no business with.
             result = GradeResult(resolved=False, error="the static check rejected the patch")
             result.tampering = [f"static check: {f}" for f in review.findings]
         elif self.grade_cache:
-            result = _GRADES.get_or_grade(key, lambda: self._grade_patch(task, review.patch))
+            result = _GRADES.get_or_grade(key, lambda: self._grade_review(task, review))
         else:
-            result = self._grade_patch(task, review.patch)
+            result = self._grade_review(task, review)
         result.excluded = review.excluded
         if result.tampering:
             result.resolved = False
         self._result = result
         return result
 
-    def _grade_patch(self, task: dict[str, Any], patch: str) -> GradeResult:
-        """Run the tests on `patch` under the guard and grade the log; tampering included."""
-        token = new_token()
-        log, guard_files = self._run_tests(task, patch, token, patch_files(patch))
+    def _grade_review(self, task: dict[str, Any], review: TreeReview) -> GradeResult:
+        """Run the tests on the reviewed files under the supervisor and grade log and record."""
+        log, record = self._run_tests(task, review)
         # The env's reward uses the strictest rules (5.x's: a skipped or missing
         # FAIL_TO_PASS test fails) whatever project the task is from; SWE-smith's
         # "missing counts as passed" would pay a patch that stops tests from running.
         result = grade_log(task, log, harness="mentorgym")
-        verdict = read_guard_files(guard_files, token)
         graded = [*task["FAIL_TO_PASS"], *task["PASS_TO_PASS"]]
-        pytest_ran = result.error is None and "pytest" in self._test_command(task)
-        result.tampering = cross_check(verdict, result.status_map, graded, pytest_ran)
+        pytest_expected = "pytest" in self._test_command(task)
+        verdict = judge_record(record, graded, pytest_expected and result.error is None)
+        result.tampering = verdict.tampering + [f"run time: {f}" for f in verdict.findings]
+        if verdict.timed_out and result.error is None:
+            result.error = "the tests timed out"
+            result.resolved = False
+        unseen = unseen_or_failed(verdict, graded) if pytest_expected else []
+        if result.resolved and unseen:
+            # the log says resolved, the record (written as tests ran) says otherwise
+            shown = "; ".join(unseen[:5]) + (
+                f" (+{len(unseen) - 5} more)" if len(unseen) > 5 else ""
+            )
+            result.tampering.append(
+                f"the log reports passes the test record does not show: {shown}"
+            )
         return result
 
     def _test_command(self, task: dict[str, Any]) -> str:
         return str(task.get("eval_script") or task.get("test_cmd") or DEFAULT_TEST_CMD)
 
-    def _run_tests(
-        self, task: dict[str, Any], model_patch: str, token: str, patched: list[str]
-    ) -> tuple[str, list[str]]:
-        """The grading log, and the guard plugin's JSON reports, from a fresh container.
-
-        One copy into the container (patches, the guard, the scripts), one command
-        (checkout, apply, tests), two reads (log, guard reports): each Docker API call
-        costs the engine CPU that concurrent episodes share.
-        """
-        sb = self._acquire(ensure_image(task))
-        grade_dir = GUARD_DIR
-        log_file, guard_file = f"{grade_dir}/eval.log", f"{grade_dir}/guard.jsonl"
+    def _run_script(self, task: dict[str, Any], review: TreeReview) -> str:
+        """The grading container's script: checkout, write the graded files, supervised tests."""
+        d = GUARD_DIR
         run = [
             "set -u",
-            f"{self._start_command(task, grade_dir + '/bug.patch')} > {grade_dir}/start.log 2>&1 "
-            f"|| {{ cat {grade_dir}/start.log; exit 97; }}",
-            f"rm -rf {GUARD_OUT} && mkdir -p {GUARD_OUT}",
+            f"{self._start_command(task, d + '/bug.patch')} > {d}/start.log 2>&1 "
+            f"|| {{ cat {d}/start.log; exit 97; }}",
+            f"rm -rf {RECORD}; : > {d}/eval.log",
         ]
-        if model_patch.strip():
+        if review.files:
             run.append(
-                f"git -c safe.directory='*' apply -v {grade_dir}/model.patch > {log_file} 2>&1 "
-                f"|| {{ echo '>>>>> Patch Apply Failed' >> {log_file}; exit 0; }}"
+                f"cp -r {d}/model/. {TESTBED}/ >> {d}/eval.log 2>&1 "
+                f"|| {{ echo '>>>>> Patch Apply Failed' >> {d}/eval.log; exit 0; }}"
             )
-            run.append(f"echo '>>>>> Applied Patch' >> {log_file}")
+            run.append(f"echo '>>>>> Applied Patch' >> {d}/eval.log")
         run += [
-            guard_env(token, patched).rstrip("\n"),
-            f"bash {grade_dir}/eval.sh >> {log_file} 2>&1",
-            f'for f in {GUARD_OUT}/guard-*.json; do [ -e "$f" ] && {{ cat "$f"; echo; }}; done > {guard_file}',
+            env_exports().rstrip("\n"),
+            "PY=$(command -v python3 || command -v python || ls /opt/miniconda3/bin/python3)",
+            f'"$PY" {d}/supervisor.py {RECORD} {d}/eval.log {self.test_timeout:.0f} '
+            f"--contained -- bash {d}/eval.sh",
         ]
+        return "\n".join(run) + "\n"
+
+    def _run_tests(self, task: dict[str, Any], review: TreeReview) -> tuple[str, str | None]:
+        """The grading log, and the supervisor's record (None if it wrote none), from a fresh
+        container.
+
+        One copy into the container (files, scripts, the guard), one command (checkout,
+        files, tests), two reads (log, record): each Docker API call costs the engine CPU
+        that concurrent episodes share.
+        """
+        sb = self._acquire(ensure_image(task), agent=False)
+        policy = {"root": TESTBED, "files": review.policy, "events": RUNTIME_EVENTS}
         try:
             with tempfile.TemporaryDirectory() as tmp:
-                files = {
-                    "model.patch": model_patch,
+                texts = {
                     "test.patch": task.get("test_patch", ""),
                     "bug.patch": task.get("bug_patch", ""),
                     f"{GUARD_MODULE}.py": guard_plugin_source(),
+                    "supervisor.py": supervisor_source(),
+                    "policy.json": json.dumps(policy),
                     "eval.sh": self.eval_script(task),
-                    "run.sh": "\n".join(run) + "\n",
+                    "run.sh": self._run_script(task, review),
                 }
-                for name, text in files.items():
+                for name, text in texts.items():
                     (Path(tmp) / name).write_text(text, encoding="utf-8")
-                sb.put_dir(tmp, grade_dir)
-            r = sb.exec(f"bash {grade_dir}/run.sh", timeout=self.test_timeout + 120)
+                for path, data in review.files.items():
+                    target = Path(tmp) / "model" / path
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(data)
+                sb.put_dir(tmp, GUARD_DIR)
+            r = sb.exec(f"bash {GUARD_DIR}/run.sh", timeout=self.test_timeout + 120)
             if r.exit_code == 97:
                 raise ConfigError(self._checkout_error(task, r.output))
             try:
-                log = sb.read_file(log_file).decode("utf-8", errors="replace")
+                log = sb.read_file(f"{GUARD_DIR}/eval.log").decode("utf-8", errors="replace")
             except FileNotFoundError:
                 log = r.output
             if r.timed_out:
-                log += "\n>>>>> Tests Timed Out\n"
-                return log, []
+                return log + "\n>>>>> Tests Timed Out\n", None
             try:
-                reports = sb.read_file(guard_file).decode("utf-8", errors="replace")
-            except FileNotFoundError:
-                reports = ""
-            return log, [line for line in reports.splitlines() if line.strip()]
+                record: str | None = sb.read_file(RECORD).decode("utf-8", errors="replace")
+            except (FileNotFoundError, IsADirectoryError):
+                record = None
+            return log, record
         finally:
             sb.close(wait=False)
 

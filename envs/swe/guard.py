@@ -1,25 +1,31 @@
-"""The grader's side of the guard plugin (`guard_plugin.py`): install it, read what it saw.
+"""The grader's side of the supervised test run: the files it installs, the record it reads.
 
-The plugin runs inside the grading container's pytest process and writes one JSON file
-per pytest process. Here those files are checked: they must exist when pytest ran, carry
-this run's token, come from the guard the grader installed, describe a finished session,
-list no tampering, and agree with the log: a test the log reports as PASSED must be one
-the guard saw pass. Anything else is tampering and the grade is 0.
+In the grading container, `supervisor.py` runs the test command as its child and reads
+the guard plugin's (`guard_plugin.py`) lines from a pipe as pytest writes them; after the
+command and everything it started are gone it writes the record. Here that record is
+judged (`judge_record`):
+
+- every line must be the guard's: a JSON object numbered 0, 1, 2, ... per process, with
+  a closing `finish` line that counts the lines before it (an injected, dropped or
+  rewritten line breaks the count; a process that died early has no closing line);
+- each graded test must be seen to run and pass: setup, call and teardown reported
+  and passed (an xfail counts as the harness counts it); a test that was not collected,
+  not run, or is missing from the record is not passed;
+- each capability use the audit hook saw is a finding.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 GUARD_DIR = "/tmp/.mentorgym_grade"
-"""Where grading puts its files in the grading container: patches, scripts, the guard, logs."""
-GUARD_OUT = f"{GUARD_DIR}/out"
+"""Where grading puts its files in the grading container: files, scripts, the guard, logs."""
 GUARD_MODULE = "mentorgym_guard"
-_PASSING = ("PASSED", "XPASS", "XFAIL")  # what swebench counts as passing, and XPASS
+RECORD = f"{GUARD_DIR}/record.json"
+POLICY = f"{GUARD_DIR}/policy.json"
+_PASSING = ("PASSED", "XFAIL")  # what the harness (swebench 5.x) counts as passing
 
 
 def plugin_source() -> str:
@@ -27,84 +33,123 @@ def plugin_source() -> str:
     return (Path(__file__).parent / "guard_plugin.py").read_text(encoding="utf-8")
 
 
-def new_token() -> str:
-    return secrets.token_hex(16)
+def supervisor_source() -> str:
+    return (Path(__file__).parent / "supervisor.py").read_text(encoding="utf-8")
 
 
-def env_prefix(token: str, patched_files: list[str]) -> str:
+def env_exports() -> str:
     """Shell `export` lines that make every pytest run in the script load the guard first."""
-    exports = {
-        "PYTHONPATH": f"{GUARD_DIR}${{PYTHONPATH:+:$PYTHONPATH}}",
-        "PYTEST_ADDOPTS": f"-p {GUARD_MODULE} ${{PYTEST_ADDOPTS:-}}",
-        "MENTORGYM_GUARD_OUT": GUARD_OUT,
-        "MENTORGYM_GUARD_TOKEN": token,
-        "MENTORGYM_GUARD_PATCHED": json.dumps(patched_files),
-    }
-    lines = []
-    for key, value in exports.items():
-        # PYTHONPATH / PYTEST_ADDOPTS expand their old value; the rest are literal
-        quoted = f'"{value}"' if "$" in value else shlex.quote(value)
-        lines.append(f"export {key}={quoted}")
-    return "\n".join(lines) + "\n"
+    return (
+        f'export PYTHONPATH="{GUARD_DIR}${{PYTHONPATH:+:$PYTHONPATH}}"\n'
+        f'export PYTEST_ADDOPTS="-p {GUARD_MODULE} ${{PYTEST_ADDOPTS:-}}"\n'
+        f"export MENTORGYM_GUARD_POLICY={POLICY}\n"
+    )
 
 
 @dataclass
-class GuardVerdict:
-    """What the guard's files say about one grading run."""
+class RecordVerdict:
+    """What the supervisor's record says about one grading run."""
 
-    ran: bool
-    """True when at least one guarded pytest process wrote its file."""
     tests: dict[str, str] = field(default_factory=dict)
     """Each test's status as the guard saw it (PASSED, FAILED, ERROR, SKIPPED, XFAIL, XPASS)."""
     tampering: list[str] = field(default_factory=list)
+    """Why the record cannot be trusted; non-empty = not resolved."""
+    findings: list[str] = field(default_factory=list)
+    """Capabilities the audit hook saw the graded files use, each `path:line: what`."""
+    timed_out: bool = False
 
 
-def read_guard_files(
-    texts: list[str], token: str, guard_file: str = f"{GUARD_DIR}/{GUARD_MODULE}.py"
-) -> GuardVerdict:
-    """Merge the guard's per-process JSON files, checking each one's token, origin and completeness."""
-    verdict = GuardVerdict(ran=bool(texts))
-    for text in texts:
+def _status(previous: str | None, when: str, outcome: str, xfail: bool) -> str:
+    """A test's status in the -rA vocabulary, folding its setup / call / teardown reports."""
+    if when == "call":
+        if outcome == "passed":
+            return "XPASS" if xfail else "PASSED"
+        if outcome == "failed":
+            return "FAILED"
+        return "XFAIL" if xfail else "SKIPPED"
+    if outcome == "failed":
+        return "ERROR"
+    if outcome == "skipped" and when == "setup":
+        return "XFAIL" if xfail else "SKIPPED"
+    if when == "setup":
+        return "SETUP_ONLY"  # setup passed, the call not seen (yet)
+    return previous or "TEARDOWN_ONLY"
+
+
+def _parse_lines(lines: list[str], verdict: RecordVerdict) -> dict[int, list[dict]]:
+    """Events per process; a line that is not the guard's is tampering."""
+    by_pid: dict[int, list[dict]] = {}
+    for line in lines:
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
-            verdict.tampering.append("a guard report is not valid JSON: it was overwritten")
-            continue
-        if not isinstance(data, dict) or data.get("token") != token:
-            verdict.tampering.append("a guard report lacks this run's token: it was forged")
-            continue
-        if data.get("guard_file") != guard_file:
+            event = json.loads(line)
+            pid, seq, kind = int(event["pid"]), int(event["seq"]), str(event["e"])
+        except (ValueError, TypeError, KeyError):
+            verdict.tampering.append("the test record has a line the guard did not write")
+            return {}
+        events = by_pid.setdefault(pid, [])
+        if seq != len(events) or not kind:
             verdict.tampering.append(
-                f"pytest loaded {data.get('guard_file')!r} as the guard, not the grader's plugin"
+                f"the test record of process {pid} is out of sequence (line {seq} after "
+                f"{len(events)}): lines were injected into it"
             )
-        if not data.get("finished") and not data.get("worker"):
-            verdict.tampering.append("a pytest session ended before it finished")
-        verdict.tampering += [str(t) for t in data.get("tampering", [])]
-        for name, status in (data.get("tests") or {}).items():
-            verdict.tests[str(name)] = str(status)
+            return {}
+        events.append(event)
+    return by_pid
+
+
+def _check_closed(by_pid: dict[int, list[dict]], verdict: RecordVerdict) -> None:
+    for pid, events in by_pid.items():
+        last = events[-1]
+        if last["e"] != "finish" or last.get("lines") != len(events) - 1:
+            verdict.tampering.append(
+                f"pytest process {pid} ended before its session finished (no closing record): "
+                "it died, was killed, or exited early"
+            )
+
+
+def judge_record(text: str | None, graded: list[str], pytest_expected: bool) -> RecordVerdict:
+    """The verdict of the supervisor's record (None: it wrote none) for the graded tests."""
+    verdict = RecordVerdict()
+    if text is None:
+        verdict.tampering.append("the supervisor wrote no record: the run was cut short")
+        return verdict
+    try:
+        record = json.loads(text)
+        lines = [str(x) for x in record["lines"]]
+    except (ValueError, TypeError, KeyError):
+        verdict.tampering.append("the supervisor's record is not valid")
+        return verdict
+    verdict.timed_out = bool(record.get("timed_out"))
+    if record.get("partial_line"):
+        verdict.tampering.append("the test record ends in a partial line")
+    by_pid = _parse_lines(lines, verdict)
+    if not by_pid and pytest_expected and not verdict.tampering:
+        verdict.tampering.append("pytest never reported to the supervisor (it did not run)")
+    _check_closed(by_pid, verdict)
+    for events in by_pid.values():
+        for event in events:
+            if event["e"] == "report":
+                node = str(event.get("nodeid"))
+                verdict.tests[node] = _status(
+                    verdict.tests.get(node),
+                    str(event.get("when")),
+                    str(event.get("outcome")),
+                    bool(event.get("xfail")),
+                )
+            elif event["e"] == "audit":
+                from mentorgym.envs.swe.capabilities import CAPABILITIES
+
+                what = CAPABILITIES.get(str(event.get("capability")), "a capability")
+                where = f"{event.get('file')}:{event.get('line')}"
+                verdict.findings.append(f"{where}: {what} (at run time: {event.get('event')})")
     return verdict
 
 
-def cross_check(
-    verdict: GuardVerdict, status_map: dict[str, str], graded: list[str], pytest_ran: bool
-) -> list[str]:
-    """Tampering reasons: the guard's own, a missing guard report, a log the guard contradicts."""
-    if not verdict.ran:
-        if not pytest_ran:
-            return []
-        return [
-            "pytest ran but the guard wrote no report: the test process ended before pytest "
-            "finished (os._exit, sys.exit at import, a kill) or the guard was disabled"
-        ]
-    reasons = list(verdict.tampering)
-    if not any(t in verdict.tests for t in graded):
-        # The log names tests differently from pytest (a repo parser that rewrites ids),
-        # or no graded test ran at all: nothing to compare test by test.
-        return reasons
+def unseen_or_failed(verdict: RecordVerdict, graded: list[str]) -> list[str]:
+    """Graded tests the record does not show passing, each with what it shows."""
+    out = []
     for test in graded:
-        logged = status_map.get(test)
         seen = verdict.tests.get(test)
-        if logged in _PASSING and seen not in _PASSING:
-            what = "never ran it" if seen is None else f"saw {seen}"
-            reasons.append(f"the log reports {test} {logged} but pytest {what}")
-    return reasons
+        if seen not in _PASSING:
+            out.append(f"{test}: {'never ran' if seen is None else seen}")
+    return out

@@ -153,81 +153,112 @@ def mutations_of_function(
             yield from walk(child)
 
     for node in walk(func):
-        if isinstance(node, ast.Compare) and len(node.ops) == 1:
-            span_l, span_r = (
-                _span(node.left, lines, starts),
-                _span(node.comparators[0], lines, starts),
-            )
-            if span_l and span_r and node.left.lineno == node.comparators[0].lineno:
-                gap = source[span_l[1] : span_r[0]]
-                op = gap.strip()
-                if op in _CMP_FLIPS:
-                    add(
-                        "flip_comparison",
-                        node,
-                        span_l[1],
-                        span_r[0],
-                        gap.replace(op, _CMP_FLIPS[op]),
-                    )
-        elif isinstance(node, ast.BoolOp) and len(node.values) == 2:
-            a, b = _span(node.values[0], lines, starts), _span(node.values[1], lines, starts)
-            if a and b and node.values[0].lineno == node.values[1].lineno:
-                gap = source[a[1] : b[0]]
-                new = (
-                    re.sub(r"\band\b", "or", gap)
-                    if isinstance(node.op, ast.And)
-                    else re.sub(r"\bor\b", "and", gap)
-                )
-                if new != gap:
-                    add("swap_bool_operator", node, a[1], b[0], new)
-        elif (
-            isinstance(node, ast.Constant)
-            and type(node.value) is int
-            and (span := _span(node, lines, starts))
-            and source[span[0] : span[1]].isdigit()
-        ):
-            add("off_by_one", node, span[0], span[1], str(node.value + 1))
-        elif isinstance(node, ast.Call) and len(node.args) >= 2:
-            a0, a1 = node.args[0], node.args[1]
-            s0, s1 = _span(a0, lines, starts), _span(a1, lines, starts)
-            if (
-                s0
-                and s1
-                and a0.lineno == a1.lineno
-                and not isinstance(a0, ast.Starred)
-                and not isinstance(a1, ast.Starred)
-                and source[s0[0] : s0[1]] != source[s1[0] : s1[1]]
-            ):
-                swapped = source[s1[0] : s1[1]] + source[s0[1] : s1[0]] + source[s0[0] : s0[1]]
-                add("swap_arguments", node, s0[0], s1[1], swapped)
-        elif isinstance(node, ast.Return) and node.value is not None:
-            span = _span(node.value, lines, starts)
-            if span is None:
-                continue
-            expr = source[span[0] : span[1]]
-            if isinstance(node.value, (ast.Compare, ast.BoolOp)) or (
-                isinstance(node.value, ast.Constant) and isinstance(node.value.value, bool)
-            ):
-                add("wrong_return", node, span[0], span[1], f"not ({expr})")
-            elif not (isinstance(node.value, ast.Constant) and node.value.value is None):
-                add("wrong_return", node, span[0], span[1], "None")
-        elif isinstance(node, ast.If) and node.end_lineno is not None:
-            first = lines[node.lineno - 1]
-            if not first.lstrip().startswith("if "):
-                continue  # an `elif`: rewriting it would change the chain's meaning twice
-            indent = first[: len(first) - len(first.lstrip())]
-            start, end = starts[node.lineno - 1], starts[node.end_lineno]
-            if node.orelse and not (
-                isinstance(node.orelse[0], ast.If)
-                and lines[node.orelse[0].lineno - 1].lstrip().startswith("elif")
-            ):
-                body = "".join(lines[node.orelse[0].lineno - 1 : node.orelse[-1].end_lineno])
-                text = _reindent(body, indent)
-                if text is not None:
-                    add("drop_branch_take_else", node, start, end, text)
-            elif not node.orelse:
-                add("drop_branch", node, start, end, "")
+        for kind, start, end, text in _node_mutations(node, source, lines, starts):
+            add(kind, node, start, end, text)
     return out
+
+
+_Edit = tuple[str, int, int, str]  # (kind, start offset, end offset, replacement)
+
+
+def _node_mutations(node: ast.AST, source: str, lines: list[str], starts: list[int]) -> list[_Edit]:
+    """The candidate edits of one node, by its kind (see `mutations_of_function`)."""
+    if isinstance(node, ast.Compare) and len(node.ops) == 1:
+        return _flip_comparison(node, source, lines, starts)
+    if isinstance(node, ast.BoolOp) and len(node.values) == 2:
+        return _swap_bool(node, source, lines, starts)
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        span = _span(node, lines, starts)
+        if span and source[span[0] : span[1]].isdigit():
+            return [("off_by_one", span[0], span[1], str(node.value + 1))]
+        return []
+    if isinstance(node, ast.Call) and len(node.args) >= 2:
+        return _swap_arguments(node, source, lines, starts)
+    if isinstance(node, ast.Return) and node.value is not None:
+        return _wrong_return(node, source, lines, starts)
+    if isinstance(node, ast.If) and node.end_lineno is not None:
+        return _drop_branch(node, lines, starts)
+    return []
+
+
+def _flip_comparison(
+    node: ast.Compare, source: str, lines: list[str], starts: list[int]
+) -> list[_Edit]:
+    span_l, span_r = _span(node.left, lines, starts), _span(node.comparators[0], lines, starts)
+    if not (span_l and span_r and node.left.lineno == node.comparators[0].lineno):
+        return []
+    gap = source[span_l[1] : span_r[0]]
+    op = gap.strip()
+    if op not in _CMP_FLIPS:
+        return []
+    return [("flip_comparison", span_l[1], span_r[0], gap.replace(op, _CMP_FLIPS[op]))]
+
+
+def _swap_bool(node: ast.BoolOp, source: str, lines: list[str], starts: list[int]) -> list[_Edit]:
+    a, b = _span(node.values[0], lines, starts), _span(node.values[1], lines, starts)
+    if not (a and b and node.values[0].lineno == node.values[1].lineno):
+        return []
+    gap = source[a[1] : b[0]]
+    new = (
+        re.sub(r"\band\b", "or", gap)
+        if isinstance(node.op, ast.And)
+        else re.sub(r"\bor\b", "and", gap)
+    )
+    return [("swap_bool_operator", a[1], b[0], new)] if new != gap else []
+
+
+def _swap_arguments(
+    node: ast.Call, source: str, lines: list[str], starts: list[int]
+) -> list[_Edit]:
+    a0, a1 = node.args[0], node.args[1]
+    s0, s1 = _span(a0, lines, starts), _span(a1, lines, starts)
+    if not (
+        s0
+        and s1
+        and a0.lineno == a1.lineno
+        and not isinstance(a0, ast.Starred)
+        and not isinstance(a1, ast.Starred)
+        and source[s0[0] : s0[1]] != source[s1[0] : s1[1]]
+    ):
+        return []
+    swapped = source[s1[0] : s1[1]] + source[s0[1] : s1[0]] + source[s0[0] : s0[1]]
+    return [("swap_arguments", s0[0], s1[1], swapped)]
+
+
+def _wrong_return(
+    node: ast.Return, source: str, lines: list[str], starts: list[int]
+) -> list[_Edit]:
+    assert node.value is not None
+    span = _span(node.value, lines, starts)
+    if span is None:
+        return []
+    expr = source[span[0] : span[1]]
+    if isinstance(node.value, (ast.Compare, ast.BoolOp)) or (
+        isinstance(node.value, ast.Constant) and isinstance(node.value.value, bool)
+    ):
+        return [("wrong_return", span[0], span[1], f"not ({expr})")]
+    if not (isinstance(node.value, ast.Constant) and node.value.value is None):
+        return [("wrong_return", span[0], span[1], "None")]
+    return []
+
+
+def _drop_branch(node: ast.If, lines: list[str], starts: list[int]) -> list[_Edit]:
+    assert node.end_lineno is not None
+    first = lines[node.lineno - 1]
+    if not first.lstrip().startswith("if "):
+        return []  # an `elif`: rewriting it would change the chain's meaning twice
+    indent = first[: len(first) - len(first.lstrip())]
+    start, end = starts[node.lineno - 1], starts[node.end_lineno]
+    if node.orelse and not (
+        isinstance(node.orelse[0], ast.If)
+        and lines[node.orelse[0].lineno - 1].lstrip().startswith("elif")
+    ):
+        body = "".join(lines[node.orelse[0].lineno - 1 : node.orelse[-1].end_lineno])
+        text = _reindent(body, indent)
+        return [("drop_branch_take_else", start, end, text)] if text is not None else []
+    if not node.orelse:
+        return [("drop_branch", start, end, "")]
+    return []
 
 
 def _reindent(block: str, indent: str) -> str | None:
@@ -521,38 +552,13 @@ def synthesize(
     are also written as JSONL to `out`; raises `ConfigError` when the repository cannot be used.
     """
     repo = Path(repo).resolve()
-    if sandbox not in ("docker", "local"):
-        raise ConfigError(f"sandbox must be 'docker' or 'local', not {sandbox!r}")
-    if not (repo / ".git").exists():
-        raise ConfigError(
-            f"{repo} is not a git repository: run `git init && git add -A && git commit -m init` "
-            "there first (synthesized tasks name commits of it)"
-        )
-    try:
-        head = _git(repo, "rev-parse", "HEAD").strip()
-    except RuntimeError:
-        raise ConfigError(f"{repo} has no commit yet: commit the sources first") from None
+    head = _check_repo(repo, sandbox)
     tracked = _git(repo, "ls-files", "-z", "--", "*.py").split("\0")
     sources = {
         rel: _git(repo, "show", f"{head}:{rel}") for rel in tracked if rel and not is_test_path(rel)
     }
     test_files_all = sorted(rel for rel in tracked if rel and Path(rel).name.startswith("test_"))
-
-    runner: Runner
-    if sandbox == "local":
-        runner = LocalRunner(repo, head, test_cmd)
-    else:
-        from mentorgym.sandboxes.docker import engine_available
-        from mentorgym.sandboxes.image import build_repo_image
-
-        reason = engine_available()
-        if reason is not None:
-            raise ConfigError(
-                f"{reason}; or pass sandbox='local' (`--sandbox local`) for trusted code"
-            )
-        image = image or build_repo_image(repo)
-        runner = DockerRunner(image, head, test_cmd)
-
+    runner, image = _make_runner(repo, head, sandbox, image, test_cmd)
     tasks: list[dict] = []
     try:
         baseline = runner.run({}, [], timeout)
@@ -562,7 +568,6 @@ def synthesize(
                 f"no test passed on HEAD of {repo} with `{test_cmd}`; "
                 f"the end of the output was:\n{baseline.output[-2000:]}"
             )
-        passing_set = set(passing)
         test_texts = {rel: _git(repo, "show", f"{head}:{rel}") for rel in test_files_all}
         tries = 0
         used_functions: set[tuple[str, str]] = set()
@@ -573,31 +578,69 @@ def synthesize(
                 continue
             tries += 1
             task = _try_mutation(
-                m, repo, head, sources, test_texts, passing_set, runner, test_cmd, timeout, image
+                m, repo, head, sources, test_texts, set(passing), runner, test_cmd, timeout, image
             )
             if task is not None:
                 tasks.append(task)
                 used_functions.add((m.file, m.function))
     finally:
         runner.close()
-
     if sandbox == "docker" and tasks:
-        from mentorgym.sandboxes.image import build_repo_image
+        _retag_image(repo, head, tasks)
+    _write_jsonl(Path(out), tasks)
+    return tasks
 
-        # The repo now holds the base commits; the default tag hashes only HEAD and the working
-        # tree, so name the image after the commits to get one that contains them.
-        key = hashlib.sha256(" ".join([head, *(t["base_commit"] for t in tasks)]).encode())
-        final = build_repo_image(
-            repo, tag=f"mentorgym/testbed:{_slug(repo.name)}-synth-{key.hexdigest()[:16]}"
+
+def _check_repo(repo: Path, sandbox: str) -> str:
+    """HEAD of `repo`, or ConfigError saying what to do about the repository or `sandbox`."""
+    if sandbox not in ("docker", "local"):
+        raise ConfigError(f"sandbox must be 'docker' or 'local', not {sandbox!r}")
+    if not (repo / ".git").exists():
+        raise ConfigError(
+            f"{repo} is not a git repository: run `git init && git add -A && git commit -m init` "
+            "there first (synthesized tasks name commits of it)"
         )
-        for t in tasks:
-            t["image"] = final
-    out = Path(out)
+    try:
+        return _git(repo, "rev-parse", "HEAD").strip()
+    except RuntimeError:
+        raise ConfigError(f"{repo} has no commit yet: commit the sources first") from None
+
+
+def _make_runner(
+    repo: Path, head: str, sandbox: str, image: str | None, test_cmd: str
+) -> tuple[Runner, str | None]:
+    """The test runner for `sandbox`, and the image it uses (built when not given)."""
+    if sandbox == "local":
+        return LocalRunner(repo, head, test_cmd), image
+    from mentorgym.sandboxes.docker import engine_available
+    from mentorgym.sandboxes.image import build_repo_image
+
+    reason = engine_available()
+    if reason is not None:
+        raise ConfigError(f"{reason}; or pass sandbox='local' (`--sandbox local`) for trusted code")
+    image = image or build_repo_image(repo)
+    return DockerRunner(image, head, test_cmd), image
+
+
+def _retag_image(repo: Path, head: str, tasks: list[dict]) -> None:
+    """Build the image that holds the tasks' base commits and name it in each task."""
+    from mentorgym.sandboxes.image import build_repo_image
+
+    # The repo now holds the base commits; the default tag hashes only HEAD and the working
+    # tree, so name the image after the commits to get one that contains them.
+    key = hashlib.sha256(" ".join([head, *(t["base_commit"] for t in tasks)]).encode())
+    final = build_repo_image(
+        repo, tag=f"mentorgym/testbed:{_slug(repo.name)}-synth-{key.hexdigest()[:16]}"
+    )
+    for t in tasks:
+        t["image"] = final
+
+
+def _write_jsonl(out: Path, tasks: list[dict]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as f:
         for t in tasks:
             f.write(json.dumps(t) + "\n")
-    return tasks
 
 
 def _slug(name: str) -> str:
