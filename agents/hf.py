@@ -42,6 +42,7 @@ from mentorgym.agents.card import (  # noqa: F401  (re-exported: trainers import
 )
 from mentorgym.agents.card import first as _first
 from mentorgym.agents.chat import SampledTurns, assistant_turns, encode_view, end_of_turn_id
+from mentorgym.agents.seeding import request_seed
 from mentorgym.envs.base import Message
 from mentorgym.errors import PolicyError, RequestError
 
@@ -100,7 +101,9 @@ class HFPolicy(BatchedPolicy):
         self.device = next(model.parameters()).device
         self.model.eval()
         self._lock = threading.RLock()
-        self._generator = self._new_generator(seed if seed is not None else random.randrange(2**63))
+        self.seed = seed if seed is not None else random.randrange(2**63)
+        """The run seed: mixed into each request's seed (`mentorgym.agents.seeding`)."""
+        self._generator = self._new_generator(self.seed)
         self.pad_id = _pad_id(tokenizer, model)
         self.eos_ids = _eos_ids(tokenizer, model)
         # Sampled ids of each episode's turns: an assistant message we wrote ourselves is
@@ -117,6 +120,8 @@ class HFPolicy(BatchedPolicy):
 
     takes_episode_keys = True
     """The rollout engine passes `episodes` (one key per history) to `act_batch`."""
+    takes_request_seeds = True
+    """... and `seeds` (one per history): each row samples from a generator of its own."""
 
     def act_batch(
         self, histories: list[list[Message]], episodes: Sequence[str] | None = None
@@ -134,12 +139,20 @@ class HFPolicy(BatchedPolicy):
         return actions  # type: ignore[return-value]
 
     def try_act_batch(
-        self, histories: list[list[Message]], episodes: Sequence[str] | None = None
+        self,
+        histories: list[list[Message]],
+        episodes: Sequence[str] | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> list[Action | RequestError]:
         """`act_batch` with failures as values: where the context window is known, each
         prompt's `max_new_tokens` is capped to what is left of it, and a prompt that already
-        fills it gets a `RequestError` while the others are sampled."""
+        fills it gets a `RequestError` while the others are sampled.
+
+        With `seeds` (the rollout engine's turn seeds), history i samples from a generator
+        seeded with `request_seed(self.seed, seeds[i])`, whatever else is in the batch;
+        without them the policy's own generator advances."""
         keys = list(episodes) if episodes is not None else [None] * len(histories)
+        row_seeds = [request_seed(self.seed, s) for s in seeds] if seeds is not None else None
         prompts = [self.encode(h, episode=k) for h, k in zip(histories, keys, strict=True)]
         budgets = [self.token_budget(len(p)) for p in prompts]
         ok = [i for i, b in enumerate(budgets) if b > 0]
@@ -149,6 +162,7 @@ class HFPolicy(BatchedPolicy):
             temperature=self.temperature,
             top_p=self.top_p,
             stop=self.stop,
+            seeds=[row_seeds[i] for i in ok] if row_seeds is not None else None,
         )
         out: list[Action | RequestError] = [
             RequestError(
@@ -277,13 +291,15 @@ class HFPolicy(BatchedPolicy):
         stop: list[str] | None = None,
         top_logprobs: int = 0,
         seed: int | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> list[Generation]:
         """Sample one completion per prompt, all in one left-padded batch over the KV cache.
 
         `max_new_tokens` is one limit for all prompts or one per prompt.
 
-        `seed` makes this call reproducible on its own; without it the policy's generator
-        (seeded at construction) advances.
+        `seeds` (one per prompt) samples each prompt from a generator of its own, so its
+        tokens do not depend on the rest of the batch; `seed` makes this call reproducible
+        on its own; without either the policy's generator (seeded at construction) advances.
         """
         if any(len(p) == 0 for p in prompt_ids):
             raise ValueError("every prompt needs at least one token")
@@ -298,8 +314,14 @@ class HFPolicy(BatchedPolicy):
             raise ValueError(f"need one max_new_tokens >= 1 per prompt, got {max_new_tokens}")
         if not 0.0 < top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if seeds is not None and len(seeds) != len(prompt_ids):
+            raise ValueError(f"need one seed per prompt, got {len(seeds)} for {len(prompt_ids)}")
         with self._lock:
-            gen = self._generator if seed is None else self._new_generator(seed)
+            gen: torch.Generator | list[torch.Generator] = self._generator
+            if seeds is not None:
+                gen = [self._new_generator(s) for s in seeds]
+            elif seed is not None:
+                gen = self._new_generator(seed)
             return self._generate(
                 prompt_ids, limits, temperature, top_p, stop or [], top_logprobs, gen
             )
@@ -313,7 +335,7 @@ class HFPolicy(BatchedPolicy):
         top_p: float,
         stop: list[str],
         top_k: int,
-        gen: torch.Generator,
+        gen: torch.Generator | list[torch.Generator],
     ) -> list[Generation]:
         from transformers import DynamicCache
 
@@ -400,9 +422,16 @@ class HFPolicy(BatchedPolicy):
 
 
 def _sample(
-    logits_BV: torch.Tensor, temperature: float, top_p: float, top_k: int, gen: torch.Generator
+    logits_BV: torch.Tensor,
+    temperature: float,
+    top_p: float,
+    top_k: int,
+    gen: torch.Generator | list[torch.Generator],
 ) -> tuple[torch.Tensor, torch.Tensor, list[dict[int, float]] | None]:
-    """Next tokens, their logprobs and optional top-k, all under the distribution sampled from."""
+    """Next tokens, their logprobs and optional top-k, all under the distribution sampled from.
+
+    `gen` is one generator for the batch, or one per row (each row's draw then depends on
+    its own generator and logits only)."""
     if temperature <= 0:
         logp_BV = torch.log_softmax(logits_BV, dim=-1)
         tok_B = logp_BV.argmax(dim=-1)
@@ -415,7 +444,13 @@ def _sample(
             drop_BV = (probs_BV.cumsum(dim=-1) - probs_BV) >= top_p
             drop_BV = drop_BV.scatter(-1, order_BV, drop_BV)
             logp_BV = torch.log_softmax(logp_BV.masked_fill(drop_BV, float("-inf")), dim=-1)
-        tok_B = torch.multinomial(logp_BV.exp(), 1, generator=gen)[:, 0]
+        probs_BV = logp_BV.exp()
+        if isinstance(gen, list):
+            tok_B = torch.cat(
+                [torch.multinomial(probs_BV[b], 1, generator=g) for b, g in enumerate(gen)]
+            )
+        else:
+            tok_B = torch.multinomial(probs_BV, 1, generator=gen)[:, 0]
     lp_B = logp_BV.gather(-1, tok_B[:, None])[:, 0]
     return tok_B, lp_B, _top(logp_BV, top_k)
 

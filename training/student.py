@@ -127,8 +127,6 @@ def sampling_policy(
 
 
 def _vllm_sampler(student: Student, cfg: CoreConfig, temperature: float, seed: int) -> Any:
-    import itertools
-
     from mentorgym.agents.vllm_engine import VLLMPolicy, sync_weights
 
     if student.dist.enabled:
@@ -150,7 +148,7 @@ def _vllm_sampler(student: Student, cfg: CoreConfig, temperature: float, seed: i
     seconds = sync_weights(engine, student.model)
     student.metrics.log({"kind": "sampler_sync", "sampler_sync_s": round(seconds, 4)})
     engine.temperature = temperature
-    engine._seeds = itertools.count(seed)
+    engine.reseed(seed)
     return engine
 
 
