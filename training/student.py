@@ -79,6 +79,7 @@ def setup(cfg: CoreConfig, run_dir: Path, strategy: str = "ddp") -> Student:
     """Join torchrun, seed, build or load the student and prepare it for `strategy`."""
     d = trainer.init_distributed()
     trainer.seed_everything(cfg.seed)
+    trainer.set_deterministic(cfg.deterministic)
     device = trainer.pick_device(d, cfg.device)
     path = initial_path(cfg, run_dir, d)
     model, tok = load_model(path, cfg.model_dtype)

@@ -1,0 +1,171 @@
+"""Same seed, same run: sampled tokens depend on (run seed, episode, turn) only, so batching,
+concurrency and arrival order change nothing that is sampled, and a training run repeats."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mentorgym.agents.hf import HFPolicy
+from mentorgym.agents.requests import BatchingQueue
+from mentorgym.agents.rollout import run
+from mentorgym.agents.seeding import derive, request_seed, turn_seed
+from mentorgym.agents.tiny import default_tiny_path
+from mentorgym.envs.base import system, user
+from mentorgym.training.entry import train_from_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SOKOBAN = "mentorgym/Sokoban-v0"
+
+
+@pytest.fixture(scope="module")
+def policy() -> HFPolicy:
+    return HFPolicy(str(default_tiny_path()), temperature=1.0, max_new_tokens=8, seed=7)
+
+
+def _history(k: int) -> list:
+    return [system("Play."), user(f"Room {k}: push the box.")]
+
+
+def test_derived_seeds_are_stable_and_distinct() -> None:
+    assert derive("a", 1) == derive("a", 1) < 2**63
+    assert len({turn_seed("seed=0", t) for t in range(50)}) == 50
+    assert turn_seed("seed=0", 1) != turn_seed("seed=1", 0)
+    assert request_seed(0, turn_seed("seed=3", 2)) != request_seed(1, turn_seed("seed=3", 2))
+
+
+def test_a_rows_sample_does_not_depend_on_its_batch(policy: HFPolicy) -> None:
+    histories = [_history(k) for k in range(6)]
+    seeds = [turn_seed(f"seed={k}", 0) for k in range(6)]
+    together = policy.try_act_batch(histories, None, seeds)
+    alone = [policy.try_act_batch([h], None, [s])[0] for h, s in zip(histories, seeds)]
+    reversed_ = policy.try_act_batch(histories[::-1], None, seeds[::-1])[::-1]
+    for a, b, c in zip(together, alone, reversed_, strict=True):
+        assert a.token_ids == b.token_ids == c.token_ids  # type: ignore[union-attr]
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)  # type: ignore[union-attr]
+    # equal prompts in one batch still sample apart: their turn seeds differ
+    twins = policy.try_act_batch([histories[0]] * 4, None, [turn_seed("x", t) for t in range(4)])
+    assert len({tuple(a.token_ids) for a in twins}) > 1  # type: ignore[union-attr]
+
+
+def test_sampled_rollouts_repeat_under_any_batching_and_either_engine(policy, tmp_path) -> None:
+    """The asynchronous engine at concurrency 1, 8 (with random delays in the batching
+    window) and the lockstep engine sample the same episodes."""
+    kw = {"seed": 0, "env_kwargs": {"max_episode_steps": 4}}
+    runs = [
+        run(SOKOBAN, policy, 8, concurrency=1, **kw),
+        run(SOKOBAN, policy, 8, concurrency=8, max_in_flight=3, **kw),
+        run(SOKOBAN, policy, 8, concurrency=8, engine="lockstep", **kw),
+    ]
+    rng = random.Random(0)
+    orig = BatchingQueue.__init__
+
+    def jittery(self, *a, **k):  # batches cut at random points
+        orig(self, *a, **k)
+        self.window_s = rng.uniform(0.0, 0.02)
+
+    BatchingQueue.__init__ = jittery  # type: ignore[method-assign]
+    try:
+        runs.append(run(SOKOBAN, policy, 8, concurrency=5, **kw))
+    finally:
+        BatchingQueue.__init__ = orig  # type: ignore[method-assign]
+    ids = [[[t.token_ids for t in traj.turns] for traj in r] for r in runs]
+    assert all(x == ids[0] for x in ids[1:])
+    assert len({tuple(map(tuple, ep)) for ep in ids[0]}) == 8  # the episodes differ
+    # another run seed samples other tokens
+    other = HFPolicy(str(default_tiny_path()), temperature=1.0, max_new_tokens=8, seed=8)
+    assert [[t.token_ids for t in traj.turns] for traj in run(SOKOBAN, other, 8, **kw)] != ids[0]
+
+
+# --- training runs -------------------------------------------------------------------------------
+
+_WALL_TIME = ("_s", "per_s", "_time", "seconds")
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    """metrics.jsonl without wall-time fields (the only thing allowed to differ)."""
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.endswith(_WALL_TIME)} for r in records]
+
+
+DAGGER_SMALL = [
+    "progress=false",
+    "iterations=2",
+    "steps_per_iteration=3",
+    "batch_size=8",
+    "episodes=6",
+    "eval_episodes=4",
+    "max_new_tokens=8",
+    "save_every=3",
+    "env_kwargs={max_episode_steps: 8}",
+]
+
+
+@pytest.mark.slow
+def test_the_main_job_repeats_at_any_concurrency(tmp_path) -> None:
+    """A shortened `mentorgym train configs/sokoban_dagger.yaml` twice: one episode at a
+    time, then 16 at once (batches of every size); metrics.jsonl is the same, digit for digit."""
+    dirs = []
+    for i, conc in enumerate([1, 16]):
+        sets = [*DAGGER_SMALL, f"concurrency={conc}", "deterministic=true"]
+        path = str(ROOT / "configs/sokoban_dagger.yaml")
+        dirs.append(train_from_config(path, sets, str(tmp_path / f"r{i}"), None, False))
+    a, b = (_metrics(d) for d in dirs)
+    assert a == b
+    evals = [r for r in a if r["kind"] == "eval"]
+    assert evals[1]["student_turn_frac"] > 0  # the student sampled turns in iteration 1
+
+
+OPD_SMALL = [
+    "progress=false",
+    "steps=2",
+    "tasks_per_step=3",
+    "group_size=2",
+    "max_new_tokens=6",
+    "eval_episodes=3",
+    "eval_every=2",
+    "save_every=2",
+    "micro_batch_episodes=6",
+    "teacher=tiny",
+    "env_kwargs={max_episode_steps: 4}",
+]
+
+
+def _opd_twice(tmp_path: Path, extra: list[str], subprocess_run: bool) -> tuple[list, list]:
+    dirs = []
+    for i, conc in enumerate([1, 6]):
+        sets = [*OPD_SMALL, *extra, f"concurrency={conc}", f"student={default_tiny_path()}"]
+        out = tmp_path / f"r{i}"
+        if subprocess_run:  # a vLLM engine per process
+            cmd = [sys.executable, "-m", "mentorgym.cli", "train", "configs/sokoban_opd.yaml"]
+            cmd += [arg for s in sets for arg in ("--set", s)] + ["--out", str(out)]
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
+            assert r.returncode == 0, r.stderr[-3000:]
+        else:
+            train_from_config(str(ROOT / "configs/sokoban_opd.yaml"), sets, str(out), None, False)
+        dirs.append(out)
+    return _metrics(dirs[0]), _metrics(dirs[1])
+
+
+@pytest.mark.slow
+def test_opd_with_the_hf_sampler_repeats_at_any_concurrency(tmp_path) -> None:
+    a, b = _opd_twice(tmp_path, ["sampler=hf"], subprocess_run=False)
+    assert a == b and any(r["kind"] == "train" for r in a)
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_opd_with_the_vllm_sampler_repeats_at_any_concurrency(tmp_path) -> None:
+    from mentorgym.agents.vllm_engine import vllm_available
+
+    if not vllm_available():
+        pytest.skip("vllm is not installed")
+    a, b = _opd_twice(tmp_path, ["sampler=vllm"], subprocess_run=True)
+    drop = {"sampler_sync"}  # its only field is a wall time
+    a, b = ([r for r in x if r["kind"] not in drop] for x in (a, b))
+    assert a == b and any(r["kind"] == "train" for r in a)
