@@ -25,6 +25,7 @@ from __future__ import annotations
 import inspect
 import random
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,33 @@ from mentorgym.envs.base import Message
 from mentorgym.errors import PolicyError, RequestError
 
 _SCORE_BATCH = 8
+_KV_CACHE_BYTES = 2 << 30
+"""Default budget of the KV cache kept between turns (least recently used dropped first)."""
+_CUDA_FREE_FLOOR = 0.1
+"""Drop every kept KV cache when less than this share of the GPU's memory is free."""
+
+
+@dataclass
+class _KV:
+    """One episode's kept keys and values: those of `ids`, per layer [heads, len(ids), dim]."""
+
+    ids: list[int]
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(k.nbytes + v.nbytes for k, v in self.layers)
+
+
+@dataclass
+class _Layout:
+    """Where a batch's rows sit in its cache: row b's kept tokens fill the last kept[b] of
+    the first C slots; its fed prompt tokens the last fed[b] of the next L."""
+
+    C: int
+    L: int
+    kept: list[int]
+    fed: list[int]
 
 
 @dataclass
@@ -80,6 +108,8 @@ class HFPolicy(BatchedPolicy):
         device: str | None = None,
         dtype: str | None = None,
         seed: int | None = None,
+        kv_cache: bool = True,
+        kv_cache_bytes: int = _KV_CACHE_BYTES,
         model: Any = None,
         tokenizer: Any = None,
     ):
@@ -104,6 +134,12 @@ class HFPolicy(BatchedPolicy):
         self.seed = seed if seed is not None else random.randrange(2**63)
         """The run seed: mixed into each request's seed (`mentorgym.agents.seeding`)."""
         self._generator = self._new_generator(self.seed)
+        self.kv_cache = kv_cache
+        """Keep each live episode's keys/values between its turns (`generate`'s `episodes`):
+        a turn whose prompt extends the last one feeds only its new tokens."""
+        self.kv_cache_bytes = kv_cache_bytes
+        self._kv: OrderedDict[str, _KV] = OrderedDict()
+        self.kv_stats = {"prompt_tokens": 0, "reused_tokens": 0}
         self.pad_id = _pad_id(tokenizer, model)
         self.eos_ids = _eos_ids(tokenizer, model)
         # Sampled ids of each episode's turns: an assistant message we wrote ourselves is
@@ -163,6 +199,7 @@ class HFPolicy(BatchedPolicy):
             top_p=self.top_p,
             stop=self.stop,
             seeds=[row_seeds[i] for i in ok] if row_seeds is not None else None,
+            episodes=[keys[i] for i in ok],
         )
         out: list[Action | RequestError] = [
             RequestError(
@@ -188,8 +225,10 @@ class HFPolicy(BatchedPolicy):
         return max(0, min(self.max_new_tokens, self.context_window - prompt_tokens))
 
     def end_episode(self, episode: str) -> None:
-        """Drop what is kept for a finished episode."""
+        """Drop what is kept for a finished episode (its sampled ids and KV cache)."""
         self.sampled.forget(episode)
+        with self._lock:
+            self._kv.pop(episode, None)
 
     def encode(
         self, messages: Sequence[Message | dict[str, Any]], episode: str | None = None
@@ -292,8 +331,12 @@ class HFPolicy(BatchedPolicy):
         top_logprobs: int = 0,
         seed: int | None = None,
         seeds: Sequence[int] | None = None,
+        episodes: Sequence[str | None] | None = None,
     ) -> list[Generation]:
         """Sample one completion per prompt, all in one left-padded batch over the KV cache.
+
+        `episodes` names each prompt's episode: its keys/values are kept for its next turn,
+        whose prompt extends this one (see `kv_cache`), until `end_episode`.
 
         `max_new_tokens` is one limit for all prompts or one per prompt.
 
@@ -314,6 +357,8 @@ class HFPolicy(BatchedPolicy):
             raise ValueError(f"need one max_new_tokens >= 1 per prompt, got {max_new_tokens}")
         if not 0.0 < top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if episodes is not None and len(episodes) != len(prompt_ids):
+            raise ValueError(f"need one episode key per prompt, got {len(episodes)}")
         if seeds is not None and len(seeds) != len(prompt_ids):
             raise ValueError(f"need one seed per prompt, got {len(seeds)} for {len(prompt_ids)}")
         with self._lock:
@@ -322,8 +367,9 @@ class HFPolicy(BatchedPolicy):
                 gen = [self._new_generator(s) for s in seeds]
             elif seed is not None:
                 gen = self._new_generator(seed)
+            keys = list(episodes) if episodes is not None else [None] * len(prompt_ids)
             return self._generate(
-                prompt_ids, limits, temperature, top_p, stop or [], top_logprobs, gen
+                prompt_ids, limits, temperature, top_p, stop or [], top_logprobs, gen, keys
             )
 
     @torch.no_grad()
@@ -336,23 +382,11 @@ class HFPolicy(BatchedPolicy):
         stop: list[str],
         top_k: int,
         gen: torch.Generator | list[torch.Generator],
+        keys: Sequence[str | None],
     ) -> list[Generation]:
-        from transformers import DynamicCache
-
-        B, L = len(prompt_ids), max(len(p) for p in prompt_ids)
-        input_BL = torch.full((B, L), self.pad_id, dtype=torch.long)
-        attn_BL = torch.zeros((B, L), dtype=torch.long)
-        for b, p in enumerate(prompt_ids):
-            input_BL[b, L - len(p) :] = torch.tensor(p)
-            attn_BL[b, L - len(p) :] = 1
-        input_BL, attn_BL = input_BL.to(self.device), attn_BL.to(self.device)
-        # Left padding: positions count real tokens only, so a padded prompt sees the same
-        # rotary positions as the same prompt alone.
-        pos_BL = (attn_BL.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
-        logits_BV = self._forward(input_BL, attn_BL, pos_BL, cache)
-        next_pos_B1 = pos_BL[:, -1:] + 1
-
+        reuse = [self._reusable(k, p) for k, p in zip(keys, prompt_ids, strict=True)]
+        cache, attn_BS, logits_BV, next_pos_B1, layout = self._prefill(prompt_ids, reuse)
+        B = len(prompt_ids)
         ids: list[list[int]] = [[] for _ in range(B)]
         lps: list[list[float]] = [[] for _ in range(B)]
         tops: list[list[dict[int, float]]] = [[] for _ in range(B)]
@@ -382,10 +416,10 @@ class HFPolicy(BatchedPolicy):
             feed_B1 = torch.where(torch.tensor(done, device=self.device), self.pad_id, tok_B)[
                 :, None
             ]
-            attn_BL = torch.cat([attn_BL, attn_BL.new_ones((B, 1))], dim=1)
-            logits_BV = self._forward(feed_B1, attn_BL, next_pos_B1, cache)
+            attn_BS = torch.cat([attn_BS, attn_BS.new_ones((B, 1))], dim=1)
+            logits_BV = self._forward(feed_B1, attn_BS, next_pos_B1, cache)
             next_pos_B1 = next_pos_B1 + 1
-
+        self._keep(keys, prompt_ids, ids, cache, layout)
         return [
             Generation(
                 token_ids=ids[b],
@@ -396,6 +430,108 @@ class HFPolicy(BatchedPolicy):
             )
             for b in range(B)
         ]
+
+    def _prefill(
+        self, prompt_ids: list[list[int]], reuse: list[_KV | None]
+    ) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor, _Layout]:
+        """The batch's first forward. Row b's kept keys/values (`reuse[b]`, a prefix of its
+        prompt) go into the cache, right-aligned in C slots; the rest of its prompt is fed,
+        left-padded to L tokens. Without reuse (C = 0) this is a plain left-padded prefill."""
+        from transformers import DynamicCache
+
+        B = len(prompt_ids)
+        kept = [len(r.ids) if r is not None else 0 for r in reuse]
+        fed = [len(p) - c for p, c in zip(prompt_ids, kept, strict=True)]
+        C, L = max(kept), max(fed)
+        input_BL = torch.full((B, L), self.pad_id, dtype=torch.long)
+        attn_BS = torch.zeros((B, C + L), dtype=torch.long)
+        for b, p in enumerate(prompt_ids):
+            input_BL[b, L - fed[b] :] = torch.tensor(p[kept[b] :])
+            attn_BS[b, C - kept[b] : C] = 1
+            attn_BS[b, C + L - fed[b] :] = 1
+        input_BL, attn_BS = input_BL.to(self.device), attn_BS.to(self.device)
+        # Padding: positions count real tokens only, so a padded prompt sees the same
+        # rotary positions as the same prompt alone.
+        start_B1 = torch.tensor(kept, device=self.device)[:, None]
+        pos_BL = (attn_BS[:, C:].cumsum(-1) - 1).clamp(min=0) + start_B1
+        cache = DynamicCache(config=self.model.config)
+        if C:
+            for i, layer in enumerate(cache.layers):
+                k0 = next(r for r in reuse if r is not None).layers[i][0]
+                K_BHCD = k0.new_zeros((B, k0.shape[0], C, k0.shape[-1]))
+                V_BHCD = torch.zeros_like(K_BHCD)
+                for b, r in enumerate(reuse):
+                    if r is not None:
+                        K_BHCD[b, :, C - kept[b] :] = r.layers[i][0]
+                        V_BHCD[b, :, C - kept[b] :] = r.layers[i][1]
+                layer.update(K_BHCD, V_BHCD)
+        logits_BV = self._forward(input_BL, attn_BS, pos_BL, cache)
+        self.kv_stats["prompt_tokens"] += sum(len(p) for p in prompt_ids)
+        self.kv_stats["reused_tokens"] += sum(kept)
+        return cache, attn_BS, logits_BV, pos_BL[:, -1:] + 1, _Layout(C, L, kept, fed)
+
+    # --- the KV cache kept between an episode's turns ---------------------------------------
+
+    def _reusable(self, key: str | None, prompt: list[int]) -> _KV | None:
+        """What of episode `key`'s kept keys/values this prompt can use: the longest common
+        prefix of the kept ids and the prompt, leaving at least one prompt token to feed.
+        A window slide (context_turns) keeps only what still matches; none when nothing does."""
+        entry = self._kv.get(key) if key is not None and self.kv_cache else None
+        if entry is None:
+            return None
+        self._kv.move_to_end(key)  # type: ignore[arg-type]
+        n = 0
+        for a, b in zip(entry.ids, prompt[:-1]):
+            if a != b:
+                break
+            n += 1
+        if n == 0:
+            return None
+        if n == len(entry.ids):
+            return entry
+        return _KV(entry.ids[:n], [(k[:, :n], v[:, :n]) for k, v in entry.layers])
+
+    def _keep(
+        self,
+        keys: Sequence[str | None],
+        prompt_ids: list[list[int]],
+        ids: list[list[int]],
+        cache: Any,
+        layout: _Layout,
+    ) -> None:
+        """Keep each episode's keys/values of its prompt and the tokens it sampled (all
+        but the last, which was never fed), for its next turn; then trim to the budget."""
+        if not self.kv_cache or not self._cacheable(cache):
+            return
+        C, L = layout.C, layout.L
+        for b, key in enumerate(keys):
+            if key is None:
+                continue
+            slots = [*range(C - layout.kept[b], C), *range(C + L - layout.fed[b], C + L)]
+            slots += range(C + L, C + L + len(ids[b]) - 1)
+            idx = torch.tensor(slots, device=self.device)
+            layers = [(lay.keys[b][:, idx], lay.values[b][:, idx]) for lay in cache.layers]
+            self._kv[key] = _KV(prompt_ids[b] + ids[b][:-1], layers)
+            self._kv.move_to_end(key)
+        self._trim()
+
+    def _cacheable(self, cache: Any) -> bool:
+        """Only full-attention layers can be cut per row (a sliding window's cache is not
+        the whole prefix)."""
+        from transformers.cache_utils import DynamicLayer
+
+        return all(type(layer) is DynamicLayer for layer in cache.layers)
+
+    def _trim(self) -> None:
+        """Drop the least recently used episodes' caches past `kv_cache_bytes`, and all of
+        them when the accelerator's free memory runs short."""
+        total = sum(e.nbytes for e in self._kv.values())
+        while self._kv and total > self.kv_cache_bytes:
+            total -= self._kv.popitem(last=False)[1].nbytes
+        if self.device.type == "cuda" and self._kv:
+            free, whole = torch.cuda.mem_get_info(self.device)
+            if free < _CUDA_FREE_FLOOR * whole:
+                self._kv.clear()
 
     def _forward(
         self, input_BL: torch.Tensor, attn_BS: torch.Tensor, pos_BL: torch.Tensor, cache: Any

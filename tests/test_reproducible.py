@@ -121,8 +121,23 @@ def test_the_main_job_repeats_at_any_concurrency(tmp_path) -> None:
     assert evals[1]["student_turn_frac"] > 0  # the student sampled turns in iteration 1
 
 
+def _agree(a: list[dict], b: list[dict]) -> None:
+    """Every count, success rate and sampled-token statistic equal; floats computed from the
+    sampler's logprobs (the clipped ratio's loss, `sampler_logprob_gap_*`) equal to far
+    below the printed digits: a row's logits carry float32 rounding that depends on the
+    batch's shape (~1e-7), though the tokens drawn from them do not."""
+    assert [sorted(r) for r in a] == [sorted(r) for r in b]
+    for x, y in zip(a, b, strict=True):
+        for k, v in x.items():
+            if isinstance(v, float):
+                assert y[k] == pytest.approx(v, rel=1e-5, abs=1e-6), (x["kind"], k)
+            else:
+                assert y[k] == v, (x["kind"], k)
+
+
 OPD_SMALL = [
     "progress=false",
+    "seed=5",  # a student built from scratch, unlike the teacher
     "steps=2",
     "tasks_per_step=3",
     "group_size=2",
@@ -139,7 +154,7 @@ OPD_SMALL = [
 def _opd_twice(tmp_path: Path, extra: list[str], subprocess_run: bool) -> tuple[list, list]:
     dirs = []
     for i, conc in enumerate([1, 6]):
-        sets = [*OPD_SMALL, *extra, f"concurrency={conc}", f"student={default_tiny_path()}"]
+        sets = [*OPD_SMALL, *extra, f"concurrency={conc}", "student=tiny"]
         out = tmp_path / f"r{i}"
         if subprocess_run:  # a vLLM engine per process
             cmd = [sys.executable, "-m", "mentorgym.cli", "train", "configs/sokoban_opd.yaml"]
@@ -155,7 +170,8 @@ def _opd_twice(tmp_path: Path, extra: list[str], subprocess_run: bool) -> tuple[
 @pytest.mark.slow
 def test_opd_with_the_hf_sampler_repeats_at_any_concurrency(tmp_path) -> None:
     a, b = _opd_twice(tmp_path, ["sampler=hf"], subprocess_run=False)
-    assert a == b and any(r["kind"] == "train" for r in a)
+    _agree(a, b)
+    assert any(r["kind"] == "train" for r in a) and any(r["kind"] == "eval" for r in a)
 
 
 @pytest.mark.slow
@@ -168,4 +184,5 @@ def test_opd_with_the_vllm_sampler_repeats_at_any_concurrency(tmp_path) -> None:
     a, b = _opd_twice(tmp_path, ["sampler=vllm"], subprocess_run=True)
     drop = {"sampler_sync"}  # its only field is a wall time
     a, b = ([r for r in x if r["kind"] not in drop] for x in (a, b))
-    assert a == b and any(r["kind"] == "train" for r in a)
+    _agree(a, b)
+    assert any(r["kind"] == "train" for r in a)
