@@ -82,6 +82,42 @@ def test_sampled_rollouts_repeat_under_any_batching_and_either_engine(policy, tm
     assert [[t.token_ids for t in traj.turns] for traj in run(SOKOBAN, other, 8, **kw)] != ids[0]
 
 
+@pytest.mark.parametrize("context_turns", [0, 1])
+def test_the_kv_cache_kept_between_turns_changes_no_token(context_turns: int) -> None:
+    """Full history (each prompt extends the last: the cache is reused) and a one-turn
+    window (the prompt slides: only the common prefix is); greedy and sampled alike."""
+    kw = {"seed": 0, "concurrency": 4, "env_kwargs": {"max_episode_steps": 4}}
+    for temperature in (0.0, 1.0):
+        got = []
+        for kv in (False, True):
+            p = HFPolicy(
+                str(default_tiny_path()),
+                temperature=temperature,
+                max_new_tokens=6,
+                context_turns=context_turns,
+                seed=1,
+                kv_cache=kv,
+            )
+            trajs = run(SOKOBAN, p, 4, **kw)
+            got.append([[t.token_ids for t in traj.turns] for traj in trajs])
+            assert not p._kv  # every episode's cache dropped when it ended
+            if kv and context_turns == 0:
+                assert p.kv_stats["reused_tokens"] > p.kv_stats["prompt_tokens"] / 2
+        assert got[0] == got[1]
+
+
+def test_the_kv_cache_stays_within_its_budget(policy: HFPolicy) -> None:
+    p = HFPolicy(str(default_tiny_path()), max_new_tokens=4, seed=0, kv_cache_bytes=1)
+    p.try_act_batch([_history(0), _history(1)], ["a", "b"], [1, 2])
+    assert not p._kv  # each entry alone is over one byte
+    p.kv_cache_bytes = 10**9
+    p.try_act_batch([_history(0), _history(1)], ["a", "b"], [1, 2])
+    assert list(p._kv) == ["a", "b"]
+    p.kv_cache_bytes = p._kv["b"].nbytes  # room for one: the least recently used goes
+    p.try_act_batch([_history(1)], ["b"], [3])
+    assert list(p._kv) == ["b"]
+
+
 # --- training runs -------------------------------------------------------------------------------
 
 _WALL_TIME = ("_s", "per_s", "_time", "seconds")
@@ -135,9 +171,8 @@ def _agree(a: list[dict], b: list[dict]) -> None:
                 assert y[k] == v, (x["kind"], k)
 
 
-OPD_SMALL = [
+GRPO_SMALL = [
     "progress=false",
-    "seed=5",  # a student built from scratch, unlike the teacher
     "steps=2",
     "tasks_per_step=3",
     "group_size=2",
@@ -146,43 +181,73 @@ OPD_SMALL = [
     "eval_every=2",
     "save_every=2",
     "micro_batch_episodes=6",
-    "teacher=tiny",
     "env_kwargs={max_episode_steps: 4}",
 ]
 
 
-def _opd_twice(tmp_path: Path, extra: list[str], subprocess_run: bool) -> tuple[list, list]:
+def _grpo_twice(tmp_path: Path, extra: list[str], subprocess_run: bool) -> tuple[list, list]:
     dirs = []
     for i, conc in enumerate([1, 6]):
-        sets = [*OPD_SMALL, *extra, f"concurrency={conc}", "student=tiny"]
+        sets = [*GRPO_SMALL, *extra, f"concurrency={conc}", f"student={default_tiny_path()}"]
         out = tmp_path / f"r{i}"
         if subprocess_run:  # a vLLM engine per process
-            cmd = [sys.executable, "-m", "mentorgym.cli", "train", "configs/sokoban_opd.yaml"]
+            cmd = [sys.executable, "-m", "mentorgym.cli", "train", "configs/sokoban_grpo.yaml"]
             cmd += [arg for s in sets for arg in ("--set", s)] + ["--out", str(out)]
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
             assert r.returncode == 0, r.stderr[-3000:]
         else:
-            train_from_config(str(ROOT / "configs/sokoban_opd.yaml"), sets, str(out), None, False)
+            train_from_config(str(ROOT / "configs/sokoban_grpo.yaml"), sets, str(out), None, False)
         dirs.append(out)
     return _metrics(dirs[0]), _metrics(dirs[1])
 
 
 @pytest.mark.slow
-def test_opd_with_the_hf_sampler_repeats_at_any_concurrency(tmp_path) -> None:
-    a, b = _opd_twice(tmp_path, ["sampler=hf"], subprocess_run=False)
+def test_grpo_with_the_hf_sampler_repeats_at_any_concurrency(tmp_path) -> None:
+    a, b = _grpo_twice(tmp_path, ["sampler=hf"], subprocess_run=False)
     _agree(a, b)
     assert any(r["kind"] == "train" for r in a) and any(r["kind"] == "eval" for r in a)
 
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_opd_with_the_vllm_sampler_repeats_at_any_concurrency(tmp_path) -> None:
+def test_grpo_with_the_vllm_sampler_repeats_at_any_concurrency(tmp_path) -> None:
     from mentorgym.agents.vllm_engine import vllm_available
 
     if not vllm_available():
         pytest.skip("vllm is not installed")
-    a, b = _opd_twice(tmp_path, ["sampler=vllm"], subprocess_run=True)
+    a, b = _grpo_twice(tmp_path, ["sampler=vllm"], subprocess_run=True)
     drop = {"sampler_sync"}  # its only field is a wall time
     a, b = ([r for r in x if r["kind"] not in drop] for x in (a, b))
     _agree(a, b)
     assert any(r["kind"] == "train" for r in a)
+
+
+@pytest.mark.slow
+def test_a_killed_and_resumed_run_gives_the_same_curve(tmp_path, monkeypatch) -> None:
+    """GRPO with the hf: sampler, killed before its third step's sampling and resumed from the
+    step-2 checkpoint, against the same run not killed: the same metrics.jsonl."""
+    from mentorgym.training import onpolicy
+
+    sets = [
+        *GRPO_SMALL,
+        "steps=3",
+        "save_every=1",
+        "eval_every=3",
+        f"student={default_tiny_path()}",
+    ]
+    path = str(ROOT / "configs/sokoban_grpo.yaml")
+    whole = train_from_config(path, sets, str(tmp_path / "whole"), None, False)
+    real_sample = onpolicy.sample
+
+    def sample_then_die(student, cfg, step):
+        if step == 2:
+            raise RuntimeError("killed")
+        return real_sample(student, cfg, step)
+
+    monkeypatch.setattr(onpolicy, "sample", sample_then_die)
+    with pytest.raises(RuntimeError, match="killed"):
+        train_from_config(path, sets, str(tmp_path / "killed"), None, False)
+    monkeypatch.setattr(onpolicy, "sample", real_sample)
+    resumed = train_from_config(None, [], None, str(tmp_path / "killed"), False)
+    _agree(_metrics(whole), _metrics(resumed))
+    assert [r["step"] for r in _metrics(resumed) if r["kind"] == "train"] == [1, 2, 3]
