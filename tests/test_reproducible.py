@@ -82,6 +82,24 @@ def test_sampled_rollouts_repeat_under_any_batching_and_either_engine(policy, tm
     assert [[t.token_ids for t in traj.turns] for traj in run(SOKOBAN, other, 8, **kw)] != ids[0]
 
 
+@pytest.mark.slow
+def test_openai_against_serve_model_repeats_at_any_concurrency(policy: HFPolicy) -> None:
+    """`openai:` sends (run seed, episode, turn) as each request's `seed`; `serve-model`
+    samples each seeded prompt from a generator of its own, whatever it is batched with."""
+    from mentorgym.agents.openai_api import OpenAIPolicy
+    from mentorgym.server import BackgroundServer, create_app
+
+    kw = {"seed": 0, "env_kwargs": {"max_episode_steps": 3}}
+    with BackgroundServer(create_app(policy, "tiny", batch_window_s=0.02)) as srv:
+        ids = []
+        for conc in (1, 6):
+            remote = OpenAIPolicy(srv.url, "tiny", max_tokens=6, temperature=1.0, seed=4)
+            trajs = run(SOKOBAN, remote, 6, concurrency=conc, **kw)
+            ids.append([[t.token_ids for t in traj.turns] for traj in trajs])
+            remote.close()
+    assert ids[0] == ids[1] and len({str(x) for x in ids[0]}) > 1
+
+
 @pytest.mark.parametrize("context_turns", [0, 1])
 def test_the_kv_cache_kept_between_turns_changes_no_token(context_turns: int) -> None:
     """Full history (each prompt extends the last: the cache is reused) and a one-turn
