@@ -256,7 +256,11 @@ class Batcher:
         if all(item.params.seed is not None for item in items):
             # One generator per prompt: what a seeded request samples does not depend on
             # the requests it is batched with.
-            seeds = [derive(i.params.seed, j) for i in items for j in range(len(i.prompts))]
+            seeds = [
+                i.params.seed if j == 0 else derive(i.params.seed, j)  # type: ignore[misc]
+                for i in items
+                for j in range(len(i.prompts))
+            ]
         try:
             gens = await self.run_model(
                 self.policy.generate,
