@@ -18,6 +18,16 @@ ids after the token that completed it (finish_reason "stop"). Text is decoded wi
 special tokens; `<tool_call>`/`<answer>` are ordinary added tokens and stay in the text.
 All model calls hold one lock, so the model server's and the rollout engine's threads can
 share a policy.
+
+Reproducible sampling: with the rollout engine's turn seeds (`try_act_batch`'s `seeds`),
+each row draws from a torch.Generator of its own seeded by (run seed, episode, turn), so
+its tokens do not depend on the rest of its batch (`mentorgym.agents.seeding`).
+
+KV cache between turns: with episode keys, each live episode's keys and values are kept
+after its turn; the next turn's prompt feeds only what follows its longest common prefix
+with them (all of the last prompt and the sampled ids when the prompt extends it, the
+common head after a window slide). Kept caches are dropped at `end_episode`, least recently
+used first past `kv_cache_bytes`, and all at once when a GPU runs short of free memory.
 """
 
 from __future__ import annotations
