@@ -18,6 +18,16 @@ ids after the token that completed it (finish_reason "stop"). Text is decoded wi
 special tokens; `<tool_call>`/`<answer>` are ordinary added tokens and stay in the text.
 All model calls hold one lock, so the model server's and the rollout engine's threads can
 share a policy.
+
+Reproducible sampling: with the rollout engine's turn seeds (`try_act_batch`'s `seeds`),
+each row draws from a torch.Generator of its own seeded by (run seed, episode, turn), so
+its tokens do not depend on the rest of its batch (`mentorgym.agents.seeding`).
+
+KV cache between turns: with episode keys, each live episode's keys and values are kept
+after its turn; the next turn's prompt feeds only what follows its longest common prefix
+with them (all of the last prompt and the sampled ids when the prompt extends it, the
+common head after a window slide). Kept caches are dropped at `end_episode`, least recently
+used first past `kv_cache_bytes`, and all at once when a GPU runs short of free memory.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from __future__ import annotations
 import inspect
 import random
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,10 +53,38 @@ from mentorgym.agents.card import (  # noqa: F401  (re-exported: trainers import
     write_policy_card,
 )
 from mentorgym.agents.chat import SampledTurns, assistant_turns, encode_view, end_of_turn_id
+from mentorgym.agents.seeding import request_seed
 from mentorgym.envs.base import Message
 from mentorgym.errors import PolicyError, RequestError
 
 _SCORE_BATCH = 8
+_KV_CACHE_BYTES = 2 << 30
+"""Default budget of the KV cache kept between turns (least recently used dropped first)."""
+_CUDA_FREE_FLOOR = 0.1
+"""Drop every kept KV cache when less than this share of the GPU's memory is free."""
+
+
+@dataclass
+class _KV:
+    """One episode's kept keys and values: those of `ids`, per layer [heads, len(ids), dim]."""
+
+    ids: list[int]
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(k.nbytes + v.nbytes for k, v in self.layers)
+
+
+@dataclass
+class _Layout:
+    """Where a batch's rows sit in its cache: row b's kept tokens fill the last kept[b] of
+    the first C slots; its fed prompt tokens the last fed[b] of the next L."""
+
+    C: int
+    L: int
+    kept: list[int]
+    fed: list[int]
 
 
 @dataclass
@@ -79,6 +118,8 @@ class HFPolicy(BatchedPolicy):
         device: str | None = None,
         dtype: str | None = None,
         seed: int | None = None,
+        kv_cache: bool = True,
+        kv_cache_bytes: int = _KV_CACHE_BYTES,
         model: Any = None,
         tokenizer: Any = None,
     ):
@@ -98,7 +139,15 @@ class HFPolicy(BatchedPolicy):
         self.device = next(model.parameters()).device
         self.model.eval()
         self._lock = threading.RLock()
-        self._generator = self._new_generator(seed if seed is not None else random.randrange(2**63))
+        self.seed = seed if seed is not None else random.randrange(2**63)
+        """The run seed: mixed into each request's seed (`mentorgym.agents.seeding`)."""
+        self._generator = self._new_generator(self.seed)
+        self.kv_cache = kv_cache
+        """Keep each live episode's keys/values between its turns (`generate`'s `episodes`):
+        a turn whose prompt extends the last one feeds only its new tokens."""
+        self.kv_cache_bytes = kv_cache_bytes
+        self._kv: OrderedDict[str, _KV] = OrderedDict()
+        self.kv_stats = {"prompt_tokens": 0, "reused_tokens": 0}
         self.pad_id = _pad_id(tokenizer, model)
         self.eos_ids = _eos_ids(tokenizer, model)
         # Sampled ids of each episode's turns: an assistant message we wrote ourselves is
@@ -115,6 +164,8 @@ class HFPolicy(BatchedPolicy):
 
     takes_episode_keys = True
     """The rollout engine passes `episodes` (one key per history) to `act_batch`."""
+    takes_request_seeds = True
+    """... and `seeds` (one per history): each row samples from a generator of its own."""
 
     def act_batch(
         self, histories: list[list[Message]], episodes: Sequence[str] | None = None
@@ -132,12 +183,20 @@ class HFPolicy(BatchedPolicy):
         return actions  # type: ignore[return-value]
 
     def try_act_batch(
-        self, histories: list[list[Message]], episodes: Sequence[str] | None = None
+        self,
+        histories: list[list[Message]],
+        episodes: Sequence[str] | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> list[Action | RequestError]:
         """`act_batch` with failures as values: where the context window is known, each
         prompt's `max_new_tokens` is capped to what is left of it, and a prompt that already
-        fills it gets a `RequestError` while the others are sampled."""
+        fills it gets a `RequestError` while the others are sampled.
+
+        With `seeds` (the rollout engine's turn seeds), history i samples from a generator
+        seeded with `request_seed(self.seed, seeds[i])`, whatever else is in the batch;
+        without them the policy's own generator advances."""
         keys = list(episodes) if episodes is not None else [None] * len(histories)
+        row_seeds = [request_seed(self.seed, s) for s in seeds] if seeds is not None else None
         prompts = [self.encode(h, episode=k) for h, k in zip(histories, keys, strict=True)]
         budgets = [self.token_budget(len(p)) for p in prompts]
         ok = [i for i, b in enumerate(budgets) if b > 0]
@@ -147,6 +206,8 @@ class HFPolicy(BatchedPolicy):
             temperature=self.temperature,
             top_p=self.top_p,
             stop=self.stop,
+            seeds=[row_seeds[i] for i in ok] if row_seeds is not None else None,
+            episodes=[keys[i] for i in ok],
         )
         out: list[Action | RequestError] = [
             RequestError(
@@ -172,8 +233,10 @@ class HFPolicy(BatchedPolicy):
         return max(0, min(self.max_new_tokens, self.context_window - prompt_tokens))
 
     def end_episode(self, episode: str) -> None:
-        """Drop what is kept for a finished episode."""
+        """Drop what is kept for a finished episode (its sampled ids and KV cache)."""
         self.sampled.forget(episode)
+        with self._lock:
+            self._kv.pop(episode, None)
 
     def encode(
         self, messages: Sequence[Message | dict[str, Any]], episode: str | None = None
@@ -275,13 +338,19 @@ class HFPolicy(BatchedPolicy):
         stop: list[str] | None = None,
         top_logprobs: int = 0,
         seed: int | None = None,
+        seeds: Sequence[int] | None = None,
+        episodes: Sequence[str | None] | None = None,
     ) -> list[Generation]:
         """Sample one completion per prompt, all in one left-padded batch over the KV cache.
 
+        `episodes` names each prompt's episode: its keys/values are kept for its next turn,
+        whose prompt extends this one (see `kv_cache`), until `end_episode`.
+
         `max_new_tokens` is one limit for all prompts or one per prompt.
 
-        `seed` makes this call reproducible on its own; without it the policy's generator
-        (seeded at construction) advances.
+        `seeds` (one per prompt) samples each prompt from a generator of its own, so its
+        tokens do not depend on the rest of the batch; `seed` makes this call reproducible
+        on its own; without either the policy's generator (seeded at construction) advances.
         """
         if any(len(p) == 0 for p in prompt_ids):
             raise ValueError("every prompt needs at least one token")
@@ -296,10 +365,19 @@ class HFPolicy(BatchedPolicy):
             raise ValueError(f"need one max_new_tokens >= 1 per prompt, got {max_new_tokens}")
         if not 0.0 < top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if episodes is not None and len(episodes) != len(prompt_ids):
+            raise ValueError(f"need one episode key per prompt, got {len(episodes)}")
+        if seeds is not None and len(seeds) != len(prompt_ids):
+            raise ValueError(f"need one seed per prompt, got {len(seeds)} for {len(prompt_ids)}")
         with self._lock:
-            gen = self._generator if seed is None else self._new_generator(seed)
+            gen: torch.Generator | list[torch.Generator] = self._generator
+            if seeds is not None:
+                gen = [self._new_generator(s) for s in seeds]
+            elif seed is not None:
+                gen = self._new_generator(seed)
+            keys = list(episodes) if episodes is not None else [None] * len(prompt_ids)
             return self._generate(
-                prompt_ids, limits, temperature, top_p, stop or [], top_logprobs, gen
+                prompt_ids, limits, temperature, top_p, stop or [], top_logprobs, gen, keys
             )
 
     @torch.no_grad()
@@ -311,24 +389,12 @@ class HFPolicy(BatchedPolicy):
         top_p: float,
         stop: list[str],
         top_k: int,
-        gen: torch.Generator,
+        gen: torch.Generator | list[torch.Generator],
+        keys: Sequence[str | None],
     ) -> list[Generation]:
-        from transformers import DynamicCache
-
-        B, L = len(prompt_ids), max(len(p) for p in prompt_ids)
-        input_BL = torch.full((B, L), self.pad_id, dtype=torch.long)
-        attn_BL = torch.zeros((B, L), dtype=torch.long)
-        for b, p in enumerate(prompt_ids):
-            input_BL[b, L - len(p) :] = torch.tensor(p)
-            attn_BL[b, L - len(p) :] = 1
-        input_BL, attn_BL = input_BL.to(self.device), attn_BL.to(self.device)
-        # Left padding: positions count real tokens only, so a padded prompt sees the same
-        # rotary positions as the same prompt alone.
-        pos_BL = (attn_BL.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
-        logits_BV = self._forward(input_BL, attn_BL, pos_BL, cache)
-        next_pos_B1 = pos_BL[:, -1:] + 1
-
+        reuse = [self._reusable(k, p) for k, p in zip(keys, prompt_ids, strict=True)]
+        cache, attn_BS, logits_BV, next_pos_B1, layout = self._prefill(prompt_ids, reuse)
+        B = len(prompt_ids)
         ids: list[list[int]] = [[] for _ in range(B)]
         lps: list[list[float]] = [[] for _ in range(B)]
         tops: list[list[dict[int, float]]] = [[] for _ in range(B)]
@@ -358,10 +424,10 @@ class HFPolicy(BatchedPolicy):
             feed_B1 = torch.where(torch.tensor(done, device=self.device), self.pad_id, tok_B)[
                 :, None
             ]
-            attn_BL = torch.cat([attn_BL, attn_BL.new_ones((B, 1))], dim=1)
-            logits_BV = self._forward(feed_B1, attn_BL, next_pos_B1, cache)
+            attn_BS = torch.cat([attn_BS, attn_BS.new_ones((B, 1))], dim=1)
+            logits_BV = self._forward(feed_B1, attn_BS, next_pos_B1, cache)
             next_pos_B1 = next_pos_B1 + 1
-
+        self._keep(keys, prompt_ids, ids, cache, layout)
         return [
             Generation(
                 token_ids=ids[b],
@@ -372,6 +438,108 @@ class HFPolicy(BatchedPolicy):
             )
             for b in range(B)
         ]
+
+    def _prefill(
+        self, prompt_ids: list[list[int]], reuse: list[_KV | None]
+    ) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor, _Layout]:
+        """The batch's first forward. Row b's kept keys/values (`reuse[b]`, a prefix of its
+        prompt) go into the cache, right-aligned in C slots; the rest of its prompt is fed,
+        left-padded to L tokens. Without reuse (C = 0) this is a plain left-padded prefill."""
+        from transformers import DynamicCache
+
+        B = len(prompt_ids)
+        kept = [len(r.ids) if r is not None else 0 for r in reuse]
+        fed = [len(p) - c for p, c in zip(prompt_ids, kept, strict=True)]
+        C, L = max(kept), max(fed)
+        input_BL = torch.full((B, L), self.pad_id, dtype=torch.long)
+        attn_BS = torch.zeros((B, C + L), dtype=torch.long)
+        for b, p in enumerate(prompt_ids):
+            input_BL[b, L - fed[b] :] = torch.tensor(p[kept[b] :])
+            attn_BS[b, C - kept[b] : C] = 1
+            attn_BS[b, C + L - fed[b] :] = 1
+        input_BL, attn_BS = input_BL.to(self.device), attn_BS.to(self.device)
+        # Padding: positions count real tokens only, so a padded prompt sees the same
+        # rotary positions as the same prompt alone.
+        start_B1 = torch.tensor(kept, device=self.device)[:, None]
+        pos_BL = (attn_BS[:, C:].cumsum(-1) - 1).clamp(min=0) + start_B1
+        cache = DynamicCache(config=self.model.config)
+        if C:
+            for i, layer in enumerate(cache.layers):
+                k0 = next(r for r in reuse if r is not None).layers[i][0]
+                K_BHCD = k0.new_zeros((B, k0.shape[0], C, k0.shape[-1]))
+                V_BHCD = torch.zeros_like(K_BHCD)
+                for b, r in enumerate(reuse):
+                    if r is not None:
+                        K_BHCD[b, :, C - kept[b] :] = r.layers[i][0]
+                        V_BHCD[b, :, C - kept[b] :] = r.layers[i][1]
+                layer.update(K_BHCD, V_BHCD)
+        logits_BV = self._forward(input_BL, attn_BS, pos_BL, cache)
+        self.kv_stats["prompt_tokens"] += sum(len(p) for p in prompt_ids)
+        self.kv_stats["reused_tokens"] += sum(kept)
+        return cache, attn_BS, logits_BV, pos_BL[:, -1:] + 1, _Layout(C, L, kept, fed)
+
+    # --- the KV cache kept between an episode's turns ---------------------------------------
+
+    def _reusable(self, key: str | None, prompt: list[int]) -> _KV | None:
+        """What of episode `key`'s kept keys/values this prompt can use: the longest common
+        prefix of the kept ids and the prompt, leaving at least one prompt token to feed.
+        A window slide (context_turns) keeps only what still matches; none when nothing does."""
+        entry = self._kv.get(key) if key is not None and self.kv_cache else None
+        if entry is None:
+            return None
+        self._kv.move_to_end(key)  # type: ignore[arg-type]
+        n = 0
+        for a, b in zip(entry.ids, prompt[:-1]):
+            if a != b:
+                break
+            n += 1
+        if n == 0:
+            return None
+        if n == len(entry.ids):
+            return entry
+        return _KV(entry.ids[:n], [(k[:, :n], v[:, :n]) for k, v in entry.layers])
+
+    def _keep(
+        self,
+        keys: Sequence[str | None],
+        prompt_ids: list[list[int]],
+        ids: list[list[int]],
+        cache: Any,
+        layout: _Layout,
+    ) -> None:
+        """Keep each episode's keys/values of its prompt and the tokens it sampled (all
+        but the last, which was never fed), for its next turn; then trim to the budget."""
+        if not self.kv_cache or not self._cacheable(cache):
+            return
+        C, L = layout.C, layout.L
+        for b, key in enumerate(keys):
+            if key is None:
+                continue
+            slots = [*range(C - layout.kept[b], C), *range(C + L - layout.fed[b], C + L)]
+            slots += range(C + L, C + L + len(ids[b]) - 1)
+            idx = torch.tensor(slots, device=self.device)
+            layers = [(lay.keys[b][:, idx], lay.values[b][:, idx]) for lay in cache.layers]
+            self._kv[key] = _KV(prompt_ids[b] + ids[b][:-1], layers)
+            self._kv.move_to_end(key)
+        self._trim()
+
+    def _cacheable(self, cache: Any) -> bool:
+        """Only full-attention layers can be cut per row (a sliding window's cache is not
+        the whole prefix)."""
+        from transformers.cache_utils import DynamicLayer
+
+        return all(type(layer) is DynamicLayer for layer in cache.layers)
+
+    def _trim(self) -> None:
+        """Drop the least recently used episodes' caches past `kv_cache_bytes`, and all of
+        them when the accelerator's free memory runs short."""
+        total = sum(e.nbytes for e in self._kv.values())
+        while self._kv and total > self.kv_cache_bytes:
+            total -= self._kv.popitem(last=False)[1].nbytes
+        if self.device.type == "cuda" and self._kv:
+            free, whole = torch.cuda.mem_get_info(self.device)
+            if free < _CUDA_FREE_FLOOR * whole:
+                self._kv.clear()
 
     def _forward(
         self, input_BL: torch.Tensor, attn_BS: torch.Tensor, pos_BL: torch.Tensor, cache: Any
@@ -398,9 +566,16 @@ class HFPolicy(BatchedPolicy):
 
 
 def _sample(
-    logits_BV: torch.Tensor, temperature: float, top_p: float, top_k: int, gen: torch.Generator
+    logits_BV: torch.Tensor,
+    temperature: float,
+    top_p: float,
+    top_k: int,
+    gen: torch.Generator | list[torch.Generator],
 ) -> tuple[torch.Tensor, torch.Tensor, list[dict[int, float]] | None]:
-    """Next tokens, their logprobs and optional top-k, all under the distribution sampled from."""
+    """Next tokens, their logprobs and optional top-k, all under the distribution sampled from.
+
+    `gen` is one generator for the batch, or one per row (each row's draw then depends on
+    its own generator and logits only)."""
     if temperature <= 0:
         logp_BV = torch.log_softmax(logits_BV, dim=-1)
         tok_B = logp_BV.argmax(dim=-1)
@@ -413,7 +588,13 @@ def _sample(
             drop_BV = (probs_BV.cumsum(dim=-1) - probs_BV) >= top_p
             drop_BV = drop_BV.scatter(-1, order_BV, drop_BV)
             logp_BV = torch.log_softmax(logp_BV.masked_fill(drop_BV, float("-inf")), dim=-1)
-        tok_B = torch.multinomial(logp_BV.exp(), 1, generator=gen)[:, 0]
+        probs_BV = logp_BV.exp()
+        if isinstance(gen, list):
+            tok_B = torch.cat(
+                [torch.multinomial(probs_BV[b], 1, generator=g) for b, g in enumerate(gen)]
+            )
+        else:
+            tok_B = torch.multinomial(probs_BV, 1, generator=gen)[:, 0]
     lp_B = logp_BV.gather(-1, tok_B[:, None])[:, 0]
     return tok_B, lp_B, _top(logp_BV, top_k)
 

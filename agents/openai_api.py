@@ -50,6 +50,7 @@ from mentorgym.agents.chat import (
     encode_view,
     window_messages,
 )
+from mentorgym.agents.seeding import request_seed
 from mentorgym.agents.turn_futures import SubmittingPolicy
 from mentorgym.envs.base import Message
 from mentorgym.errors import PolicyError, RequestError
@@ -115,7 +116,8 @@ class OpenAIPolicy(SubmittingPolicy):
         self.card_path = Path(card) if card is not None else None
         self.context_window: int | None = None
         self._apply_card(card_for(self.card_path), self.card_path)
-        # Each request gets its own seed (seed, seed+1, ...): one shared seed would make
+        self.seed = seed
+        # Requests without a turn seed get seed, seed+1, ...: one shared seed would make
         # every episode that shares a prompt sample the same text.
         self._seeds = itertools.count(seed) if seed is not None else None
         self.max_retries = max_retries
@@ -190,16 +192,23 @@ class OpenAIPolicy(SubmittingPolicy):
             raise action
         return action
 
-    def submit(self, history: list[Message], episode: str | None = None) -> Future[Any]:
-        """One request on the pool; the future holds an `Action` or the `RequestError`."""
-        return self._pool.submit(self._act, list(history), episode)
+    def submit(
+        self, history: list[Message], episode: str | None = None, seed: int | None = None
+    ) -> Future[Any]:
+        """One request on the pool; the future holds an `Action` or the `RequestError`.
+        `seed` is the rollout engine's turn seed: with a run seed, the request's `seed`
+        field is a function of (run seed, episode, turn), not of the arrival order."""
+        return self._pool.submit(self._act, list(history), episode, seed)
 
-    def _act(self, messages: list[Message], episode: str | None) -> Action | RequestError:
+    def _act(
+        self, messages: list[Message], episode: str | None, turn: int | None = None
+    ) -> Action | RequestError:
         self._setup()
+        seed = self._request_seed(turn)
         try:
             if self.use_chat:
-                return self._act_chat(messages)
-            return self._act_completion(messages, episode)
+                return self._act_chat(messages, seed)
+            return self._act_completion(messages, episode, seed)
         except RequestError as e:
             return e
 
@@ -288,7 +297,12 @@ class OpenAIPolicy(SubmittingPolicy):
     def _view(self, messages: list[Message]) -> list[Message]:
         return window_messages(list(messages), self.context_turns, self.system_prompt)
 
-    def _sampling(self, max_tokens: int) -> dict[str, Any]:
+    def _request_seed(self, turn: int | None) -> int | None:
+        if self.seed is not None and turn is not None:
+            return request_seed(self.seed, turn)
+        return None if self._seeds is None else next(self._seeds)
+
+    def _sampling(self, max_tokens: int, seed: int | None) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
             "temperature": self.temperature,
@@ -297,8 +311,8 @@ class OpenAIPolicy(SubmittingPolicy):
         }
         if self.stop:
             body["stop"] = self.stop
-        if self._seeds is not None:
-            body["seed"] = next(self._seeds)
+        if seed is not None:
+            body["seed"] = seed
         if self.vllm_extensions:
             body["return_tokens_as_token_ids"] = True
         return body
@@ -316,10 +330,10 @@ class OpenAIPolicy(SubmittingPolicy):
             )
         return min(self.max_tokens, left)
 
-    def _act_chat(self, messages: list[Message]) -> Action:
+    def _act_chat(self, messages: list[Message], seed: int | None) -> Action:
         # The prompt's length is known only from the server; a request past the window is
         # answered 400 and ends its episode.
-        body = {**self._sampling(self.max_tokens), "messages": self._view(messages)}
+        body = {**self._sampling(self.max_tokens, seed), "messages": self._view(messages)}
         body["logprobs"] = True
         data = self._post("/chat/completions", body)
         choice = _first_choice(data, self.base_url + "/chat/completions")
@@ -332,9 +346,11 @@ class OpenAIPolicy(SubmittingPolicy):
         meta = {"finish_reason": choice.get("finish_reason"), "usage": data.get("usage")}
         return Action(text=text, token_ids=token_ids, logprobs=logprobs, meta=meta)
 
-    def _act_completion(self, messages: list[Message], episode: str | None = None) -> Action:
+    def _act_completion(
+        self, messages: list[Message], episode: str | None, seed: int | None
+    ) -> Action:
         prompt = self.encode(messages, episode)
-        body = {**self._sampling(self._budget(len(prompt))), "prompt": prompt, "logprobs": 0}
+        body = {**self._sampling(self._budget(len(prompt)), seed), "prompt": prompt, "logprobs": 0}
         data = self._post("/completions", body)
         choice = _first_choice(data, self.base_url + "/completions")
         lp = choice.get("logprobs") or {}

@@ -47,6 +47,7 @@ import gymnasium
 
 from mentorgym.agents.base import Action, EnvPolicy, Policy
 from mentorgym.agents.mixture import MixturePolicy
+from mentorgym.agents.seeding import turn_seed
 from mentorgym.agents.trajectory import Trajectory, TrajectoryWriter, Turn, read_trajectories
 from mentorgym.agents.turn_futures import Channel, act_many, channel
 from mentorgym.envs.base import Message
@@ -358,7 +359,7 @@ class _Done:
 def _ask(p: AnyPolicy, ep: _Episode, channels: dict[int, Channel]) -> Any:
     if not _asks_messages(p):
         return _Done(p.act_env(ep.env))  # type: ignore[union-attr]
-    return channels[id(p)].submit(ep.history, ep.key)
+    return channels[id(p)].submit(ep.history, ep.key, _turn_seed(ep))
 
 
 # --- the lockstep engine ------------------------------------------------------------------------
@@ -457,7 +458,8 @@ def _call(policy: AnyPolicy, episodes: list[_Episode]) -> list[Action | RequestE
         answers = [policy.act_env(ep.env) for ep in episodes]  # type: ignore[union-attr]
     else:
         histories = [ep.history for ep in episodes]
-        answers = act_many(policy, histories, [ep.key for ep in episodes])  # type: ignore[arg-type]
+        keys, seeds = [ep.key for ep in episodes], [_turn_seed(ep) for ep in episodes]
+        answers = act_many(policy, histories, keys, seeds)  # type: ignore[arg-type]
     dt = time.perf_counter() - t0
     for ep in episodes:
         ep.policy_s += dt  # each episode waited for the whole batch
@@ -470,6 +472,12 @@ _NO_MOVE = (
     "{} has no action for this state (the env's oracle has none: a problem without a known "
     "solution, or a dead end); use another agent"
 )
+
+
+def _turn_seed(ep: _Episode) -> int:
+    """What this turn samples with: a function of the episode and turn only (not of the
+    run's id, the batch or the arrival order), so the same seeds give the same samples."""
+    return turn_seed(ep.spec.key, len(ep.traj.turns))
 
 
 def _asks_messages(p: AnyPolicy) -> bool:

@@ -10,7 +10,9 @@ the way to ask:
   are answered by one `act_batch` call, so `hf:` still samples many episodes per forward.
 
 Either way at most `max_in_flight` requests of one policy are outstanding; the rest wait
-for a slot. A future holds an `Action`, or a `RequestError` for a request the backend
+for a slot. Each request may carry a `seed` (`mentorgym.agents.seeding.turn_seed`); policies
+that set `takes_request_seeds` sample it from a generator of its own, so the batch it
+landed in does not change what it samples. A future holds an `Action`, or a `RequestError` for a request the backend
 refused (a prompt past the context window, an HTTP 4xx): that ends its own episode.
 Any other exception is set on the futures of the batch it broke.
 """
@@ -30,7 +32,9 @@ from mentorgym.errors import RequestError
 
 
 class Channel(Protocol):
-    def submit(self, history: list[Message], episode: str | None = None) -> Future[Any]: ...
+    def submit(
+        self, history: list[Message], episode: str | None = None, seed: int | None = None
+    ) -> Future[Any]: ...
 
     def close(self) -> None: ...
 
@@ -41,15 +45,24 @@ class SubmittingPolicy(BatchedPolicy):
     all its futures at once."""
 
     sampled: Any
+    takes_request_seeds = True
 
-    def submit(self, history: list[Message], episode: str | None = None) -> Future[Any]:
+    def submit(
+        self, history: list[Message], episode: str | None = None, seed: int | None = None
+    ) -> Future[Any]:
         raise NotImplementedError
 
     def try_act_batch(
-        self, histories: list[list[Message]], episodes: Sequence[str] | None = None
+        self,
+        histories: list[list[Message]],
+        episodes: Sequence[str] | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> list[Action | RequestError]:
         keys = list(episodes) if episodes is not None else [None] * len(histories)
-        futures = [self.submit(h, k) for h, k in zip(histories, keys, strict=True)]
+        turn_seeds = list(seeds) if seeds is not None else [None] * len(histories)
+        futures = [
+            self.submit(h, k, s) for h, k, s in zip(histories, keys, turn_seeds, strict=True)
+        ]
         return [f.result() for f in futures]
 
     def act_batch(
@@ -67,12 +80,17 @@ class SubmittingPolicy(BatchedPolicy):
 
 
 def act_many(
-    policy: Policy, histories: list[list[Message]], episodes: Sequence[str] | None
+    policy: Policy,
+    histories: list[list[Message]],
+    episodes: Sequence[str] | None,
+    seeds: Sequence[int] | None = None,
 ) -> list[Action | RequestError]:
     """One batched call: `try_act_batch` where the policy has it (failures as values), else
-    `act_batch`; episode keys go to the policies that take them."""
+    `act_batch`; episode keys and request seeds go to the policies that take them."""
     if getattr(policy, "takes_episode_keys", False):
         try_batch = getattr(policy, "try_act_batch", None)
+        if try_batch is not None and seeds is not None and _takes_seeds(policy):
+            return list(try_batch(histories, episodes, seeds))
         if try_batch is not None:
             return list(try_batch(histories, episodes))
         return list(policy.act_batch(histories, episodes))  # type: ignore[call-arg]
@@ -82,11 +100,16 @@ def act_many(
         return [e] * len(histories)
 
 
+def _takes_seeds(policy: Any) -> bool:
+    return bool(getattr(policy, "takes_request_seeds", False))
+
+
 @dataclass
 class _Ask:
     history: list[Message]
     episode: str | None
     future: Future[Any]
+    seed: int | None = None
 
 
 class BatchingQueue:
@@ -103,12 +126,14 @@ class BatchingQueue:
         self._thread = threading.Thread(target=self._loop, daemon=True, name="policy-batcher")
         self._thread.start()
 
-    def submit(self, history: list[Message], episode: str | None = None) -> Future[Any]:
+    def submit(
+        self, history: list[Message], episode: str | None = None, seed: int | None = None
+    ) -> Future[Any]:
         future: Future[Any] = Future()
         with self._cv:
             if self._closed:
                 raise RuntimeError("this BatchingQueue is closed")
-            self._asks.append(_Ask(history, episode, future))
+            self._asks.append(_Ask(history, episode, future, seed))
             self._cv.notify()
         return future
 
@@ -136,7 +161,9 @@ class BatchingQueue:
             try:
                 keys = [a.episode for a in batch]
                 episodes = keys if all(k is not None for k in keys) else None
-                results = act_many(self.policy, [a.history for a in batch], episodes)  # type: ignore[arg-type]
+                seeds = [a.seed for a in batch]
+                turn_seeds = seeds if all(s is not None for s in seeds) else None
+                results = act_many(self.policy, [a.history for a in batch], episodes, turn_seeds)  # type: ignore[arg-type]
             except BaseException as e:  # noqa: BLE001 - handed to the episodes that asked
                 for a in batch:
                     a.future.set_exception(e)
@@ -152,10 +179,15 @@ class Limited:
         self.policy = policy
         self._slots = threading.BoundedSemaphore(max_in_flight)
 
-    def submit(self, history: list[Message], episode: str | None = None) -> Future[Any]:
+    def submit(
+        self, history: list[Message], episode: str | None = None, seed: int | None = None
+    ) -> Future[Any]:
         self._slots.acquire()
         try:
-            future = self.policy.submit(history, episode)
+            if seed is not None and _takes_seeds(self.policy):
+                future = self.policy.submit(history, episode, seed)
+            else:
+                future = self.policy.submit(history, episode)
         except BaseException:
             self._slots.release()
             raise

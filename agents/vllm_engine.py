@@ -44,6 +44,7 @@ from mentorgym.agents.chat import (
     encode_view,
     end_of_turn_id,
 )
+from mentorgym.agents.seeding import request_seed
 from mentorgym.agents.turn_futures import SubmittingPolicy
 from mentorgym.envs.base import Message
 from mentorgym.errors import PolicyError, RequestError
@@ -107,8 +108,7 @@ class VLLMPolicy(SubmittingPolicy):
         )  # fmt: skip
         self.temperature, self.top_p, self.max_tokens = s.temperature, s.top_p, s.max_new_tokens
         self.stop, self.context_turns, self.system_prompt = s.stop, s.context_turns, s.system_prompt
-        # Each request gets its own seed (seed, seed+1, ...) so equal prompts sample apart.
-        self._seeds = itertools.count(seed) if seed is not None else None
+        self.reseed(seed)
         self.sampled = SampledTurns()
         self.llm = _start_engine(model, seed, enable_prefix_caching, engine_kwargs)
         import vllm
@@ -141,9 +141,25 @@ class VLLMPolicy(SubmittingPolicy):
             episode=episode,
         )
 
-    def submit(self, history: list[Message], episode: str | None = None) -> Future[Any]:
+    def reseed(self, seed: int | None) -> None:
+        """The run seed of the requests that follow (None: vLLM's own, unseeded draws)."""
+        self.seed = seed
+        # Requests without a turn seed get seed, seed+1, ... so equal prompts sample apart.
+        self._seeds = itertools.count(seed) if seed is not None else None
+
+    def _request_seed(self, turn: int | None) -> int | None:
+        """A turn seed from the rollout engine makes the request's draws a function of (run
+        seed, episode, turn), whatever else the engine is batching."""
+        if self.seed is not None and turn is not None:
+            return request_seed(self.seed, turn)
+        return None if self._seeds is None else next(self._seeds)
+
+    def submit(
+        self, history: list[Message], episode: str | None = None, seed: int | None = None
+    ) -> Future[Any]:
         """Queue one turn; the future holds an `Action`, or a `RequestError` when the prompt
-        fills the context window. `max_tokens` is capped to what is left of the window."""
+        fills the context window. `max_tokens` is capped to what is left of the window.
+        `seed` is the rollout engine's turn seed (`mentorgym.agents.seeding`)."""
         future: Future[Any] = Future()
         prompt = self.encode(history, episode)
         budget = min(self.max_tokens, self.context_window - len(prompt))
@@ -163,7 +179,7 @@ class VLLMPolicy(SubmittingPolicy):
             stop=self.stop,
             stop_token_ids=self._stop_ids,
             logprobs=0,  # the sampled token's own logprob
-            seed=None if self._seeds is None else next(self._seeds),
+            seed=self._request_seed(seed),
         )
         self._enqueue(_Request(prompt, params, future, "act", list(history), episode))
         return future

@@ -45,6 +45,9 @@ class CoreConfig:
     """Size of a from-scratch tiny student: `tiny` or `small`."""
     seed: int = 0
     """Seeds the model init, data order, sampling and the first training env seed."""
+    deterministic: bool = False
+    """torch.use_deterministic_algorithms: the GPU kernels without a deterministic version
+    raise instead of running (the CPU is deterministic without it; see the README)."""
     max_seq_len: int = 1024
     """Longest training sequence in tokens; a turn whose context and target do not fit is
     left out of the loss and counted (see data.py)."""

@@ -77,6 +77,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def set_deterministic(on: bool) -> None:
+    """`deterministic: true`: torch's deterministic algorithms (cuBLAS needs its workspace
+    setting before the first matmul, so it is set here too)."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on)
+
+
 def prepare_model(
     model: torch.nn.Module,
     d: Dist,

@@ -82,6 +82,7 @@ def setup(cfg: CoreConfig, run_dir: Path, strategy: str = "ddp") -> Student:
     """Join torchrun, seed, build or load the student and prepare it for `strategy`."""
     d = distributed.init_distributed()
     distributed.seed_everything(cfg.seed)
+    distributed.set_deterministic(cfg.deterministic)
     device = distributed.pick_device(d, cfg.device)
     path = initial_path(cfg, run_dir, d)
     model, tok = load_model(path, cfg.model_dtype)
@@ -130,8 +131,6 @@ def sampling_policy(
 
 
 def _vllm_sampler(student: Student, cfg: CoreConfig, temperature: float, seed: int) -> Any:
-    import itertools
-
     from mentorgym.agents.vllm_engine import VLLMPolicy, sync_weights
 
     if student.dist.enabled:
@@ -153,7 +152,7 @@ def _vllm_sampler(student: Student, cfg: CoreConfig, temperature: float, seed: i
     seconds = sync_weights(engine, student.model)
     student.metrics.log({"kind": "sampler_sync", "sampler_sync_s": round(seconds, 4)})
     engine.temperature = temperature
-    engine._seeds = itertools.count(seed)
+    engine.reseed(seed)
     return engine
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
+from mentorgym.agents.seeding import derive
 from mentorgym.envs.base import Message
 
 T = TypeVar("T")
@@ -37,6 +38,7 @@ class GenerativeModel(Protocol):
         stop: list[str] | None = None,
         top_logprobs: int = 0,
         seed: int | None = None,
+        seeds: list[int] | None = None,
     ) -> list[Any]: ...
 
     def prompt_logprobs(
@@ -50,10 +52,9 @@ class GenerativeModel(Protocol):
 class GenParams:
     """Sampling settings; requests with equal params share one `generate` call.
 
-    `seed` is not part of the grouping: one batched `generate` has one random generator, so
-    a batch is seeded by the first seed among its requests. A seeded request is therefore
-    reproducible when it runs alone (or with the same companions), not in every batch;
-    clients that send a fresh seed per request (the `openai:` backend) still batch.
+    `seed` is not part of the grouping: when every request of a batch has one, each prompt
+    samples from a generator of its own (`generate`'s `seeds`), so a seeded request gives
+    the same tokens in any batch; otherwise the batch is seeded by its first seed.
     """
 
     max_new_tokens: int
@@ -142,6 +143,15 @@ class Batcher:
         prompts = [p for item in items for p in item.prompts]
         self.generate_calls += 1
         self.batch_sizes.append(len(prompts))
+        seeds = None
+        if all(item.params.seed is not None for item in items):
+            # One generator per prompt: what a seeded request samples does not depend on
+            # the requests it is batched with.
+            seeds = [
+                i.params.seed if j == 0 else derive(i.params.seed, j)  # type: ignore[misc]
+                for i in items
+                for j in range(len(i.prompts))
+            ]
         try:
             gens = await self.run_model(
                 self.policy.generate,
@@ -152,6 +162,7 @@ class Batcher:
                 stop=list(params.stop) or None,
                 top_logprobs=params.top_logprobs,
                 seed=params.seed,
+                **({"seeds": seeds} if seeds is not None else {}),
             )
         except Exception as e:  # one bad batch must not stop the server
             for item in items:
