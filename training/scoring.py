@@ -182,11 +182,17 @@ def load_teacher(spec: str, device: torch.device, student_tok: Any) -> torch.nn.
 
         path = str(default_tiny_path()) if spec == "tiny" else spec.removeprefix("hf:")
         return load_frozen(path, device, student_tok)
+    if spec == "expert":  # the Sokoban solver as a token-level teacher (agents/expert_teacher.py)
+        from mentorgym.agents.expert_teacher import ExpertTeacher
+
+        return ExpertTeacher(student_tok)
     from mentorgym.agents.specs import load_policy
 
     teacher = load_policy(spec, temperature=1.0)
     if not isinstance(teacher, Teacher):
-        raise ConfigError(f"teacher {spec!r} cannot score tokens; use hf:PATH or openai:URL#MODEL")
+        raise ConfigError(
+            f"teacher {spec!r} cannot score tokens; use hf:PATH, openai:URL#MODEL or expert"
+        )
     return teacher
 
 
