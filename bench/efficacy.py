@@ -515,6 +515,69 @@ def distill_plot(name: str, rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+# --- the regime's mechanism, without a model ------------------------------------------------------
+
+
+def noisy_expert_probe(env_id: str, noise: float, undo: bool, n: int) -> dict[str, float]:
+    """A stand-in for an imperfect student: each turn a random direction with probability
+    `noise`, else the expert's label (a random direction where it has none). Returns the
+    share of episodes that reach a dead end, that solve the room, and of dead-end turns the
+    expert labeled (with undo: all of them)."""
+    import random
+
+    from mentorgym import make
+    from mentorgym.envs.sokoban import MOVES
+
+    env = make(env_id, undo=undo)
+    rng = random.Random(0)
+    reached, solved, dead_turns, labeled = 0, 0, 0, 0
+    for i in range(n):
+        env.reset(seed=EVAL_SEED + i)
+        inner, hit = env.unwrapped, False
+        while True:
+            label = inner.expert_action()
+            at_dead_end = label is None or "Undo" in label
+            hit, dead_turns = hit or at_dead_end, dead_turns + at_dead_end
+            labeled += at_dead_end and label is not None
+            if label is None or rng.random() < noise:
+                label = f"<answer>{rng.choice(MOVES)}</answer>"
+            _obs, _r, term, trunc, info = env.step(label)
+            if term or trunc:
+                break
+        reached += hit
+        solved += bool(info["success"])
+    env.close()
+    return dict(
+        dead_end_episodes=reached / n,
+        success=solved / n,
+        dead_end_turns_labeled=labeled / max(dead_turns, 1),
+    )
+
+
+def run_probe(args: argparse.Namespace) -> None:
+    """`--probe`: the noisy expert with and without undo, on Sokoban-v0, 2 and 3."""
+    lines = [
+        f"noisy expert on {args.eval_episodes} rooms per cell (seeds from {EVAL_SEED}): "
+        "each turn a random move with probability noise, else the expert's label\n",
+        "| env | noise | undo | episodes reaching a dead end | success | dead-end turns labeled |",
+        "|---|---|---|---|---|---|",
+    ]
+    for env_id in ("mentorgym/Sokoban-v0", "mentorgym/Sokoban2-v0", "mentorgym/Sokoban3-v0"):
+        for noise in (0.1, 0.3, 0.5):
+            for undo in (False, True):
+                r = noisy_expert_probe(env_id, noise, undo, args.eval_episodes)
+                lines.append(
+                    f"| {env_id} | {noise} | {undo} | {r['dead_end_episodes']:.3f} "
+                    f"| {r['success']:.3f} | {r['dead_end_turns_labeled']:.3f} |"
+                )
+                print(lines[-1], flush=True)
+    command = "python bench/efficacy.py " + " ".join(sys.argv[1:])
+    text = "\n".join(lines) + f"\n\ncommand: `{command}`\n"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "efficacy_probe.md").write_text(text)
+    print(text)
+
+
 # --- the command -------------------------------------------------------------------------------
 
 
@@ -547,7 +610,12 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], help="key=value for every arm")
     p.add_argument("--smoke", action="store_true", help="a tiny budget (results not saved)")
     p.add_argument("--out", default="runs/efficacy")
+    p.add_argument(
+        "--probe", action="store_true", help="only the noisy-expert probe (no model; any regime)"
+    )
     args = p.parse_args()
+    if args.probe:
+        return run_probe(args)
     regime = REGIMES[args.regime]
     if args.smoke:
         regime = smoke(regime)
