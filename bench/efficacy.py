@@ -27,13 +27,19 @@ sokoban_undo`):
 expert's episodes, `warm_steps` steps) is the start of every arm; GRPO, OPD, SOD (teacher:
 the scripted expert as a token-level teacher, `teacher: expert`) and Skill-SD (`sd_coef`
 swept on a validation split, seeds from 2,000,000, never the held-out set) each run
-`--steps` optimizer steps of the same `tasks x group` episodes; the held-out success is
-logged every `eval_every` steps, the expert's own success is stated.
+`--steps` optimizer steps of the same `tasks x group` episodes, sampled by `--sampler`
+(`hf`, or `vllm` where vLLM is installed); the held-out success is logged every
+`eval_every` steps (`--curve-episodes` rooms), the expert's own success is stated.
+
+`--probe` measures the regimes' mechanism without a model: a noisy expert (a random move
+with probability `noise`) with and without undo, on Sokoban-v0, 2 and 3: how many
+episodes reach a dead end, and how many of those turns the expert can label.
 
     python bench/efficacy.py sokoban_undo --smoke                 # the whole pipeline, tiny
     python bench/efficacy.py sokoban_undo --seeds 0 1 2 3 4 --eval-episodes 500
     python bench/efficacy.py sokoban_v0 --seeds 0 1 2             # the control
-    python bench/efficacy.py sokoban_distill --seeds 0 1 2 --steps 100
+    python bench/efficacy.py sokoban_distill --seeds 0 1 2 --steps 100 --sampler vllm
+    python bench/efficacy.py sokoban_undo --probe --eval-episodes 200
 """
 
 from __future__ import annotations
@@ -417,13 +423,15 @@ def distill_run(
     return cfg, train_once(module, cfg, run)
 
 
-def sweep_sd_coef(regime: dict[str, Any], warm: str, out: Path, args: argparse.Namespace) -> float:
+def sweep_sd_coef(
+    regime: dict[str, Any], warm: str, out: Path, sets: dict[str, str], args: argparse.Namespace
+) -> float:
     """Skill-SD's sd_coef with the best success on the validation split (seed 0 only)."""
     scores = {}
     for coef in regime["sd_coefs"]:
         run = out / f"skill_sd_sweep_coef{coef:g}"
         cfg, _ = distill_run(
-            regime, "skill_sd", 0, warm, args.steps, {"sd_coef": coef}, parse(args.set), run,
+            regime, "skill_sd", 0, warm, args.steps, {"sd_coef": coef}, sets, run,
             VALID_SEED, args.curve_episodes,
         )  # fmt: skip
         scores[coef] = float(records(run, "eval")[-1]["success_rate"])
@@ -439,7 +447,12 @@ def run_distill(name: str, regime: dict[str, Any], args: argparse.Namespace) -> 
     out = Path(args.out) / name
     warm = warm_start(regime, out, sets, args.eval_episodes)
     print(f"warm student: held-out success {warm['success_rate']:.3f}", flush=True)
-    coef = sweep_sd_coef(regime, warm["path"], out, args) if "skill_sd" in regime["arms"] else None
+    sets = dict(sets, sampler=args.sampler)  # the on-policy arms' sampler (not the warm start's)
+    coef = (
+        sweep_sd_coef(regime, warm["path"], out, sets, args)
+        if "skill_sd" in regime["arms"]
+        else None
+    )
     rows = []
     for seed in args.seeds:
         row: dict[str, Any] = {"seed": seed, "warm": warm["success_rate"]}
@@ -606,7 +619,9 @@ def main() -> None:
         "--curve-episodes", type=int, default=100, help="held-out rooms per point of a curve"
     )
     p.add_argument("--steps", type=int, default=100, help="distill: optimizer steps per arm")
-    p.add_argument("--sampler", default="hf", choices=["hf", "vllm"], help="distill: sampler")
+    p.add_argument(
+        "--sampler", default="hf", choices=["hf", "vllm"], help="distill: the arms' sampler"
+    )
     p.add_argument("--set", action="append", default=[], help="key=value for every arm")
     p.add_argument("--smoke", action="store_true", help="a tiny budget (results not saved)")
     p.add_argument("--out", default="runs/efficacy")
