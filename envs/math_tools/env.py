@@ -105,6 +105,9 @@ class MathToolsEnv(TextEnv):
             `lambda: DockerSandbox(image=...)`; overrides `sandbox`.
     """
 
+    _computed: bool = False
+    """Whether a tool output of this episode printed the expected answer (the expert's retry rule)."""
+
     def __init__(
         self,
         dataset: str | None = None,
@@ -189,8 +192,6 @@ class MathToolsEnv(TextEnv):
         self.problem: Problem | None = None
         self._sandbox: Sandbox | None = None
         self._tool_calls = 0
-        self._computed = False
-        """Whether a tool output so far printed the expected answer (the expert's retry rule)."""
         self._action_rng = np.random.default_rng()
 
     # --- gymnasium API --------------------------------------------------------------------
