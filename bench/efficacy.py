@@ -292,8 +292,11 @@ def dagger_bc_seed(
     )
     for arm, cap in (("bc_labels", labels), ("bc_unique", row["dagger"]["unique_labels"])):
         b_run = out / f"{arm}_seed{seed}"
-        values = dict(common, episodes=pool, max_labels=cap, steps=steps, eval_episodes=0)
-        b_cfg = build(sft, values, sets)
+        derived = dict(episodes=pool, max_labels=cap, steps=steps, eval_episodes=0)
+        # BC's pool, cap and steps come from the DAgger run, never from --set (`episodes`
+        # there means DAgger's rooms per iteration).
+        kept = {k: v for k, v in sets.items() if k not in derived}
+        b_cfg = build(sft, dict(common, **derived), kept)
         b_final = train_once(sft, b_cfg, b_run)
         used = int(records(b_run, "eval")[-1]["labels"])
         row[arm] = dict(
