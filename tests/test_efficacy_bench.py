@@ -89,3 +89,31 @@ def test_overrides_reach_only_the_arms_that_have_them(bench):
     assert d.iterations == 2 and d.dedupe and d.lr_schedule == "run"
     with pytest.raises(SystemExit, match="no arm's config has that key"):
         bench.check_sets({"nonsense": "1"}, [dagger, sft])
+
+
+def test_bc_pool_cap_and_steps_come_from_the_dagger_run(bench, monkeypatch, tmp_path):
+    """`--set episodes=32` is DAgger's rooms per iteration; BC's pool stays iterations x 32."""
+    built: dict[str, object] = {}
+
+    def fake_train(module, cfg, run):
+        built[run.name] = cfg
+        return run / "final"
+
+    def fake_records(run, kind):
+        if run.name.startswith("dagger"):
+            if kind == "train":
+                return [{"step": 120}]
+            return [{"labels_total": 900, "success_rate": 0.1, "unlabeled_turns": 0}]
+        return [{"labels": 400, "unlabeled_turns": 0}]
+
+    monkeypatch.setattr(bench, "train_once", fake_train)
+    monkeypatch.setattr(bench, "records", fake_records)
+    monkeypatch.setattr(bench, "unique_labels", lambda run, cfg, files, cap=0: 500)
+    monkeypatch.setattr(bench, "final_eval", lambda *a: {"success_rate": 0.2})
+    sets = {"iterations": "3", "episodes": "32", "lr": "1e-3"}
+    row = bench.dagger_bc_seed(bench.REGIMES["sokoban_undo"], 0, tmp_path, sets, 10, 5)
+    dagger, bc, bcu = built["dagger_seed0"], built["bc_labels_seed0"], built["bc_unique_seed0"]
+    assert (dagger.iterations, dagger.episodes, dagger.eval_episodes) == (3, 32, 5)
+    assert (bc.episodes, bc.max_labels, bc.steps, bc.lr) == (96, 900, 120, 1e-3)
+    assert (bcu.episodes, bcu.max_labels, bcu.env_kwargs) == (96, 500, {"undo": True})
+    assert row["pool_rooms"] == 96 and row["dagger"]["unique_labels"] == 500
