@@ -113,6 +113,7 @@ def test_foreign_ids_are_reencoded_and_actors_keep_the_history(tok):
         [traj], tok, max_seq_len=4096, foreign_ids=False, actors=frozenset({"student"})
     )
     assert [e.meta["turn"] for e in only] == [0, 2] and stats.no_label == 1
+    assert stats.unlabeled == 0  # left out by the actor filter, not for want of a label
     # the student's turn 2 still sees the teacher's turn 1 in its context
     assert only[1].input_ids == exs[2].input_ids
 
@@ -131,7 +132,7 @@ def test_window_and_teacher_target_rules(tok):
     exs, stats = examples_from_trajectories(
         [traj], tok, max_seq_len=4096, last_turns=1, system_prompt=False
     )
-    assert stats.no_label == 1 and len(exs) == 3
+    assert stats.no_label == 1 and stats.unlabeled == 1 and len(exs) == 3
     assert exs[-1].input_ids[: exs[-1].n_prompt] == chat.encode_chat(tok, traj.turns[3].observation)
     acts, _ = examples_from_trajectories([traj], tok, max_seq_len=4096, target="action")
     assert len(acts) == 4

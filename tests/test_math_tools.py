@@ -453,3 +453,25 @@ def test_boxed_answer_format_on_generated_problems_and_prompts_say_which() -> No
     assert "<answer>NUMBER</answer>" in MathToolsEnv(sandbox_factory=LocalSandbox).system_prompt
     with pytest.raises(ConfigError, match="answer_format must be one of tag, boxed"):
         MathToolsEnv(answer_format="latex")
+
+
+def test_expert_labels_the_retry_after_a_wrong_call() -> None:
+    env = make(max_tool_calls=3, sandbox="local", python_cmd="python3 -S")
+    env.reset(seed=5)
+    u = env.unwrapped
+    program_call = call(u.problem.program)
+    assert u.expert_action() == program_call
+    env.step(call("print(1 + 1)"))  # a wrong computation: the expert retries the program
+    if u.problem.answer != "2":
+        assert u.expert_action() == program_call
+    env.step(call("print(undefined)"))  # a failed call: still the retry
+    assert u.expert_action() == program_call
+    env.step(u.expert_action())  # the program prints the answer: now the answer
+    assert u.expert_action() == f"<answer>{u.problem.answer}</answer>"
+    _, r, term, _, info = env.step(u.expert_action())
+    assert (r, term, info["success"]) == (1.0, True, True)
+    env.reset(seed=5)
+    for _ in range(3):
+        env.step(call("print(1 + 1)"))
+    assert u.expert_action() == f"<answer>{u.problem.answer}</answer>"  # no calls left
+    env.close()

@@ -284,3 +284,70 @@ def test_render_and_random_action():
 @pytest.mark.parametrize("env_id", IDS)
 def test_check_env(env_id: str):
     check_env(gymnasium.make(env_id).unwrapped, skip_render_check=True)
+
+
+def test_undo_reverts_walks_and_pushes_with_rewards(tmp_path: Path):
+    grid = "#######\n#@$. $#\n#    .#\n#######"
+    env = _env_on(grid, tmp_path, undo=True)
+    assert "Undo" in env.reset(options={"index": 0})[0][0]["content"]
+    _o, r, *_ = env.step("<answer>Undo</answer>")  # nothing to take back: a wasted turn
+    assert r == pytest.approx(-0.1) and env.grid_text() == grid
+    env.step("<answer>Up</answer>")  # a bump into the wall is not recorded
+    env.step("<answer>Right</answer>")  # box onto the target
+    env.step("<answer>Down</answer>")  # a walk
+    after = env.grid_text()
+    _o, r, *_ = env.step("<answer>undo</answer>")  # takes back the walk only
+    assert r == pytest.approx(-0.1) and env.grid_text() == "#######\n# @* $#\n#    .#\n#######"
+    _o, r, *_ = env.step("<answer>Undo</answer>")  # takes back the push: the box leaves the target
+    assert r == pytest.approx(-1.1) and env.grid_text() == grid
+    assert env.state() == (8, (9, 12)) and env._on_target == 0
+    assert after != grid
+
+
+def test_undo_is_not_a_move_without_the_option(tmp_path: Path):
+    env = _env_on("#####\n#@$.#\n#####", tmp_path)
+    _o, _r, _t, _tr, info = env.step("<answer>Undo</answer>")
+    assert info["format_error"] and "'Undo' is not a move" in info["error"]
+    assert "Undo" not in env.reset(options={"index": 0})[0][0]["content"]
+
+
+def test_expert_labels_dead_ends_with_undo_and_recovers(tmp_path: Path):
+    # Pushing the box left puts it against a wall with no target: a dead end.
+    grid = "######\n#  . #\n# $@ #\n#    #\n######"
+    plain = _env_on(grid, tmp_path)
+    assert plain.expert_action() is not None
+    plain.step("<answer>Left</answer>")
+    assert plain.expert_action() is None  # no undo: a dead end has no label
+    env = _env_on(grid, tmp_path, undo=True)
+    env.step("<answer>Left</answer>")
+    env.step("<answer>Down</answer>")  # walk on inside the dead end
+    assert env.expert_action() == "<answer>Undo</answer>"
+    n = 0
+    while not env.solved():
+        _o, _r, term, _t, info = env.step(env.expert_action())
+        n += 1
+        assert n < 20
+    assert info["success"] and term
+
+
+@pytest.mark.parametrize("env_id", ["mentorgym/Sokoban-v0", "mentorgym/Sokoban2-v0"])
+def test_random_play_with_undo_keeps_the_state_consistent(env_id: str):
+    # Undo after any random walk restores each earlier grid exactly (the history is a stack).
+    env = gymnasium.make(env_id, undo=True).unwrapped
+    for seed in range(5):
+        env.reset(seed=seed)
+        grids = [env.grid_text()]
+        for _ in range(30):
+            a = env.random_action()
+            if "Undo" in a:
+                continue
+            env.step(a)
+            if env.solved():
+                break
+            if env.grid_text() != grids[-1]:
+                grids.append(env.grid_text())
+        while len(grids) > 1 and not env.solved():
+            assert env.grid_text() == grids.pop()
+            env.step("<answer>Undo</answer>")
+        assert env.solved() or env.grid_text() == grids[0]
+        assert env._on_target == sum(env._is_target[b] for b in env.state()[1])

@@ -219,6 +219,7 @@ def aggregate(
                 "student_turn_frac": sum(turn.actor == "student" for turn in turns)
                 / max(len(turns), 1),
                 "rollout_success": sum(t.success for t in trajs) / max(len(trajs), 1),
+                "unlabeled_turns": stats.unlabeled,  # reached states the teacher left unlabeled
             }
     info["bad_lines"] = bad.count
     if cfg.dedupe:

@@ -82,6 +82,9 @@ class BuildStats:
     no_label: int = 0
     """Turns skipped because they carry no target under the chosen `target` (or whose actor
     is not among the trained ones)."""
+    unlabeled: int = 0
+    """Of `no_label`, the turns the teacher gave no label at all (e.g. a Sokoban dead end
+    without `undo`): states the student reached that no example teaches."""
     dropped: int = 0
     """Turns left out because their context plus target passes `max_seq_len`."""
     exact_ids: int = 0
@@ -91,13 +94,14 @@ class BuildStats:
         line = (
             f"data: {self.examples} examples from {self.turns} turns "
             f"({self.exact_ids} with sampled ids); max_seq_len={max_seq_len}: "
-            f"{self.dropped} dropped (too long), {self.no_label} without a label"
+            f"{self.dropped} dropped (too long), {self.no_label} without a label "
+            f"({self.unlabeled} the teacher could not label)"
         )
         log.info(line)
         return line
 
     def add(self, other: BuildStats) -> None:
-        for k in ("turns", "examples", "no_label", "dropped", "exact_ids"):
+        for k in ("turns", "examples", "no_label", "unlabeled", "dropped", "exact_ids"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
 
 
@@ -181,6 +185,7 @@ def examples_from_trajectories(
             text = _turn_target_text(traj, k, target)
             if text is None or (actors is not None and turn.actor not in actors):
                 stats.no_label += 1
+                stats.unlabeled += text is None
                 continue
             exact = action_ids[k] is not None and text == turn.action
             tgt = chat.target_ids(tokenizer, text=text, token_ids=action_ids[k] if exact else None)

@@ -177,11 +177,17 @@ def load_teacher(spec: str, device: torch.device, student_tok: Any) -> torch.nn.
     parsed = parse_agent_spec(spec)
     if parsed.weights:
         return load_frozen(parsed.path, device, student_tok)
+    if parsed.kind == "expert":  # the Sokoban solver as a token-level teacher
+        from mentorgym.agents.expert_teacher import ExpertTeacher
+
+        return ExpertTeacher(student_tok)
     from mentorgym.agents.specs import load_policy
 
     teacher = load_policy(parsed, temperature=1.0)
     if not isinstance(teacher, Teacher):
-        raise ConfigError(f"teacher {spec!r} cannot score tokens; use hf:PATH or openai:URL#MODEL")
+        raise ConfigError(
+            f"teacher {spec!r} cannot score tokens; use hf:PATH, openai:URL#MODEL or expert"
+        )
     return teacher
 
 

@@ -162,6 +162,7 @@ def train(cfg: Config, run_dir: Path, resume: bool) -> Path:
             "labels": len(examples),
             "step": state.global_step,
             "bad_lines": bad.count,
+            "unlabeled_turns": stats.unlabeled,
         }
         if cfg.eval_episodes > 0:
             summary = student_lib.evaluate(student, cfg, run_dir / "eval.jsonl")

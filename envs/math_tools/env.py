@@ -105,6 +105,9 @@ class MathToolsEnv(TextEnv):
             `lambda: DockerSandbox(image=...)`; overrides `sandbox`.
     """
 
+    _computed: bool = False
+    """Whether a tool output of this episode printed the expected answer (the expert's retry rule)."""
+
     def __init__(
         self,
         dataset: str | None = None,
@@ -217,6 +220,7 @@ class MathToolsEnv(TextEnv):
             k = int(index) if index is not None else int(self.np_random.integers(2**31 - 1))
             self.problem = generate_problem(k, **self.difficulty)
         self._tool_calls = 0
+        self._computed = False
         self._action_rng = np.random.default_rng(int(self.np_random.integers(2**63 - 1)))
         obs = [system(self.system_prompt), user(self.problem.question)]
         return obs, {"task_id": self.problem.task_id, "index": k}
@@ -255,6 +259,7 @@ class MathToolsEnv(TextEnv):
         calls, skipped = parsed.tool_calls[:room], len(parsed.tool_calls) - room
         self._tool_calls += len(calls)
         messages, bad = run_tool_calls(calls, [self.python_tool])
+        self._computed = self._computed or any(self._prints_answer(m["content"]) for m in messages)
         if bad:
             # Say what a good call looks like right where the error is.
             messages = [
@@ -287,10 +292,15 @@ class MathToolsEnv(TextEnv):
     # --- oracle, baseline, privileged context ----------------------------------------------
 
     def expert_action(self) -> str | None:
-        """The problem's program as a python call where it has one, then the gold answer."""
+        """The problem's program as a python call where it has one, then the gold answer.
+
+        Recovery: until some tool output has printed the answer, and while calls are left,
+        the expert (re)runs the program, so after a wrong or failed call its label is the
+        retry, not an answer the conversation has not computed yet."""
         if self.problem is None:
             return None
-        if self.problem.program is not None and self._tool_calls == 0 and self.max_tool_calls > 0:
+        calls_left = self._tool_calls < self.max_tool_calls
+        if self.problem.program is not None and calls_left and not self._computed:
             return format_tool_call("python", {"code": self.problem.program})
         return self._final(self.problem.answer)
 
@@ -380,6 +390,13 @@ class MathToolsEnv(TextEnv):
         if not out.strip():
             out = "(no output: use print() to see a value)"
         return out
+
+    def _prints_answer(self, output: str) -> bool:
+        """Whether a tool output's last line is the expected answer."""
+        lines = output.strip().splitlines()
+        if self.problem is None or not lines or len(lines[-1]) > 100:
+            return False
+        return check_answer(lines[-1], self.problem.answer).correct
 
     def _close_sandbox(self) -> None:
         if self._sandbox is not None:

@@ -12,6 +12,9 @@ from mentorgym.envs.sokoban.solver import solve_level
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _SPLIT_RE = re.compile(r"[\s,;]+")
 _DIRECTION = {"up": 0, "u": 0, "down": 1, "d": 1, "left": 2, "l": 2, "right": 3, "r": 3}
+UNDO = 4
+"""The action index of `Undo` (only with `undo=True`)."""
+UNDO_WORD = "Undo"
 
 STEP_REWARD = -0.1
 BOX_ON_REWARD = 1.0
@@ -21,7 +24,7 @@ SOLVED_REWARD = 10.0
 _W, _F, _B, _T, _P, _BT, _PT = (ord(c) for c in "# $.@*+")
 
 
-def system_prompt(actions_per_turn: int) -> str:
+def system_prompt(actions_per_turn: int, undo: bool = False) -> str:
     if actions_per_turn == 1:
         fmt = "Answer with one move per turn: <answer>Up</answer>, <answer>Down</answer>, <answer>Left</answer> or <answer>Right</answer>."
     else:
@@ -29,6 +32,8 @@ def system_prompt(actions_per_turn: int) -> str:
             f"Answer with 1 to {actions_per_turn} moves per turn, separated by spaces, "
             "e.g. <answer>Up Left</answer>. More moves than that is a format error."
         )
+    if undo:
+        fmt += " <answer>Undo</answer> takes back your last move or push (a box pushed into a corner can be recovered)."
     return (
         "You are playing Sokoban. Push every box onto a target.\n"
         "Legend: # wall, space floor, $ box, . target, * box on target, @ you, + you on target.\n"
@@ -49,6 +54,12 @@ class SokobanEnv(TextEnv):
     picks one at random; `num_tasks` is the number of levels). Without a file, `index` k is
     the room generated from seed k.
 
+    With `undo=True` the word `Undo` is a move too: it reverts the last move that changed the
+    position (a walk or a push; a bump into a wall changes nothing and is not recorded), so
+    every mistake is recoverable, and `expert_action` labels a dead end (no solution from
+    the position) with `Undo`. Undo with nothing to take back does nothing. Its reward is
+    the step cost plus the box change it makes (+1 onto a target, -1 off one).
+
     Each turn's `<answer>` holds 1 to `actions_per_turn` moves; more moves, an unknown word
     or no answer is a format error (a tool message that says what to write, the env does not
     move, reward -0.1 for the wasted turn). Rewards per executed move: -0.1, +1 for a box onto
@@ -67,6 +78,7 @@ class SokobanEnv(TextEnv):
         actions_per_turn: int = 1,
         max_moves: int | None = None,
         solver_time_limit_s: float = 10.0,
+        undo: bool = False,
         render_mode: str | None = None,
     ):
         super().__init__(render_mode=render_mode)
@@ -79,16 +91,22 @@ class SokobanEnv(TextEnv):
         self.max_moves = max_moves
         self.actions_per_turn = int(actions_per_turn)
         self.solver_time_limit_s = solver_time_limit_s
+        self.undo = bool(undo)
         self.levels: list[Level] | None = load_levels(levels) if levels is not None else None
         self.num_tasks = len(self.levels) if self.levels is not None else None
         if self.levels is None:
             # fail at construction, not at the first reset, when the room cannot hold the boxes
             generate_room(self.dim_room, self.num_boxes, 0, self.max_moves)
-        self._system: Message = {"role": "system", "content": system_prompt(self.actions_per_turn)}
+        self._system: Message = {
+            "role": "system",
+            "content": system_prompt(self.actions_per_turn, self.undo),
+        }
         self.level: Level | None = None
         self.task_id: str | None = None
         self._plan: dict[tuple[int, tuple[int, ...]], int] = {}
         self._plan_moves: list[int] = []
+        self._history: list[tuple[int, int, int]] = []
+        """(player cell before, box cell before, box cell after; -1 when no push) per move."""
 
     # --- episode ------------------------------------------------------------------------------
 
@@ -137,6 +155,7 @@ class SokobanEnv(TextEnv):
         self._disp = disp
         self._plan = {}
         self._plan_moves = []
+        self._history = []
 
     def _observation(self) -> str:
         return f"Boxes on targets: {self._on_target}/{self._n}\n{self._disp.decode()}"
@@ -163,31 +182,60 @@ class SokobanEnv(TextEnv):
         return [obs], reward, solved, False, info
 
     def _move(self, d: int) -> float:
+        if d == UNDO:
+            return self._undo()
         p = self._player
         q = self._nbr[d][p]
         if q < 0 or self._walls[q]:
             return STEP_REWARD
         reward = STEP_REWARD
-        box, target, disp, pos = self._box, self._is_target, self._disp, self._pos
-        if box[q]:
+        box_from, box_to = -1, -1
+        if self._box[q]:
             k = self._nbr[d][q]
-            if k < 0 or self._walls[k] or box[k]:
+            if k < 0 or self._walls[k] or self._box[k]:
                 return STEP_REWARD
-            box[q] = 0
-            box[k] = 1
-            change = target[k] - target[q]
-            self._on_target += change
-            reward += change * BOX_ON_REWARD if change > 0 else -change * BOX_OFF_REWARD
-            disp[pos[k]] = _BT if target[k] else _B
-        disp[pos[p]] = self._floor_ch[p]
-        disp[pos[q]] = _PT if target[q] else _P
-        self._player = q
+            reward += self._shift_box(q, k)
+            box_from, box_to = q, k
+        self._place_player(q)
+        if self.undo:
+            self._history.append((p, box_from, box_to))
         return reward
 
+    def _undo(self) -> float:
+        """Take back the last recorded move: the player returns, a pushed box comes back."""
+        if not self._history:
+            return STEP_REWARD
+        p, box_from, box_to = self._history.pop()
+        reward = STEP_REWARD
+        self._place_player(p)
+        if box_from >= 0:
+            reward += self._shift_box(box_to, box_from)
+        return reward
+
+    def _shift_box(self, src: int, dst: int) -> float:
+        """Move a box from `src` to the free cell `dst`; the reward of its target change."""
+        box, target, disp, pos = self._box, self._is_target, self._disp, self._pos
+        box[src] = 0
+        box[dst] = 1
+        change = target[dst] - target[src]
+        self._on_target += change
+        disp[pos[dst]] = _BT if target[dst] else _B
+        if self._player != src:
+            disp[pos[src]] = self._floor_ch[src]
+        return change * BOX_ON_REWARD if change > 0 else -change * BOX_OFF_REWARD
+
+    def _place_player(self, q: int) -> None:
+        disp, pos, p = self._disp, self._pos, self._player
+        if not self._box[p]:
+            disp[pos[p]] = self._floor_ch[p]
+        disp[pos[q]] = _PT if self._is_target[q] else _P
+        self._player = q
+
     def _expected(self) -> str:
+        words = "Down, Left, Right, Undo" if self.undo else "Down, Left, Right"
         if self.actions_per_turn == 1:
-            return "one move as <answer>Up</answer> (or Down, Left, Right)"
-        return f"1 to {self.actions_per_turn} moves as <answer>Up Left</answer> (Up, Down, Left, Right)"
+            return f"one move as <answer>Up</answer> (or {words})"
+        return f"1 to {self.actions_per_turn} moves as <answer>Up Left</answer> (Up, {words})"
 
     def _parse(self, action: object) -> list[int] | str:
         """Direction indices, or a sentence saying what was wrong."""
@@ -205,7 +253,7 @@ class SokobanEnv(TextEnv):
             return "the answer is empty"
         moves = []
         for w in words:
-            d = _DIRECTION.get(w.lower())
+            d = UNDO if self.undo and w.lower() == "undo" else _DIRECTION.get(w.lower())
             if d is None:
                 return f"{w[:40]!r} is not a move"
             moves.append(d)
@@ -240,9 +288,14 @@ class SokobanEnv(TextEnv):
     ) -> SkillSummary | None:
         return summarize_sokoban(turns, success, truncated)
 
+    def can_undo(self) -> bool:
+        """Whether `Undo` would take something back (undo is on and a move was made)."""
+        return self.undo and bool(self._history)
+
     def expert_action(self) -> str | None:
-        """`<answer>MOVE</answer>` with the next move(s) of an optimal plan; None when solved
-        or when no solution is found (a box was pushed into a deadlock)."""
+        """`<answer>MOVE</answer>` with the next move(s) of an optimal plan; at a dead end
+        (no solution from here) `<answer>Undo</answer>` when undo is on, else None. None
+        also when solved."""
         if self.level is None or self.solved():
             return None
         key = self.state()
@@ -250,7 +303,7 @@ class SokobanEnv(TextEnv):
         if i is None:
             plan = solve_level(self.level, self.solver_time_limit_s, boxes=key[1], player=key[0])
             if not plan:
-                return None
+                return f"<answer>{UNDO_WORD}</answer>" if self.can_undo() else None
             self._plan_moves = [MOVES.index(m) for m in plan]
             self._plan = self._plan_states(key, self._plan_moves)
             i = 0
@@ -277,11 +330,9 @@ class SokobanEnv(TextEnv):
     def random_action(self) -> str:
         """A random direction (or several, up to `actions_per_turn`) in the answer format."""
         k = int(self.np_random.integers(1, self.actions_per_turn + 1))
-        return (
-            "<answer>"
-            + " ".join(MOVES[int(d)] for d in self.np_random.integers(4, size=k))
-            + "</answer>"
-        )
+        words = (*MOVES, UNDO_WORD) if self.undo else MOVES
+        picks = self.np_random.integers(len(words), size=k)
+        return "<answer>" + " ".join(words[int(d)] for d in picks) + "</answer>"
 
 
 SKILL_WORKFLOW = (
