@@ -113,6 +113,13 @@ def _setup_judgement(role: str, text: str, cfg, algorithm: str, monkeypatch, tmp
     from mentorgym.training import student as student_lib
     from mentorgym.training.distributed import Dist
 
+    # The solver teacher scores in the student's tokenizer: load it before the loaders are
+    # replaced by recorders.
+    student_tok = None
+    if role == "teacher" and parse_agent_spec(text).kind == "expert":
+        from transformers import AutoTokenizer
+
+        student_tok = AutoTokenizer.from_pretrained(tiny.default_tiny_path())
     built: list[str] = []
     monkeypatch.setattr(tiny, "build_tiny", lambda *a, **k: built.append("fresh tiny"))
     monkeypatch.setattr(scoring, "load_frozen", lambda *a, **k: built.append("weights here"))
@@ -126,7 +133,7 @@ def _setup_judgement(role: str, text: str, cfg, algorithm: str, monkeypatch, tmp
         path = student_lib.initial_path(cfg, tmp_path, Dist())
         return built[-1] if built else ("weights here" if path else "none")
     if role == "teacher" and algorithm in ("opd", "sod"):
-        teacher = scoring.load_teacher(text, None, None)
+        teacher = scoring.load_teacher(text, None, student_tok)
         return built[-1] if built else type(teacher).__name__
     from mentorgym.agents.specs import load_policy
 
