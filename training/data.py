@@ -371,11 +371,7 @@ def encode_episode(
         turn = traj.turns[k]
         sampled = turn.token_ids
         ids += chat.text_ids(tok, chat.generation_prompt_text(tok, msgs[:i]))
-        body = (
-            list(sampled)
-            if sampled is not None
-            else chat.targetchat.text_ids(tok, text=turn.action)
-        )
+        body = list(sampled) if sampled is not None else chat.target_ids(tok, text=turn.action)
         start = len(ids)
         ids += body
         if sampled:
