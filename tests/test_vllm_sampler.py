@@ -74,7 +74,9 @@ def tiny_dir() -> str:
 
 
 def _loss(records: list[dict], iteration: int) -> float:
-    losses = [r["loss"] for r in records if r.get("kind") == "train" and r["iteration"] == iteration]
+    losses = [
+        r["loss"] for r in records if r.get("kind") == "train" and r["iteration"] == iteration
+    ]
     return sum(losses) / len(losses)
 
 
@@ -102,3 +104,49 @@ def test_vllm_log_goes_to_the_run_dir_and_the_training_log_reads_like_hf(runs) -
     assert len(vllm_log.splitlines()) == len(hf_log.splitlines()) + 1
     text = (run / "vllm.log").read_text()
     assert "Reloading weights" in text and "RotaryEmbedding: Failed to load weights" in text
+
+
+# --- an on-policy trainer: OPD with each sampler, from the same student -----------------------
+
+OPD_STEPS = 4
+OPD_TOL = 0.05
+"""The mean OPD loss over the run may differ between samplers by this much: the two runs sample
+different episodes (the same weights, different random streams); measured here 0.0?? between
+hf and vllm."""
+
+
+@pytest.fixture(scope="module")
+def opd_runs(tmp_path_factory, tiny_dir) -> dict[str, list[dict]]:
+    """A student one perturbation away from the tiny teacher, trained by OPD with each sampler."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = tmp_path_factory.mktemp("opd")
+    student = tmp / "student"
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.02)
+    model.save_pretrained(student)
+    AutoTokenizer.from_pretrained(tiny_dir).save_pretrained(student)
+    out = {}
+    for sampler in ("hf", "vllm"):
+        sets = [f"sampler={sampler}", f"steps={OPD_STEPS}", "tasks_per_step=2", "group_size=2"]
+        sets += ["eval_episodes=0", "teacher=tiny", f"student={student}", "progress=false"]
+        cmd = [sys.executable, "-m", "mentorgym.cli", "train", "configs/sokoban_opd.yaml"]
+        cmd += [a for s in sets for a in ("--set", s)] + ["--out", str(tmp / sampler)]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
+        assert r.returncode == 0, r.stderr[-3000:]
+        lines = (tmp / sampler / "metrics.jsonl").read_text().splitlines()
+        out[sampler] = [json.loads(x) for x in lines if '"train"' in x]
+    return out
+
+
+def test_opd_with_vllm_tracks_its_hf_twin(opd_runs) -> None:
+    hf, vllm = opd_runs["hf"], opd_runs["vllm"]
+    assert [r["step"] for r in vllm] == list(range(1, OPD_STEPS + 1))
+    # after every sync the engine samples what the trainer computes
+    assert all(r["sampler_logprob_gap_max"] < GAP_TOL for r in vllm)
+    mean = [sum(r["loss"] for r in rs) / len(rs) for rs in (hf, vllm)]
+    assert abs(mean[0] - mean[1]) < OPD_TOL, mean
