@@ -57,6 +57,7 @@ def _train(tmp_path: Path, sampler: str, tiny_dir: str) -> tuple[str, list[dict]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    print(sampler, r.stdout + r.stderr)  # shown with -s or on failure
     return r.stdout + r.stderr, records, out
 
 
@@ -90,14 +91,14 @@ def test_dagger_engine_samples_the_trained_weights(runs) -> None:
 def test_losses_after_iteration_1_agree_between_samplers(runs) -> None:
     hf, vllm = (runs[s][1] for s in ("hf", "vllm"))
     assert _loss(hf, 0) == _loss(vllm, 0)  # the same data and weights: bitwise equal
-    assert abs(_loss(hf, 1) - _loss(vllm, 1)) < LOSS_TOL
+    assert abs(_loss(hf, 1) - _loss(vllm, 1)) < LOSS_TOL, (_loss(hf, 1), _loss(vllm, 1))
 
 
 def test_vllm_log_goes_to_the_run_dir_and_the_training_log_reads_like_hf(runs) -> None:
     hf_log, _, _ = runs["hf"]
     vllm_log, _, run = runs["vllm"]
     assert "(MainProcess" not in vllm_log and " INFO " not in vllm_log
-    assert "RotaryEmbedding" not in vllm_log and "set_num_threads" not in vllm_log
+    assert "Failed to load weights" not in vllm_log and "skip it" not in vllm_log
     assert vllm_log.count("vllm: engine started") == 1
     assert "vllm warning" not in vllm_log  # every warning vLLM gave here is a known one
     # the same lines as hf, plus the one engine line
