@@ -26,13 +26,16 @@ vllm is imported when the policy is built, never at `import mentorgym`.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mentorgym.agents.base import Action, Scores
@@ -81,7 +84,8 @@ class VLLMPolicy(SubmittingPolicy):
 
     `model` is a local checkpoint directory (its policy card applies) or a hub id. Explicit
     arguments win over the card. `engine_kwargs` go to `vllm.LLM` unchanged (dtype,
-    max_model_len, enforce_eager, ...). Call `close` to stop the engine loop.
+    max_model_len, enforce_eager, ...). With `log_file`, vLLM's own output goes to that file
+    and its warnings are summarized once (`EngineLog`). Call `close` to stop the engine loop.
     """
 
     takes_episode_keys = True
@@ -98,6 +102,7 @@ class VLLMPolicy(SubmittingPolicy):
         context_turns: int | None = None,
         system_prompt: bool | None = None,
         enable_prefix_caching: bool = True,
+        log_file: str | os.PathLike[str] | None = None,
         **engine_kwargs: Any,
     ):
         self.name = f"vllm:{model}"
@@ -110,7 +115,8 @@ class VLLMPolicy(SubmittingPolicy):
         self.stop, self.context_turns, self.system_prompt = s.stop, s.context_turns, s.system_prompt
         self.reseed(seed)
         self.sampled = SampledTurns()
-        self.llm = _start_engine(model, seed, enable_prefix_caching, engine_kwargs)
+        self.log = EngineLog(log_file) if log_file is not None else None
+        self.llm = _start_engine(model, seed, enable_prefix_caching, engine_kwargs, self.log)
         import vllm
         from transformers import AutoTokenizer
 
@@ -250,7 +256,10 @@ class VLLMPolicy(SubmittingPolicy):
         pairs = _named_tensors(weights)
         with self._lock:
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": pairs})
-            self.llm.reset_prefix_cache()
+            if not self.llm.reset_prefix_cache():
+                raise PolicyError(f"{self.name}: the prefix cache (old weights' KV) was not reset")
+        if self.log is not None:
+            self.log.report_new()
         return time.perf_counter() - t0
 
     def close(self) -> None:
@@ -349,27 +358,164 @@ class VLLMPolicy(SubmittingPolicy):
 
 
 def _start_engine(
-    model: str, seed: int | None, prefix_caching: bool, engine_kwargs: dict[str, Any]
+    model: str,
+    seed: int | None,
+    prefix_caching: bool,
+    engine_kwargs: dict[str, Any],
+    log: EngineLog | None = None,
 ) -> Any:
-    try:
-        import torch
+    import torch
 
-        on_cpu = not torch.cuda.is_available()
-        if on_cpu:
-            # In this process, so weights can be handed over as tensors without a copy
-            # through a pipe, and with a KV cache that fits beside a trainer.
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
-        import vllm
-    except ImportError as e:
-        raise PolicyError(VLLM_MISSING) from e
+    on_cpu = not torch.cuda.is_available()
+    if on_cpu:
+        # In this process, so weights can be handed over as tensors without a copy
+        # through a pipe, and with a KV cache that fits beside a trainer.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
     kwargs = {"enable_prefix_caching": prefix_caching, **engine_kwargs}
     if on_cpu:
         kwargs.setdefault("dtype", "float32")
+    t0 = time.perf_counter()
+    with _process_state_kept(), log.capture() if log is not None else contextlib.nullcontext():
+        try:
+            import vllm
+        except ImportError as e:
+            raise PolicyError(VLLM_MISSING) from e
+        try:
+            llm = vllm.LLM(model=model, seed=0 if seed is None else seed, **kwargs)
+        except Exception as e:  # vLLM raises many kinds; all mean the same to a user
+            raise PolicyError(f"vLLM could not load {model!r}: {type(e).__name__}: {e}") from e
+    if log is not None:
+        log.started(time.perf_counter() - t0)
+    return llm
+
+
+@contextlib.contextmanager
+def _process_state_kept() -> Iterator[None]:
+    """Undo what starting an engine in this process does to the process a trainer shares:
+    vLLM reseeds the global random generators (python, numpy, torch) with the engine's seed,
+    lowers torch's thread count for serving, and on its CPU build replaces
+    `torch.set_num_threads` with a no-op that warns."""
+    import random
+
+    import numpy as np
+    import torch
+
+    rng = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    threads, set_num_threads = torch.get_num_threads(), torch.set_num_threads
     try:
-        return vllm.LLM(model=model, seed=0 if seed is None else seed, **kwargs)
-    except Exception as e:  # vLLM raises many kinds; all mean the same to a user
-        raise PolicyError(f"vLLM could not load {model!r}: {type(e).__name__}: {e}") from e
+        yield
+    finally:
+        random.setstate(rng[0])
+        np.random.set_state(rng[1])
+        torch.set_rng_state(rng[2])
+        torch.set_num_threads = set_num_threads
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
+class EngineLog:
+    """vLLM's own output in a file, and its warnings summarized once in the caller's log.
+
+    While the engine starts, everything written to stdout and stderr (vLLM's log lines,
+    progress bars, torch's C++ warnings) goes to the file; after that vLLM's loggers write
+    there. Warnings known to be harmless here are counted and named in one line; any
+    other warning is printed once, the first time it appears."""
+
+    HARMLESS = {
+        "Failed to load weights": "RotaryEmbedding's cos/sin cache is computed, not a weight: "
+        "vLLM keeps it at every sync",
+        "after the thread binding": "vLLM's CPU thread binding (torch.set_num_threads is "
+        "given back to the trainer)",
+        "LD_PRELOAD": "tcmalloc/iomp performance hints",
+        "global random seed": "the global seed (the trainer's generators are restored)",
+        "raw prompts": "a vLLM deprecation note",
+        "Triton": "no Triton on this CPU",
+        "Enforce eager": "eager mode (asked for)",
+        "Inductor compilation was disabled": "eager mode (asked for)",
+        "SSM cache": "a setting for models this is not",
+    }
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = logging.FileHandler(self.path)
+        fmt = "%(levelname)s %(asctime)s [%(name)s] %(message)s"
+        self._file.setFormatter(logging.Formatter(fmt))
+        self._tally = _Tally()
+        self._reported = 0
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[None]:
+        """Stdout and stderr (file descriptors 1 and 2) into the file while this runs, and
+        vLLM's loggers rerouted to it from then on."""
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = (os.dup(1), os.dup(2))
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            self._reroute()
+
+    def _reroute(self) -> None:
+        logger = logging.getLogger("vllm")
+        for handler in list(logger.handlers):
+            if handler is not self._tally:
+                logger.removeHandler(handler)
+        logger.addHandler(self._file)
+        logger.addHandler(self._tally)
+        logger.propagate = False
+
+    def started(self, seconds: float) -> None:
+        """The one line a training log gets about the engine start (its warnings are read
+        back from the file: vLLM configures its loggers anew while it starts)."""
+        for line in self.path.read_text(errors="replace").splitlines():
+            if " WARNING " in line:
+                self._tally.add(line.split("] ", 1)[-1])
+        kinds = self._tally.kinds()
+        known = sorted({why for msg in kinds for key, why in self.HARMLESS.items() if key in msg})
+        line = f"vllm: engine started in {seconds:.0f} s; its log: {self.path}"
+        if known:
+            line += f" (known harmless warnings there: {'; '.join(known)})"
+        print(line, flush=True)
+        self.report_new()
+
+    def report_new(self) -> None:
+        """Print, once each, the warnings not known to be harmless that appeared since."""
+        kinds = self._tally.kinds()
+        for msg in kinds[self._reported :]:
+            if not any(key in msg for key in self.HARMLESS):
+                print(f"vllm warning (once; more in {self.path}): {msg[:300]}", flush=True)
+        self._reported = len(kinds)
+
+
+class _Tally(logging.Handler):
+    """The distinct warning messages vLLM logged, in order of first appearance."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self._seen: dict[str, int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.add(record.getMessage())
+
+    def add(self, msg: str) -> None:
+        self._seen[msg] = self._seen.get(msg, 0) + 1
+
+    def kinds(self) -> list[str]:
+        return list(self._seen)
 
 
 def _named_tensors(weights: Any) -> list[tuple[str, Any]]:

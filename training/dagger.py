@@ -179,6 +179,10 @@ def collect(student: Student, cfg: Config, run_dir: Path, i: int) -> list[Trajec
         progress=cfg.progress,
         mixture_seed=cfg.seed * 1000 + i,
     )
+    # The sampler against the trainer on the student's sampled tokens, as the on-policy loops log it.
+    gap = student_lib.sampler_gap(student, cfg, trajs) if weights_path is None else {}
+    if gap:
+        student.metrics.log({"kind": "sampler_gap", "iteration": i, **gap})
     student.model.train()
     return trajs
 

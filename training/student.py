@@ -147,6 +147,7 @@ def _vllm_sampler(student: Student, cfg: CoreConfig, temperature: float, seed: i
             top_p=1.0,
             enforce_eager=True,
             dtype=cfg.model_dtype,
+            log_file=student.metrics.path.parent / "vllm.log",  # vLLM's own lines, off the log
         )
     engine = student.engine
     seconds = sync_weights(engine, student.model)
@@ -154,6 +155,44 @@ def _vllm_sampler(student: Student, cfg: CoreConfig, temperature: float, seed: i
     engine.temperature = temperature
     engine.reseed(seed)
     return engine
+
+
+def sampler_gap(
+    student: Student, cfg: CoreConfig, trajs: list[Any], max_turns: int = 512
+) -> dict[str, float]:
+    """How far the sampler's logprobs of the student's sampled tokens are from the trainer's
+    recomputation with the same weights: `sampler_logprob_gap_mean` / `_max`, as the
+    on-policy loops log them. Call it after the rollouts and before training on them; with
+    `sampler: hf` it is ~0 by construction, with `sampler: vllm` it checks the weight sync.
+    At most `max_turns` student turns are scored (the first ones, in episode order)."""
+    from mentorgym.agents.trajectory import context
+    from mentorgym.training.losses import logprob_gap
+
+    items = [
+        (context(t, k), turn.token_ids, turn.logprobs)
+        for t in trajs
+        for k, turn in enumerate(t.turns)
+        if turn.actor != "teacher" and turn.token_ids and turn.logprobs
+    ][:max_turns]
+    if not items:
+        return {}
+    scorer = HFPolicy(
+        student.path,
+        context_turns=cfg.context_turns,
+        system_prompt=cfg.system_prompt,
+        device=str(student.device),
+        model=trainer.unwrap(student.model),
+        tokenizer=student.tok,
+    )
+    was_training = student.model.training
+    student.model.eval()
+    scores = scorer.score_batch([(messages, list(ids)) for messages, ids, _ in items])
+    student.model.train(was_training)
+    trained = [lp for s in scores for lp in s.logprobs]
+    sampled = [float(lp) for _, _, lps in items for lp in lps]
+    ones = torch.ones(len(trained))
+    gap_mean, gap_max = logprob_gap(torch.tensor(trained), torch.tensor(sampled), ones)
+    return {"sampler_logprob_gap_mean": gap_mean, "sampler_logprob_gap_max": gap_max}
 
 
 def evaluate(
