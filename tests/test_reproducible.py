@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from mentorgym.agents.hf import HFPolicy
-from mentorgym.agents.turn_futures import BatchingQueue
 from mentorgym.agents.rollout import run
 from mentorgym.agents.seeding import derive, request_seed, turn_seed
 from mentorgym.agents.tiny import default_tiny_path
+from mentorgym.agents.turn_futures import BatchingQueue
 from mentorgym.envs.base import system, user
 from mentorgym.training.entry import train_from_config
 

@@ -181,7 +181,7 @@ def sampler_gap(
         context_turns=cfg.context_turns,
         system_prompt=cfg.system_prompt,
         device=str(student.device),
-        model=trainer.unwrap(student.model),
+        model=distributed.unwrap(student.model),
         tokenizer=student.tok,
     )
     was_training = student.model.training
