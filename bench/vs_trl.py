@@ -166,9 +166,7 @@ def mentorgym_side(algo: str, a: argparse.Namespace, multi_turn: bool) -> dict[s
             cfg = grpo.Config(**common, clip_low=CLIP_LOW, clip_high=CLIP_HIGH)
             grpo.train(cfg, Path(d), resume=False)
         else:
-            cfg = opd.Config(
-                **common, teacher=f"hf:{a.teacher}", loss="jsd", jsd_beta=a.jsd_beta
-            )
+            cfg = opd.Config(**common, teacher=f"hf:{a.teacher}", loss="jsd", jsd_beta=a.jsd_beta)
             opd.train(cfg, Path(d), resume=False)
     return {"stamps": [t0, *stamps], "turns": turns}
 
@@ -259,7 +257,9 @@ def trl_side(algo: str, a: argparse.Namespace) -> dict[str, Any]:
             rows = prompt_rows(list(range(n_steps * batch)))
             # GKD's collator splits the last message off as the completion; lmbda=1 replaces it
             # with the student's own sample every step, so its text never reaches the loss.
-            msgs = [{"messages": [*r["prompt"], {"role": "assistant", "content": "x"}]} for r in rows]
+            msgs = [
+                {"messages": [*r["prompt"], {"role": "assistant", "content": "x"}]} for r in rows
+            ]
             args = GKDConfig(
                 **trl_common(a, d, batch),
                 lmbda=1.0,
@@ -358,7 +358,9 @@ def compare(a: argparse.Namespace, algo: str) -> dict[str, Any]:
 def brief(r: dict) -> str:
     if "error" in r:
         return "error: " + r["error"].splitlines()[-1][:300]
-    return f"median step {statistics.median(r['step_s']):.2f} s, peak RSS {r['peak_rss_mib']:.0f} MiB"
+    return (
+        f"median step {statistics.median(r['step_s']):.2f} s, peak RSS {r['peak_rss_mib']:.0f} MiB"
+    )
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

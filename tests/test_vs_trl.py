@@ -43,7 +43,9 @@ def _fixed_batch(vocab: int, pad: int) -> tuple[list[list[int]], list[list[int]]
 def _trl_grpo_inputs(prompts, comps, pad: int) -> dict[str, torch.Tensor]:
     """TRL's layout: prompts left-padded, completions right-padded, each with its mask."""
     P, C = max(map(len, prompts)), max(map(len, comps))
-    inputs = {k: torch.full((len(prompts), n), pad) for k, n in (("prompt_ids", P), ("completion_ids", C))}
+    inputs = {
+        k: torch.full((len(prompts), n), pad) for k, n in (("prompt_ids", P), ("completion_ids", C))
+    }
     inputs["prompt_mask"] = torch.zeros(len(prompts), P, dtype=torch.long)
     inputs["completion_mask"] = torch.zeros(len(prompts), C, dtype=torch.long)
     for b, (p, c) in enumerate(zip(prompts, comps)):
@@ -56,7 +58,11 @@ def _trl_grpo_inputs(prompts, comps, pad: int) -> dict[str, torch.Tensor]:
 
 def _mentorgym_batch(prompts, comps, pad: int, logp_old_BL: torch.Tensor) -> Batch:
     """mentorgym's layout: one right-padded row per episode, loss tokens gathered by position."""
-    B, T, L = len(prompts), max(len(p) + len(c) for p, c in zip(prompts, comps)), max(map(len, comps))
+    B, T, L = (
+        len(prompts),
+        max(len(p) + len(c) for p, c in zip(prompts, comps)),
+        max(map(len, comps)),
+    )
     ids_RT, att_RT = torch.full((B, T), pad), torch.zeros(B, T, dtype=torch.long)
     pos_BL, target_BL = torch.ones(B, L, dtype=torch.long), torch.full((B, L), pad)
     mask_BL = torch.zeros(B, L)
@@ -159,7 +165,11 @@ def test_opd_jsd_equals_trl_gkd_compute_loss(tiny, teacher_path, tmp_path, beta)
         ds = datasets.Dataset.from_list([{"messages": msgs}] * 4)
         trainer = GKDTrainer(model, teacher, args, train_dataset=ds, processing_class=tok)
     model.eval()
-    inputs = {"input_ids": b.input_ids_RT, "attention_mask": b.attention_mask_RT, "labels": labels_RT}
+    inputs = {
+        "input_ids": b.input_ids_RT,
+        "attention_mask": b.attention_mask_RT,
+        "labels": labels_RT,
+    }
     theirs = trainer.compute_loss(model, inputs)
     theirs.backward()
     _assert_same(ours, theirs, ours_grads, _grads(model))
