@@ -7,12 +7,18 @@ generated for it. The raw replay then sends, turn by turn, all the episodes' pro
 turn as one `LLM.generate` call with `max_tokens` equal to what the engine generated for each
 (and `ignore_eos`, so both sides generate exactly the same number of tokens). The prefix cache
 is dropped before the replay, so the raw side reuses a prompt's prefix only from the turns it
-has itself replayed, as the engine did. Throughput is generated tokens per second; the goal is
-engine >= 0.8 x raw. The gap is what the rollout engine adds: encoding the conversation,
+has itself replayed, as the engine did. A second replay sends every prompt of the pass in one
+`LLM.generate` call (no turn barrier; vLLM schedules all of them at once). Throughput is
+generated tokens per second; the goal is engine >= 0.8 x raw. The gap is what the rollout engine adds: encoding the conversation,
 decoding and parsing completions, env steps on the same cores, Python per turn and per
 engine step.
 
     python bench/engine_vs_raw.py [--episodes 32] [--max-new-tokens 12] [--runs 3] [--model PATH]
+                                  [--no-memo-too]
+
+`--no-memo-too` adds an engine pass with the chat-segment memo of `agents/chat.py` turned off
+(each turn's prompt then renders the chat template for every earlier message again, O(k^2)
+template work at turn k: the overhead this bench found and the memo removed).
 
 Each run is one engine pass and its raw replay, back to back (so load on a shared machine
 hits both); one untimed warm-up pass comes first; the ratio reported is the median of the
@@ -29,8 +35,11 @@ import os
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from mentorgym.agents import chat
 from mentorgym.agents.rollout import run
 from mentorgym.agents.tiny import default_tiny_path
 from mentorgym.agents.vllm_engine import VLLMPolicy
@@ -74,13 +83,17 @@ def engine_pass(policy: VLLMPolicy, rec: Recorder, seeds: list[int]) -> dict[str
     }
 
 
-def raw_pass(policy: VLLMPolicy, calls: list[tuple[int, list[int], int]]) -> dict[str, float]:
+def raw_pass(
+    policy: VLLMPolicy, calls: list[tuple[int, list[int], int]], one_batch: bool = False
+) -> dict[str, float]:
+    """The recorded prompts through `LLM.generate`: one call per turn (each turn's prompts
+    together), or with `one_batch` every prompt of the pass in a single call."""
     import vllm
     from vllm.inputs import TokensPrompt
 
     by_turn: dict[int, list[tuple[list[int], int]]] = defaultdict(list)
     for turn, prompt, n in calls:
-        by_turn[turn].append((prompt, n))
+        by_turn[0 if one_batch else turn].append((prompt, n))
     policy.llm.reset_prefix_cache()
     seconds = 0.0
     gen = 0
@@ -108,6 +121,21 @@ def raw_pass(policy: VLLMPolicy, calls: list[tuple[int, list[int], int]]) -> dic
     return {"s": seconds, "generated_tokens": gen, "tokens_per_s": gen / seconds}
 
 
+@contextmanager
+def no_memo() -> Iterator[None]:
+    """The engine as it was before the chat-segment memo: every segment rendered afresh."""
+    real = chat._Segments._get
+
+    def fresh(self: chat._Segments, kind: str, upto: int) -> list[int]:
+        return chat.text_ids(self.tokenizer, self._text(kind, upto))
+
+    chat._Segments._get = fresh  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        chat._Segments._get = real  # type: ignore[method-assign]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--episodes", type=int, default=32)
@@ -115,6 +143,11 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--model", default=None, help="checkpoint (default: the offline tiny model)")
     p.add_argument("--profile", default=None, help="write a cProfile of the engine passes here")
+    p.add_argument(
+        "--no-memo-too",
+        action="store_true",
+        help="also an engine pass without the chat-segment memo (the engine before it)",
+    )
     a = p.parse_args()
     model = a.model or str(default_tiny_path())
     policy = VLLMPolicy(
@@ -134,7 +167,15 @@ def main() -> None:
         if prof is not None:
             prof.disable()
         raw = raw_pass(policy, rec.calls)
-        runs.append({"engine": eng, "raw": raw, "ratio": eng["tokens_per_s"] / raw["tokens_per_s"]})
+        one = raw_pass(policy, rec.calls, one_batch=True)
+        r = {"engine": eng, "raw": raw, "raw_one_batch": one}
+        r["ratio"] = eng["tokens_per_s"] / raw["tokens_per_s"]
+        r["ratio_one_batch"] = eng["tokens_per_s"] / one["tokens_per_s"]
+        if a.no_memo_too:
+            with no_memo():
+                r["engine_no_memo"] = engine_pass(policy, rec, [s + 1000 * i for s in seeds])
+            r["memo_speedup"] = eng["tokens_per_s"] / r["engine_no_memo"]["tokens_per_s"]
+        runs.append(r)
         load.append(os.getloadavg()[0])
         print(json.dumps(runs[-1]), flush=True)
     if prof is not None:
@@ -146,6 +187,8 @@ def main() -> None:
         "engine_tokens_per_s": statistics.median(r["engine"]["tokens_per_s"] for r in runs),
         "raw_tokens_per_s": statistics.median(r["raw"]["tokens_per_s"] for r in runs),
         "engine_vs_raw": statistics.median(r["ratio"] for r in runs),
+        "engine_vs_raw_one_batch": statistics.median(r["ratio_one_batch"] for r in runs),
+        "memo_speedup": statistics.median(r.get("memo_speedup", float("nan")) for r in runs),
         "load_average": load,
     }
     print(json.dumps(out))
