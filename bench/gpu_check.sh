@@ -74,8 +74,10 @@ fi
 
 echo "== 0. vLLM [$(elapsed)s]"
 PIP_PID=""
-if $PY -c "import vllm" 2>/dev/null; then
-  echo "vllm present: $($PY -c 'import vllm; print(vllm.__version__)' 2>/dev/null)"
+have_vllm() { $PY -c "import vllm" 2>/dev/null; }
+HAVE_VLLM=""; [ -z "$DRY" ] && have_vllm && HAVE_VLLM=1
+if [ -n "$HAVE_VLLM" ]; then
+  echo "vllm present"
 elif [ -n "$SMOKE" ] || [ -z "$INSTALL" ]; then
   note "vllm install" "vllm absent and not installed (--cpu-smoke or --no-vllm-install)"
 elif [ -n "$DRY" ]; then
@@ -96,11 +98,11 @@ echo "== 2. OPD step split by part: sampler hf, then vllm [$(elapsed)s]"
 run 120 $PY bench/opd_step.py --losses sampled --steps 2 "${FLAG[@]}"
 if [ -n "$PIP_PID" ]; then
   wait "$PIP_PID"
-  if $PY -c "import vllm" 2>/dev/null; then echo "vllm installed"; else
+  if have_vllm; then HAVE_VLLM=1; echo "vllm installed"; else
     note "vllm install" "pip install vllm failed: $(tail -c 300 "$OUT/vllm_install.txt" | tr '\n"' '  ')"
   fi
 fi
-if [ -n "$DRY" ] || $PY -c "import vllm" 2>/dev/null; then
+if [ -n "$DRY" ] || [ -n "$HAVE_VLLM" ]; then
   run 200 $PY bench/opd_step.py --losses sampled --steps 2 --sampler vllm "${FLAG[@]}"
   echo "== 3. vllm: backend checks [$(elapsed)s]"
   if [ -z "$SMOKE" ]; then run 120 $PY bench/gpu_check_vllm.py; else

