@@ -20,7 +20,9 @@ beside the CPU torch; neither may replace torch or transformers). Both sides do 
   divided by the group's std; distillation's generalized JSD at `--jsd-beta` over the full
   vocabulary on every sampled token, token mean (TRL `GKDTrainer`, `lmbda=1`, `beta`);
 - the same optimizer: AdamW, lr 2e-4 constant, no weight decay, gradient clip 1, fp32, one
-  optimizer step per sampled batch, the HF generator (`model.generate`) on both sides.
+  optimizer step per sampled batch, the HF generator (`model.generate`) on both sides;
+- no gradient checkpointing on either side (TRL 1.x turns it on by default, and GKD then also
+  generates without a KV cache; `--trl-defaults` measures TRL that way).
 
 `tests/test_vs_trl.py` checks on a fixed batch (same weights, same completions, same settings)
 that mentorgym's losses and TRL's `compute_loss` give the same number, so the two sides do the
@@ -215,6 +217,10 @@ def trl_common(a: argparse.Namespace, out: str, batch: int) -> dict[str, Any]:
         seed=0,
         disable_tqdm=True,
         dataloader_num_workers=0,
+        # TRL 1.x turns gradient checkpointing on by default (and then generates without a KV
+        # cache in GKD); mentorgym's default is off. Same settings on both sides: off.
+        # `--trl-defaults` keeps TRL's own default instead.
+        gradient_checkpointing=a.trl_defaults,
     )
 
 
@@ -324,7 +330,7 @@ def child_args(a: argparse.Namespace) -> list[str]:
     out = ["--model", a.student, "--teacher", a.teacher, "--tasks", str(a.tasks)]
     out += ["--group", str(a.group), "--new", str(a.new), "--steps", str(a.steps)]
     out += ["--warmup", str(a.warmup), "--jsd-beta", str(a.jsd_beta)]
-    return out + (["--vllm"] if a.vllm else [])
+    return out + (["--vllm"] if a.vllm else []) + (["--trl-defaults"] if a.trl_defaults else [])
 
 
 def summarize(runs: list[dict]) -> dict[str, Any]:
@@ -386,6 +392,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=3, help="runs per side (alternating)")
     p.add_argument("--jsd-beta", type=float, default=0.5)
     p.add_argument("--vllm", action="store_true", help="vLLM generation on both sides")
+    p.add_argument(
+        "--trl-defaults",
+        action="store_true",
+        help="TRL with its default gradient checkpointing (on) instead of mentorgym's (off)",
+    )
     p.add_argument("--multi-turn", action="store_true", help="also mentorgym's multi-turn GRPO")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--side", choices=["mentorgym", "trl"], help=argparse.SUPPRESS)
