@@ -9,7 +9,10 @@ turn as one `LLM.generate` call with `max_tokens` equal to what the engine gener
 is dropped before the replay, so the raw side reuses a prompt's prefix only from the turns it
 has itself replayed, as the engine did. A second replay sends every prompt of the pass in one
 `LLM.generate` call (no turn barrier; vLLM schedules all of them at once). Throughput is
-generated tokens per second; the goal is engine >= 0.8 x raw. The gap is what the rollout engine adds: encoding the conversation,
+generated tokens per second of wall time, and per second of this process's CPU time (vLLM's
+CPU build runs in process: `time.process_time` counts its threads too), which is what to read
+on a machine shared with other jobs, where the wall-clock load can change between passes; the
+goal is engine >= 0.8 x raw. The gap is what the rollout engine adds: encoding the conversation,
 decoding and parsing completions, env steps on the same cores, Python per turn and per
 engine step.
 
@@ -70,12 +73,14 @@ class Recorder:
 
 def engine_pass(policy: VLLMPolicy, rec: Recorder, seeds: list[int]) -> dict[str, float]:
     rec.reset()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     trajs = run(ENV, policy, seeds=seeds, concurrency=len(seeds))
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     gen = sum(n for _, _, n in rec.calls)
     return {
         "s": seconds,
+        "cpu_s": cpu,
+        "tokens_per_cpu_s": gen / cpu,
         "turns": sum(len(t.turns) for t in trajs),
         "generated_tokens": gen,
         "prompt_tokens": sum(len(p) for _, p, _ in rec.calls),
@@ -95,7 +100,7 @@ def raw_pass(
     for turn, prompt, n in calls:
         by_turn[0 if one_batch else turn].append((prompt, n))
     policy.llm.reset_prefix_cache()
-    seconds = 0.0
+    seconds = cpu = 0.0
     gen = 0
     with policy._lock:  # the engine loop is idle between passes; keep it out while we generate
         for turn in sorted(by_turn):
@@ -111,14 +116,21 @@ def raw_pass(
                 )
                 for _, n in items
             ]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             outs = policy.llm.generate(prompts, params, use_tqdm=False)
             seconds += time.perf_counter() - t0
+            cpu += time.process_time() - c0
             gen += sum(len(o.outputs[0].token_ids) for o in outs)
     want = sum(n for _, _, n in calls)
     if gen != want:
         raise RuntimeError(f"raw replay generated {gen} tokens, the engine {want}")
-    return {"s": seconds, "generated_tokens": gen, "tokens_per_s": gen / seconds}
+    return {
+        "s": seconds,
+        "cpu_s": cpu,
+        "generated_tokens": gen,
+        "tokens_per_s": gen / seconds,
+        "tokens_per_cpu_s": gen / cpu,
+    }
 
 
 @contextmanager
@@ -171,10 +183,15 @@ def main() -> None:
         r = {"engine": eng, "raw": raw, "raw_one_batch": one}
         r["ratio"] = eng["tokens_per_s"] / raw["tokens_per_s"]
         r["ratio_one_batch"] = eng["tokens_per_s"] / one["tokens_per_s"]
+        r["cpu_ratio"] = eng["tokens_per_cpu_s"] / raw["tokens_per_cpu_s"]
+        r["cpu_ratio_one_batch"] = eng["tokens_per_cpu_s"] / one["tokens_per_cpu_s"]
         if a.no_memo_too:
             with no_memo():
                 r["engine_no_memo"] = engine_pass(policy, rec, [s + 1000 * i for s in seeds])
             r["memo_speedup"] = eng["tokens_per_s"] / r["engine_no_memo"]["tokens_per_s"]
+            r["memo_cpu_speedup"] = (
+                eng["tokens_per_cpu_s"] / r["engine_no_memo"]["tokens_per_cpu_s"]
+            )
         runs.append(r)
         load.append(os.getloadavg()[0])
         print(json.dumps(runs[-1]), flush=True)
@@ -189,6 +206,11 @@ def main() -> None:
         "engine_vs_raw": statistics.median(r["ratio"] for r in runs),
         "engine_vs_raw_one_batch": statistics.median(r["ratio_one_batch"] for r in runs),
         "memo_speedup": statistics.median(r.get("memo_speedup", float("nan")) for r in runs),
+        "engine_vs_raw_cpu": statistics.median(r["cpu_ratio"] for r in runs),
+        "engine_vs_raw_one_batch_cpu": statistics.median(r["cpu_ratio_one_batch"] for r in runs),
+        "memo_cpu_speedup": statistics.median(
+            r.get("memo_cpu_speedup", float("nan")) for r in runs
+        ),
         "load_average": load,
     }
     print(json.dumps(out))
