@@ -79,6 +79,11 @@ class VLLMSampler:
 
         self.dir = tempfile.TemporaryDirectory(prefix="opd_step_vllm-")
         student.save_pretrained(self.dir.name)
+        # The policy needs a chat template to find its end-of-turn token (the word tokenizer's
+        # eos); the prompts themselves are raw ids and never rendered.
+        tok.chat_template = (
+            "{% for m in messages %}{{ m['content'] + ' ' + eos_token + ' ' }}{% endfor %}"
+        )
         tok.save_pretrained(self.dir.name)
         kw: dict[str, Any] = {"max_model_len": args.prompt + args.new + 8}
         if torch.cuda.is_available():
