@@ -10,9 +10,10 @@ PyTorch and the three speed-ups, each on top of the last:
   in backward, never B x T x V);
 - `packed`: plus sequence packing: the same documents concatenated into rows of `--seq` tokens
   with position ids restarting at each document (Flash-Attention's varlen path where
-  `flash_attn` imports; else SDPA, where packed documents also attend to each other: the same
-  time or more, so the MFU shown, which counts each document's own attention only, is then a
-  lower bound).
+  `flash_attn` imports; else SDPA, where recent transformers read the restarts in the position
+  ids as document boundaries and mask across them; a version that does not would let packed
+  documents attend to each other: the same time or more, so the MFU shown, which counts each
+  document's own attention only, would then be a lower bound).
 
 Every mode trains on the same documents (lengths drawn uniformly in [`--seq`/8, `--seq`]), and
 MFU counts only real tokens: 6 * params * tokens for the matmuls of forward and backward plus
