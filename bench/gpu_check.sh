@@ -20,8 +20,8 @@
 #     --dry-run          print the commands it would run, run nothing
 #     --math             also run part 4 (needs .whl as below where gymnasium is missing)
 #     --no-vllm-install  never pip install vLLM
-# Where the image lacks gymnasium and friends, carry their wheels in .whl (ignored by git;
-# the run tool's carry=[".whl"]):   python3 -m pip download --no-deps --only-binary=:all:
+# Where the image lacks gymnasium and friends, carry their wheels in .whl (echo /.whl/ >>
+# .git/info/exclude; run with carry=[".whl"]):  python3 -m pip download --no-deps --only-binary=:all:
 #   --python-version 3.12 --implementation cp --platform manylinux2014_x86_64 -d .whl gymnasium
 #   farama-notifications docker fastapi starlette pydantic pydantic-core typing-inspection
 #   annotated-types uvicorn
