@@ -135,6 +135,7 @@ def encode_chat_with_actions(
     with the ids of every earlier prompt of the episode plus the ids sampled after it.
     """
     msgs = list(messages)
+    seg = _Segments(tokenizer, msgs)
     ids: list[int] = []
     suffix: list[int] | None = None
     j = 0
@@ -145,19 +146,72 @@ def encode_chat_with_actions(
                 sampled = action_ids[j]
             j += 1
         if sampled is None:
-            ids += text_ids(tokenizer, message_text(tokenizer, msgs, i))
+            ids += seg.message(i)
             continue
         if suffix is None:
             suffix = completion_suffix_ids(tokenizer)
         closing = suffix[1:] if suffix and sampled and sampled[-1] == suffix[0] else suffix
-        ids += (
-            text_ids(tokenizer, generation_prompt_text(tokenizer, msgs[:i]))
-            + list(sampled)
-            + closing
-        )
+        ids += seg.generation_prompt(i) + list(sampled) + closing
     if add_generation_prompt:
-        ids += text_ids(tokenizer, generation_prompt_text(tokenizer, msgs))
+        ids += seg.generation_prompt(len(msgs))
     return ids
+
+
+_SEGMENT_CACHE_SIZE = 1 << 15
+"""Segments kept per tokenizer; the cache starts over when it is full."""
+
+
+class _Segments:
+    """The id segments of one conversation, memoized per tokenizer by the messages they depend
+    on (a message's segment on the messages up to it, a generation prompt on those before it).
+
+    An episode's prompt at turn k repeats every segment of turn k-1's, and each segment costs
+    two renders of the chat template over the messages before it: without the memo a turn
+    costs O(k^2) template work and an episode O(k^3), which on a 20-turn episode was most of
+    the rollout engine's own time. With it, a turn renders only its new messages. The result
+    is the same ids: a segment is a function of the tokenizer and those messages."""
+
+    def __init__(self, tokenizer: Any, msgs: list[dict[str, Any]]) -> None:
+        self.tokenizer, self.msgs = tokenizer, msgs
+        try:  # messages as hashable tuples, once per call (keys are slices of this list)
+            self.items: list[tuple] | None = [tuple(m.items()) for m in msgs]
+            hash(tuple(self.items))
+        except TypeError:  # a message with an unhashable field: no memo, same result
+            self.items = None
+        cache = getattr(tokenizer, "_mentorgym_segments", None)
+        if cache is None:
+            cache = {}
+            try:
+                tokenizer._mentorgym_segments = cache
+            except AttributeError:  # a tokenizer that takes no attributes: no memo
+                self.items = None
+        self.cache: dict[tuple, list[int]] = cache
+
+    def message(self, i: int) -> list[int]:
+        """The ids of what the template adds for message i."""
+        return self._get("message", i + 1)
+
+    def generation_prompt(self, i: int) -> list[int]:
+        """The ids of the generation prompt after the first i messages."""
+        return self._get("generation", i)
+
+    def _text(self, kind: str, upto: int) -> str:
+        if kind == "message":
+            return message_text(self.tokenizer, self.msgs, upto - 1)
+        return generation_prompt_text(self.tokenizer, self.msgs[:upto])
+
+    def _get(self, kind: str, upto: int) -> list[int]:
+        """A segment that depends on messages[:upto], memoized."""
+        if self.items is None:
+            return text_ids(self.tokenizer, self._text(kind, upto))
+        key = (kind, tuple(self.items[:upto]))
+        hit = self.cache.get(key)
+        if hit is None:
+            hit = text_ids(self.tokenizer, self._text(kind, upto))
+            if len(self.cache) >= _SEGMENT_CACHE_SIZE:
+                self.cache.clear()
+            self.cache[key] = hit
+        return list(hit)
 
 
 def encode_chat(

@@ -1,89 +1,124 @@
 #!/usr/bin/env bash
-# The GPU check: one short script for a lent GPU machine (see /work/.library/device), about
-# 9 minutes on one H200. Prepare on the CPU machine first (the GPU machine cannot fetch
-# anything; its image has torch and transformers but not these):
-#   echo /.whl/ >> .git/info/exclude
-#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-#     --implementation cp --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-#     -d .whl gymnasium farama-notifications docker fastapi starlette pydantic pydantic-core \
-#     typing-inspection annotated-types uvicorn
-# then run it there with carry=[".whl"]:  bash bench/gpu_check.sh
-# Results land in $OUT (or ./gpu_results), at most 8 files as the device tool returns them:
-# gpu.txt (the machine), timings.jsonl (one JSON line per timing check) and math.tgz.part-*,
-# the math comparison's logs, tables and run folders (the teacher's weights in bf16, none of
-# the method runs' weights), so the comparison can be resumed elsewhere:
-#   cat math.tgz.part-* | tar xz      (restores runs/distill_compare_gpu/full/math)
-# GPU_CHECK_QUICK=1 runs the same steps at smoke sizes (to try the script on a CPU first);
-# GPU_CHECK_SECONDS (default 540) is the time the whole script may take.
+# The GPU check: one call of at most 10 minutes on a lent GPU machine (one H100 or H200), inputs
+# the working tree (well under 64 MiB). Run it there as:   bash bench/gpu_check.sh
+# It measures, in this order (each part bounded by `timeout`, the whole by GPU_CHECK_SECONDS):
+#   0. vLLM: if `import vllm` fails, `pip install vllm` against the image's torch starts in the
+#      background (PyPI, if the machine reaches it; it is recorded either way);
+#   1. training MFU at the Qwen3-0.6B shape, bf16, seq 2048 (bench/train_step_mfu.py): eager
+#      against torch.compile, fused kernels (Liger if it imports, else mentorgym's chunked
+#      cross-entropy) and sequence packing, each on top of the last (goal: MFU >= 0.40);
+#   2. one OPD step, Qwen3-0.6B student and Qwen3-1.7B teacher (bench/opd_step.py, sampled-token
+#      loss), split into weight sync, sampling, teacher scoring and update: `--sampler hf`, then
+#      `--sampler vllm` where vLLM imports (goal: sampling < 50% of the step);
+#   3. the `vllm:` backend's functional checks (bench/gpu_check_vllm.py), if time is left;
+#   4. with --math only: the distillation family on math (bench/distill_compare.py; minutes).
+# Results land in $OUT (else ./gpu_results): gpu.txt (the machine), timings.jsonl (one JSON line
+# per measurement, and one per part that did not run, saying why), log.txt (everything).
+#
+#   bash bench/gpu_check.sh [--cpu-smoke] [--dry-run] [--math] [--no-vllm-install]
+#     --cpu-smoke        every part at toy size on the CPU (what tests/test_gpu_check.py runs)
+#     --dry-run          print the commands it would run, run nothing
+#     --math             also run part 4 (needs .whl as below where gymnasium is missing)
+#     --no-vllm-install  never pip install vLLM
+# Where the image lacks gymnasium and friends, carry their wheels in .whl (echo /.whl/ >>
+# .git/info/exclude; run with carry=[".whl"]):  python3 -m pip download --no-deps --only-binary=:all:
+#   --python-version 3.12 --implementation cp --platform manylinux2014_x86_64 -d .whl gymnasium
+#   farama-notifications docker fastapi starlette pydantic pydantic-core typing-inspection
+#   annotated-types uvicorn
 set -uo pipefail
 cd "$(dirname "$0")/.."
+SMOKE=""; DRY=""; MATH=""; INSTALL=1
+for a in "$@"; do
+  case "$a" in
+    --cpu-smoke) SMOKE=1 ;;
+    --dry-run) DRY=1 ;;
+    --math) MATH=1 ;;
+    --no-vllm-install) INSTALL="" ;;
+    -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "gpu_check.sh: unknown option $a (see --help)" >&2; exit 2 ;;
+  esac
+done
 OUT=${OUT:-gpu_results}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+PY=${PYTHON:-python3}
 START=$(date +%s)
-QUICK=${GPU_CHECK_QUICK:-}
-BUDGET=${GPU_CHECK_SECONDS:-540}
+BUDGET=${GPU_CHECK_SECONDS:-570}
 elapsed() { echo $(( $(date +%s) - START )); }
-if ! python3 -c "import gymnasium" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+left() { echo $(( BUDGET - $(elapsed) )); }
+note() { echo "{\"part\": \"$1\", \"skipped\": \"$2\"}" | tee -a "$OUT/timings.jsonl"; }
+# run SECONDS CMD...: the command under `timeout`, its JSON lines into timings.jsonl
+run() {
+  local limit=$1; shift
+  if [ -n "$DRY" ]; then echo "would run (timeout ${limit}s): $*"; return 0; fi
+  if [ "$(left)" -lt 20 ]; then note "$*" "no time left in the ${BUDGET}s budget"; return 0; fi
+  [ "$limit" -gt "$(left)" ] && limit=$(left)
+  timeout "$limit" "$@" 2>>"$OUT/log.txt" | tee -a "$OUT/log.txt" | grep --line-buffered '^{' \
+    | tee -a "$OUT/timings.jsonl"
+  local rc=${PIPESTATUS[0]}
+  [ "$rc" -ne 0 ] && note "$*" "exit $rc (124: timed out); see log.txt"
+  return 0
+}
+FLAG=(); [ -n "$SMOKE" ] && FLAG=(--cpu-smoke)
+
+if [ -z "$DRY" ]; then
+  if ! $PY -c "import gymnasium" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+  fi
+  $PY -c "import mentorgym" 2>/dev/null \
+    || $PY -m pip install -q --no-deps --no-build-isolation --no-index -e . 2>&1 | grep -i error
+  { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no GPU (nvidia-smi absent)"
+    $PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+  } | tee "$OUT/gpu.txt"
 fi
-python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . 2>&1 | grep -i error
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
 
-echo "== 1. training step of a Qwen3-0.6B-shaped model at bf16: tokens/s and MFU [$(elapsed)s]"
-if [ -n "$QUICK" ]; then MFU=(--shape tiny --seq 64 --steps 2); OPD=(--shape tiny --batch 4 --prompt 32 --new 16)
-else MFU=(--shape 0.6b --seq 2048 --batch 8 --steps 5); OPD=(); fi
-timeout 120 python3 bench/train_step_mfu.py "${MFU[@]}" | tee -a "$OUT/timings.jsonl"
-
-echo "== 2. OPD step (Qwen3-0.6B student, Qwen3-1.7B teacher): sampling, scoring, update [$(elapsed)s]"
-timeout 150 python3 bench/opd_step.py --steps 2 "${OPD[@]}" | tee -a "$OUT/timings.jsonl"
-
-echo "== 3. vllm: backend (only where vllm is installed) [$(elapsed)s]"
-if python3 -c "import vllm" 2>/dev/null; then
-  timeout 120 python3 bench/gpu_check_vllm.py | tee -a "$OUT/timings.jsonl"
+echo "== 0. vLLM [$(elapsed)s]"
+PIP_PID=""
+have_vllm() { $PY -c "import vllm" 2>/dev/null; }
+HAVE_VLLM=""; [ -z "$DRY" ] && have_vllm && HAVE_VLLM=1
+if [ -n "$HAVE_VLLM" ]; then
+  echo "vllm present"
+elif [ -n "$SMOKE" ] || [ -z "$INSTALL" ]; then
+  note "vllm install" "vllm absent and not installed (--cpu-smoke or --no-vllm-install)"
+elif [ -n "$DRY" ]; then
+  echo "would run in the background: pip install vllm torch==<the image's torch>"
 else
-  echo '{"vllm": "not installed on this machine: the vllm: backend was not exercised"}' | tee -a "$OUT/timings.jsonl"
+  # Against the image's own torch, so pip picks the vLLM built for it and never swaps torch;
+  # short network timeouts, so a machine without PyPI learns that in seconds.
+  TORCH_PIN="torch==$($PY -c 'import torch; print(torch.__version__.split("+")[0])')"
+  ( timeout 300 $PY -m pip install -q --timeout 15 --retries 1 vllm "$TORCH_PIN" \
+      >"$OUT/vllm_install.txt" 2>&1; echo "rc=$?" >>"$OUT/vllm_install.txt" ) &
+  PIP_PID=$!
 fi
 
-# The math comparison needs a teacher that solves the problems; on a CPU the base-size
-# teacher's budget reached 0.03. Here the teacher is the small size (~25M) with a larger budget.
-echo "== 4. distillation family on math with tools (bench/distill_compare.py) [$(elapsed)s]"
-MODE=full
-MATH=(--envs math --out runs/distill_compare_gpu --teacher-size small
-      --methods grpo opd sod skill_sd opsd opsd_frozen dagger)
-if [ -n "$QUICK" ]; then MODE=quick; MATH+=(--quick --seeds 1 --jobs 2)
-else MATH+=(--jobs 16 --budget warm_episodes=256 warm_steps=300 teacher_iters=4
-            teacher_episodes=256 teacher_steps=300 teacher_batch=64 teacher_lr=3e-3); fi
-RUNS=runs/distill_compare_gpu/$MODE/math; mkdir -p "$RUNS/logs"
-LEFT=$(( BUDGET - $(elapsed) ))
-timeout $(( LEFT > 60 ? LEFT - 40 : 20 )) python3 bench/distill_compare.py "${MATH[@]}" 2>&1 \
-  | grep --line-buffered -v "it/s\]" | tee "$RUNS/logs/compare.log"
-LEFT=$(( BUDGET - $(elapsed) ))
-if [ "$LEFT" -gt 100 ]; then
-  echo "== 4b. the same at on-policy lr 2e-4 [$(elapsed)s]"
-  timeout $(( LEFT - 40 )) python3 bench/distill_compare.py "${MATH[@]}" --lr 2e-4 2>&1 \
-    | grep --line-buffered -v "it/s\]" | tee "$RUNS/logs/compare_lr2e-4.log"
-fi
-sleep 3  # a timed-out bench's workers notice their parent is gone within 2 s and exit
-cp runs/distill_compare_gpu/$MODE/table*.md "$RUNS/logs/" 2>/dev/null
-# The teacher's weights travel in bf16 (the small size is ~100 MB in fp32); the method runs'
-# weights and every checkpoint stay behind.
-python3 - "$RUNS" <<'PY'
-import sys
-from pathlib import Path
+echo "== 1. training MFU: eager, compile, fused kernels, packing [$(elapsed)s]"
+run 220 $PY bench/train_step_mfu.py "${FLAG[@]}"
 
-import torch
-from safetensors.torch import load_file, save_file
-
-for f in Path(sys.argv[1]).glob("teacher*/final/model.safetensors"):
-    w = {k: v.to(torch.bfloat16) for k, v in load_file(f).items()}
-    save_file(w, f.with_name("model.bf16.safetensors"), {"format": "pt"})
-PY
-tar czf /tmp/math.tgz --exclude='*/checkpoints' --exclude='*_seed*/final' --exclude='*/init_teacher*' \
-  --exclude='*/teacher*/final/model.safetensors' "$RUNS"
-if [ "$(stat -c %s /tmp/math.tgz)" -gt 58000000 ]; then  # the device tool returns 64 MB at most
-  tar czf /tmp/math.tgz --exclude='*/checkpoints' --exclude='*/final' --exclude='*/init_teacher*' "$RUNS"
+echo "== 2. OPD step split by part: sampler hf, then vllm [$(elapsed)s]"
+run 120 $PY bench/opd_step.py --losses sampled --steps 2 "${FLAG[@]}"
+if [ -n "$PIP_PID" ]; then
+  wait "$PIP_PID"
+  if have_vllm; then HAVE_VLLM=1; echo "vllm installed"; else
+    note "vllm install" "pip install vllm failed: $(tail -c 300 "$OUT/vllm_install.txt" | tr '\n"' '  ')"
+  fi
 fi
-split -b 15m /tmp/math.tgz "$OUT/math.tgz.part-"
-ls -la "$OUT"; echo "done [$(elapsed)s]"
+if [ -n "$DRY" ] || [ -n "$HAVE_VLLM" ]; then
+  run 200 $PY bench/opd_step.py --losses sampled --steps 2 --sampler vllm "${FLAG[@]}"
+  echo "== 3. vllm: backend checks [$(elapsed)s]"
+  if [ -z "$SMOKE" ]; then run 120 $PY bench/gpu_check_vllm.py; else
+    note "gpu_check_vllm.py" "needs a CUDA GPU"; fi
+else
+  note "opd_step.py --sampler vllm" "vllm is not installed on this machine"
+fi
+
+if [ -n "$MATH" ]; then
+  echo "== 4. distillation family on math with tools [$(elapsed)s]"
+  MATH_ARGS=(--envs math --out runs/distill_compare_gpu --teacher-size small
+             --methods grpo opd sod skill_sd opsd opsd_frozen dagger)
+  if [ -n "$SMOKE" ]; then MATH_ARGS+=(--quick --seeds 1 --jobs 2); else
+    MATH_ARGS+=(--jobs 16 --budget warm_episodes=256 warm_steps=300 teacher_iters=4
+                teacher_episodes=256 teacher_steps=300 teacher_batch=64 teacher_lr=3e-3); fi
+  run "$(left)" $PY bench/distill_compare.py "${MATH_ARGS[@]}"
+fi
+[ -z "$DRY" ] && ls -la "$OUT"
+echo "done [$(elapsed)s]"

@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # Every optional extra whose tests run in CI: the trackers (report_to), Playwright for the
 # browser test (it drives Debian's chromium; no browser is downloaded), Ray (rollout
-# executor), openenv-core + schemathesis (env server compatibility), and vLLM's CPU build
-# (set MENTORGYM_VLLM= to leave it out).
-MENTORGYM_EXTRAS=tensorboard,wandb,trackio,browser,openenv,ray \
+# executor), openenv-core + schemathesis (env server compatibility), TRL (the losses against
+# TRL's, tests/test_vs_trl.py) and vLLM's CPU build (set MENTORGYM_VLLM= to leave it out).
+MENTORGYM_EXTRAS=tensorboard,wandb,trackio,browser,openenv,ray,bench \
   MENTORGYM_VLLM=${MENTORGYM_VLLM-cpu} bash scripts/setup.sh
 # Debian packages the tests use: chromium (the browser test) and bubblewrap (the isolated
 # sandbox where Docker is missing, tests/test_isolation.py).
