@@ -215,3 +215,21 @@ def test_terminal_view_names_bad_lines_and_still_prints_the_rest(tmp_path, capsy
     assert "seed=4" in capsys.readouterr().out
     assert cli.main(["view", str(tmp_path), "--episode", "0"]) == 2
     assert "is not a trajectories file" in capsys.readouterr().err
+
+
+def test_episode_summary_names_the_graders_refusals():
+    """A SWE episode whose patch was partly refused shows why (the viewer's `refused` column);
+    an episode of any other env shows nothing."""
+    from mentorgym.viewer.index import _summarize
+
+    turn = {"actor": "student", "action": "submit", "reward": 0.0, "observation": []}
+    refused = {
+        "turns": [
+            {**turn, "info": {"excluded": {"tests/conftest.py": "conftest.py is never graded"}}}
+        ],
+        "success": False,
+    }
+    plain = {"turns": [{**turn, "info": {"format_error": True}}], "success": False}
+    assert _summarize(refused).refusals == "excluded/conftest"
+    assert _summarize(plain).refusals == ""
+    assert _summarize(refused).to_json()["refusals"] == "excluded/conftest"

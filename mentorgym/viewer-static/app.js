@@ -188,7 +188,7 @@ async function viewList(params) {
   for (const s of form.querySelectorAll("select, input[type=checkbox]")) s.addEventListener("change", apply);
 
   const table = el("table", { class: "episodes" },
-    el("thead", {}, el("tr", {}, ["run", "file", "iter", "#", "env", "seed / task", "turns", "actors", "return", "result", "label ≠", "format err"].map((h) => el("th", { text: h })))));
+    el("thead", {}, el("tr", {}, ["run", "file", "iter", "#", "env", "seed / task", "turns", "actors", "return", "result", "label ≠", "format err", "refused"].map((h) => el("th", { text: h })))));
   const tbody = el("tbody");
   const runName = Object.fromEntries(cat.runs.map((r) => [r.rid, r.name]));
   for (const e of data.items) {
@@ -206,6 +206,7 @@ async function viewList(params) {
       el("td", {}, el("span", { class: `badge ${e.success ? "ok" : "bad"}`, text: e.success ? "success" : (e.truncated ? "failure (truncated)" : "failure") })),
       el("td", { class: "n", text: e.label_diffs || "" }),
       el("td", { class: "n", text: e.format_errors || "" }),
+      el("td", { text: e.refusals || "", title: "why the grader refused part of the patch" }),
     );
     tbody.append(tr);
   }
@@ -404,6 +405,7 @@ async function viewEpisode(fid, k) {
       el("span", { text: `${s.turns} turns (${s.student_turns} student, ${s.other_turns} teacher)` }),
       s.label_diffs ? el("span", { text: `${s.label_diffs} label difference(s)` }) : null,
       s.format_errors ? el("span", { text: `${s.format_errors} format error(s)` }) : null,
+      s.refusals ? el("span", { class: "badge bad", text: `refused: ${s.refusals}` }) : null,
       el("span", { class: "muted", text: where })),
     el("div", { class: "muted small" }, el("code", { text: `${data.file.path}` }), ` line ${s.line} · episode ${k}`,
       ep.meta && Object.keys(ep.meta).length ? ` · meta ${JSON.stringify(ep.meta)}` : ""),

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mentorgym.envs.swe.refusals import reasons as refusal_reasons
 from mentorgym.errors import ConfigError
 
 
@@ -38,6 +39,9 @@ class Summary:
     format_errors: int
     truncated: bool
     agent: str
+    refusals: str = ""
+    """Why the grader refused parts of the episode's patch, comma-separated (SWE:
+    `excluded/conftest`, ...; a string, so the index stays flat)."""
 
     @property
     def mix(self) -> str:
@@ -107,7 +111,14 @@ def _summarize(d: Any) -> Summary | str:
         format_errors=fmt,
         truncated=bool(d.get("truncated")),
         agent=str(meta.get("agent", "")),
+        refusals=_refusals(turns),
     )
+
+
+def _refusals(turns: list[dict[str, Any]]) -> str:
+    """The grader's refusal reasons in the last turn's info (empty outside SWE)."""
+    info = turns[-1].get("info") if turns else None
+    return ", ".join(sorted(refusal_reasons(info))) if isinstance(info, dict) else ""
 
 
 def decode_line(raw: bytes) -> Any | str:
