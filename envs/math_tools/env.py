@@ -169,7 +169,15 @@ class MathToolsEnv(TextEnv):
         else:
             chosen = choose(sandbox)
             self.sandbox_factory, self.sandbox_backend = chosen.factory, chosen.backend
-        self.python_tool = Tool(
+        self.python_tool = self._make_python_tool()
+        self.system_prompt = self._system_prompt(bool(dataset), answer_format)
+        self.problem: Problem | None = None
+        self._sandbox: Sandbox | None = None
+        self._tool_calls = 0
+        self._action_rng = np.random.default_rng()
+
+    def _make_python_tool(self) -> Tool:
+        return Tool(
             name="python",
             description=(
                 "Run Python 3 code and return what it prints (stdout and stderr). Each call "
@@ -182,17 +190,15 @@ class MathToolsEnv(TextEnv):
             },
             run=self._run_python,
         )
-        if dataset:
+
+    def _system_prompt(self, from_dataset: bool, answer_format: str) -> str:
+        if from_dataset:
             prompt = DATASET_PROMPTS[answer_format]
         elif answer_format == "tag":
             prompt = SYSTEM_PROMPT
         else:
             prompt = GENERATED_BOXED_PROMPT
-        self.system_prompt = prompt + "\n\n" + tools_prompt([self.python_tool], self.answer_hint)
-        self.problem: Problem | None = None
-        self._sandbox: Sandbox | None = None
-        self._tool_calls = 0
-        self._action_rng = np.random.default_rng()
+        return prompt + "\n\n" + tools_prompt([self.python_tool], self.answer_hint)
 
     # --- gymnasium API --------------------------------------------------------------------
 
