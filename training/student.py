@@ -23,7 +23,7 @@ import torch.distributed as dist
 from mentorgym.agents.hf import HFPolicy, PolicyCard
 from mentorgym.errors import ConfigError
 from mentorgym.models import broken_torchvision, is_model_name, resolve_model_path
-from mentorgym.training import trainer
+from mentorgym.training import lora, trainer
 from mentorgym.training.config import CoreConfig, config_to_dict
 from mentorgym.training.trackers import open_trackers
 
@@ -85,11 +85,13 @@ def setup(cfg: CoreConfig, run_dir: Path, strategy: str = "ddp") -> Student:
     device = trainer.pick_device(d, cfg.device)
     path = initial_path(cfg, run_dir, d)
     model, tok = load_model(path, cfg.model_dtype)
+    model = lora.apply(model, cfg.lora, cfg.gradient_checkpointing)
     model = trainer.prepare_model(model, d, device, cfg.gradient_checkpointing, strategy)
-    n_params = sum(p.numel() for p in trainer.unwrap(model).parameters())
+    n_train, n_params = lora.trainable_parameters(model)
     if d.is_main:
+        adapter = f", LoRA: {n_train / 1e6:.2f}M trainable" if lora.is_lora(model) else ""
         print(
-            f"student: {path} ({n_params / 1e6:.2f}M parameters) on {device} "
+            f"student: {path} ({n_params / 1e6:.2f}M parameters{adapter}) on {device} "
             f"x{d.world_size} ({strategy})"
         )
     trackers = None
@@ -150,7 +152,9 @@ def _vllm_sampler(student: Student, cfg: CoreConfig, temperature: float, seed: i
             dtype=cfg.model_dtype,
         )
     engine = student.engine
-    seconds = sync_weights(engine, student.model)
+    # A LoRA student sends its merged weights (the engine serves the plain base architecture).
+    sync = lora.sync_merged if lora.is_lora(student.model) else sync_weights
+    seconds = sync(engine, student.model)
     student.metrics.log({"kind": "sampler_sync", "sampler_sync_s": round(seconds, 4)})
     engine.temperature = temperature
     engine._seeds = itertools.count(seed)
@@ -195,7 +199,11 @@ def policy_card(cfg: CoreConfig) -> PolicyCard:
 def save_final(student: Student, cfg: CoreConfig, run_dir: Path) -> Path:
     """The trained student in `RUN/final` (HF format plus its policy card)."""
     final = run_dir / "final"
-    trainer.save_model(student.model, student.tok, final, student.dist, policy_card(cfg))
+    if lora.is_lora(student.model):  # the merged model: a plain checkpoint for every backend
+        if student.dist.is_main:
+            lora.save_merged(student.model, student.tok, final, policy_card(cfg))
+    else:
+        trainer.save_model(student.model, student.tok, final, student.dist, policy_card(cfg))
     if student.dist.is_main:
         print(f"final student: {final}  (evaluate: mentorgym eval {cfg.env_id} --agent hf:{final})")
     return final
