@@ -37,7 +37,7 @@ from mentorgym.errors import ConfigError
 
 MODEL_INFO = "mentorgym_model.json"
 """Written beside a converted checkpoint: where it came from and how long conversion took."""
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2
 """Bump when `convert_gguf` changes what it writes; a cache from another version is rebuilt."""
 
 
