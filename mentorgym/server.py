@@ -751,6 +751,10 @@ def checkpoint_dir(spec: str) -> str | None:
         from mentorgym.agents.tiny import default_tiny_path
 
         return str(default_tiny_path())
+    from mentorgym.models import is_model_name, resolve_model_path
+
+    if is_model_name(spec.removeprefix("hf:")):  # a named model: its converted checkpoint
+        spec = "hf:" + resolve_model_path(spec.removeprefix("hf:"))
     path = Path(spec[len("hf:") :]).expanduser() if spec.startswith("hf:") else None
     return str(path.resolve()) if path is not None and path.is_dir() else None
 

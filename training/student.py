@@ -85,6 +85,8 @@ def setup(cfg: CoreConfig, run_dir: Path, strategy: str = "ddp") -> Student:
     device = trainer.pick_device(d, cfg.device)
     path = initial_path(cfg, run_dir, d)
     model, tok = load_model(path, cfg.model_dtype)
+    if cfg.lora and d.enabled and strategy == "fsdp":
+        raise ConfigError("lora: use strategy: ddp (every rank holds the small adapter), not fsdp")
     model = lora.apply(model, cfg.lora, cfg.gradient_checkpointing)
     model = trainer.prepare_model(model, d, device, cfg.gradient_checkpointing, strategy)
     n_train, n_params = lora.trainable_parameters(model)
