@@ -80,19 +80,20 @@ def _train_arm(arm: str, batch: int, seq: int, steps: int) -> dict:
 
 def part_train(args: argparse.Namespace) -> None:
     rows = []
+    print(f"batch {args.batch} x seq {args.seq}, median of {args.steps} steps, fp32, CPU")
+    print("| arm | trainable | tokens/s | peak RSS | RSS growth in training |")
+    print("| --- | ---: | ---: | ---: | ---: |", flush=True)
     for arm in ("full", "lora"):
         cmd = [sys.executable, __file__, "_train_arm", arm, str(args.batch), str(args.seq)]
         out = subprocess.run(cmd + [str(args.steps)], capture_output=True, text=True, check=True)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    full, lo = rows
-    print(f"batch {args.batch} x seq {args.seq}, median of {args.steps} steps, fp32, CPU")
-    print("| arm | trainable | tokens/s | peak RSS | RSS growth in training |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for r in rows:
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append(r)
         print(
             f"| {r['arm']} | {r['trainable_m']:.2f}M | {r['tokens_per_s']:.0f} | "
-            f"{r['peak_rss_mb']:.0f} MB | {r['peak_growth_mb']:.0f} MB |"
+            f"{r['peak_rss_mb']:.0f} MB | {r['peak_growth_mb']:.0f} MB |",
+            flush=True,
         )
+    full, lo = rows
     print(
         f"LoRA / full: tokens/s {lo['tokens_per_s'] / full['tokens_per_s']:.2f}x, peak RSS "
         f"{lo['peak_rss_mb'] / full['peak_rss_mb']:.2f}x, training growth "
