@@ -159,7 +159,7 @@ HELD_OUT = {
 
 def _report(label: str, spec: str, args: argparse.Namespace) -> None:
     for name, (kwargs, seed) in HELD_OUT.items():
-        n = args.eval_n if not kwargs else args.eval_n_sets
+        n = args.eval_n if not kwargs else min(args.eval_n_sets, 14)
         s = _eval(spec, kwargs, n, seed, args.max_new_tokens)
         print(
             f"| {label} | {name} | {s['episodes']} | {s['success_rate']:.3f} | "
@@ -175,6 +175,8 @@ def part_learn(args: argparse.Namespace) -> None:
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     base = f"{args.sampler}:{SMOL}" if args.sampler == "vllm" else f"hf:{SMOL}"
     _report("untrained", base, args)
+    if args.untrained_only:
+        return
     common = ["progress=false", "eval_episodes=0", f"sampler={args.sampler}", f"student={SMOL}"]
     common += [f"max_new_tokens={args.max_new_tokens}", "batch_size=8", "max_seq_len=1024"]
     arms = {
@@ -226,6 +228,7 @@ def main() -> None:
     lr.add_argument("--tune", nargs="+", default=["lora", "full"], choices=["lora", "full"])
     lr.add_argument("--algos", nargs="+", default=["dagger", "bc"], choices=["dagger", "bc"])
     lr.add_argument("--out", default="runs/smollm2_learn")
+    lr.add_argument("--untrained-only", action="store_true", help="only the untrained model")
     lr.set_defaults(func=part_learn)
     args = p.parse_args()
     args.func(args)
