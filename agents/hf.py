@@ -639,6 +639,10 @@ def _load(path_or_id: str, device: str | None, dtype: str | None, model: Any, to
             tokenizer = AutoTokenizer.from_pretrained(src)
         if model is None:
             model = AutoModelForCausalLM.from_pretrained(src, dtype=_torch_dtype(dtype, device))
+    except ImportError as e:
+        from mentorgym.agents.models import broken_torchvision
+
+        raise PolicyError(broken_torchvision(e) or f"could not load {path_or_id!r}: {e}") from e
     except (OSError, ValueError) as e:
         if local.exists():
             raise PolicyError(f"could not load a causal LM and tokenizer from {local}: {e}") from e

@@ -6,6 +6,10 @@
     openai:URL#MODEL  any OpenAI-compatible server (vllm serve, mentorgym serve-model)
     vllm:MODEL        an in-process vLLM engine
     PATH_OR_ID        a bare path or hub id (with a `/`, or an existing path): as hf:
+    NAME              a named model (`mentorgym models list`): as hf:NAME
+
+A named model (`smollm2-135m-instruct`) may stand wherever a path does (`hf:NAME`,
+`vllm:NAME`, a bare `NAME`): `path` is its converted checkpoint (`agents/models.py`).
 
 One rule for a bare path: it names transformers weights, exactly like `hf:PATH`, wherever a
 spec is read (the CLI's `--agent`, a config's `teacher:` and `student:`, `--dry-run`, the
@@ -88,7 +92,9 @@ class AgentSpec:
 
             return str(default_tiny_path())
         if self.kind in ("hf", "path", "vllm"):
-            return self.location
+            from mentorgym.agents.models import resolve_model_path
+
+            return resolve_model_path(self.location)
         raise ConfigError(f"agent spec {self.text!r} names no model weights")
 
     @property
@@ -126,9 +132,15 @@ def parse_agent_spec(text: str) -> AgentSpec:
         # `foo:bar` looks like a spec with an unknown kind, not a path (a drive letter or
         # `C:/...` is left to the path rule).
         raise ConfigError(f"unknown agent spec {text!r}; use one of: {SPEC_FORMS}")
-    if _looks_like_path(text):
+    if _looks_like_path(text) or _is_model_name(text):
         return AgentSpec(text, "path", text)
     raise ConfigError(f"unknown agent spec {text!r}; use one of: {SPEC_FORMS}")
+
+
+def _is_model_name(text: str) -> bool:
+    from mentorgym.agents.models import is_model_name
+
+    return is_model_name(text)
 
 
 def _looks_like_path(text: str) -> bool:

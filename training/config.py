@@ -72,6 +72,10 @@ class CoreConfig:
     """Dtype of the student's weights: `float32` or `bfloat16` (large models)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
+    lora: dict[str, Any] = field(default_factory=dict)
+    """LoRA through peft instead of full fine-tuning, e.g. `{rank: 16, alpha: 32, dropout: 0.05,
+    target_modules: all-linear}` (see training/lora.py); empty trains every weight. Checkpoints
+    then hold the adapter, `final/` the merged model."""
     device: str = "auto"
     """`auto`, `cpu`, `cuda`, `cuda:1`, ..."""
     save_every: int = 100
@@ -126,6 +130,9 @@ class CoreConfig:
             raise ConfigError(f"sampler {self.sampler!r}: use hf or vllm")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"precision {self.precision!r}: use auto, bf16 or fp32")
+        from mentorgym.training.lora import settings as lora_settings
+
+        lora_settings(self.lora)
         if self.model_dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"model_dtype {self.model_dtype!r}: use float32 or bfloat16")
         from mentorgym.agents.tiny import SIZES

@@ -188,6 +188,12 @@ def load_teacher(spec: str, device: torch.device, student_tok: Any) -> torch.nn.
         raise ConfigError(
             f"teacher {spec!r} cannot score tokens; use hf:PATH, openai:URL#MODEL or expert"
         )
+    teacher_tok = getattr(teacher, "tokenizer", None)  # vllm: holds one; openai: loads it later
+    if teacher_tok is not None and teacher_tok.get_vocab() != student_tok.get_vocab():
+        raise ConfigError(
+            f"teacher {spec!r} has a different tokenizer from the student; token-level "
+            "distillation scores the student's own token ids, so give both the same tokenizer"
+        )
     return teacher
 
 

@@ -21,9 +21,10 @@ import torch
 import torch.distributed as dist
 
 from mentorgym.agents.hf import HFPolicy, PolicyCard
+from mentorgym.agents.models import broken_torchvision, is_model_name
 from mentorgym.agents.spec import parse_agent_spec
 from mentorgym.errors import ConfigError
-from mentorgym.training import distributed
+from mentorgym.training import distributed, lora
 from mentorgym.training.checkpoint import save_model
 from mentorgym.training.config import CoreConfig, config_to_dict
 from mentorgym.training.metrics import Metrics
@@ -71,8 +72,10 @@ def load_model(path: str, model_dtype: str) -> tuple[torch.nn.Module, Any]:
     except OSError as e:
         raise ConfigError(
             f"student {path!r} could not be loaded ({e}); give a local Hugging Face folder, "
-            "a hub id on a machine that reaches the hub, or `tiny`"
+            "a hub id on a machine that reaches the hub, a named model or `tiny`"
         ) from e
+    except ImportError as e:
+        raise ConfigError(broken_torchvision(e) or f"student {path!r}: {e}") from e
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return model, tok
@@ -86,11 +89,15 @@ def setup(cfg: CoreConfig, run_dir: Path, strategy: str = "ddp") -> Student:
     device = distributed.pick_device(d, cfg.device)
     path = initial_path(cfg, run_dir, d)
     model, tok = load_model(path, cfg.model_dtype)
+    if cfg.lora and d.enabled and strategy == "fsdp":
+        raise ConfigError("lora: use strategy: ddp (every rank holds the small adapter), not fsdp")
+    model = lora.apply(model, cfg.lora, cfg.gradient_checkpointing)
     model = distributed.prepare_model(model, d, device, cfg.gradient_checkpointing, strategy)
-    n_params = sum(p.numel() for p in distributed.unwrap(model).parameters())
+    n_train, n_params = lora.trainable_parameters(model)
     if d.is_main:
+        adapter = f", LoRA: {n_train / 1e6:.2f}M trainable" if lora.is_lora(model) else ""
         print(
-            f"student: {path} ({n_params / 1e6:.2f}M parameters) on {device} "
+            f"student: {path} ({n_params / 1e6:.2f}M parameters{adapter}) on {device} "
             f"x{d.world_size} ({strategy})"
         )
     trackers = None
@@ -150,7 +157,9 @@ def _vllm_sampler(student: Student, cfg: CoreConfig, temperature: float, seed: i
             log_file=student.metrics.path.parent / "vllm.log",  # vLLM's own lines, off the log
         )
     engine = student.engine
-    seconds = sync_weights(engine, student.model)
+    # A LoRA student sends its merged weights (the engine serves the plain base architecture).
+    sync = lora.sync_merged if lora.is_lora(student.model) else sync_weights
+    seconds = sync(engine, student.model)
     student.metrics.log({"kind": "sampler_sync", "sampler_sync_s": round(seconds, 4)})
     engine.temperature = temperature
     engine.reseed(seed)
@@ -233,7 +242,11 @@ def policy_card(cfg: CoreConfig) -> PolicyCard:
 def save_final(student: Student, cfg: CoreConfig, run_dir: Path) -> Path:
     """The trained student in `RUN/final` (HF format plus its policy card)."""
     final = run_dir / "final"
-    save_model(student.model, student.tok, final, student.dist, policy_card(cfg))
+    if lora.is_lora(student.model):  # the merged model: a plain checkpoint for every backend
+        if student.dist.is_main:
+            lora.save_merged(student.model, student.tok, final, policy_card(cfg))
+    else:
+        save_model(student.model, student.tok, final, student.dist, policy_card(cfg))
     if student.dist.is_main:
         print(f"final student: {final}  (evaluate: mentorgym eval {cfg.env_id} --agent hf:{final})")
     return final
@@ -286,6 +299,8 @@ def _check_student(cfg: CoreConfig) -> str:
     spec = parse_agent_spec(cfg.student)
     if spec.kind == "tiny":
         return f"student: a fresh tiny model ({cfg.tiny_size}) would be built in RUN/init"
+    if spec.kind in ("hf", "path") and is_model_name(spec.location):
+        return f"student: {spec.location} (a named model; `mentorgym models get {spec.location}` converts it once)"
     path = spec.path
     try:
         from transformers import AutoConfig
