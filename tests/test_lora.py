@@ -117,7 +117,8 @@ def test_dagger_with_lora_saves_adapters_merges_final_and_resumes(tmp_path, monk
 
 
 def test_a_lora_checkpoint_refuses_a_full_model_and_back(tmp_path):
-    from mentorgym.training.trainer import Dist, load_weights, save_model
+    from mentorgym.training.checkpoint import load_weights, save_model
+    from mentorgym.training.distributed import Dist
 
     model = lora.apply(_tiny(), BLOCK)
     save_model(model, None, tmp_path / "adapter", Dist())

@@ -53,8 +53,10 @@ def _register_named_models(sub: argparse._SubParsersAction) -> None:
     models_sub = models.add_subparsers(dest="models_command", required=True)
     p = models_sub.add_parser("list", help="named models, where they come from, whether cached")
     p.set_defaults(func=_models_list)
+    from mentorgym.agents.models import table
+
     p = models_sub.add_parser("get", help="fetch/convert a named model once; prints its path")
-    p.add_argument("name", help="a name from `mentorgym models list`")
+    p.add_argument("name", choices=sorted(table()), help="a name from `mentorgym models list`")
     p.set_defaults(func=_models_get)
 
 
