@@ -170,7 +170,14 @@ def test_the_main_job_repeats_at_any_concurrency(tmp_path) -> None:
         path = str(ROOT / "configs/sokoban_dagger.yaml")
         dirs.append(train_from_config(path, sets, str(tmp_path / f"r{i}"), None, False))
     a, b = (_metrics(d) for d in dirs)
-    assert a == b
+    # Everything the run learns and scores is equal to the digit. The sampler gap is the one
+    # float computed from the sampler's logprobs, whose rounding depends on the batch's shape
+    # (~1e-7; see `_agree`): it is compared to far below its printed digits.
+    gap = "sampler_logprob_gap"
+    assert [{k: v for k, v in r.items() if not k.startswith(gap)} for r in a] == [
+        {k: v for k, v in r.items() if not k.startswith(gap)} for r in b
+    ]
+    _agree(a, b)
     evals = [r for r in a if r["kind"] == "eval"]
     assert evals[1]["student_turn_frac"] > 0  # the student sampled turns in iteration 1
 
