@@ -255,6 +255,8 @@ class VLLMPolicy(SubmittingPolicy):
         t0 = time.perf_counter()
         pairs = _named_tensors(weights)
         with self._lock:
+            if self.log is not None:  # anything in this process may have reconfigured logging
+                self.log.reroute()
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": pairs})
             if not self.llm.reset_prefix_cache():
                 raise PolicyError(f"{self.name}: the prefix cache (old weights' KV) was not reset")
@@ -467,16 +469,27 @@ class EngineLog:
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
-            self._reroute()
+            self.reroute()
 
-    def _reroute(self) -> None:
+    def reroute(self) -> None:
+        """vLLM's loggers into the file (and the tally) only. Idempotent; called again before
+        each weight sync, because a `logging.config.dictConfig` anywhere in the process (vLLM
+        starting another engine, a library configuring its own logging) replaces handlers,
+        levels and the disabled flag of existing loggers."""
         logger = logging.getLogger("vllm")
         for handler in list(logger.handlers):
-            if handler is not self._tally:
+            if handler not in (self._tally, self._file):
                 logger.removeHandler(handler)
-        logger.addHandler(self._file)
-        logger.addHandler(self._tally)
+        for handler in (self._file, self._tally):
+            if handler not in logger.handlers:
+                logger.addHandler(handler)
         logger.propagate = False
+        logger.disabled = False
+        if logger.level == logging.NOTSET or logger.level > logging.INFO:
+            logger.setLevel(logging.INFO)
+        for name, child in logging.Logger.manager.loggerDict.items():
+            if name.startswith("vllm.") and isinstance(child, logging.Logger):
+                child.disabled = False
 
     def started(self, seconds: float) -> None:
         """The one line a training log gets about the engine start (its warnings are read
