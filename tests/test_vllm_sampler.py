@@ -105,8 +105,10 @@ def test_vllm_log_goes_to_the_run_dir_and_the_training_log_reads_like_hf(runs) -
     assert "vllm warning" not in vllm_log  # every warning vLLM gave here is a known one
     # the same lines as hf, plus the one engine line
     assert len(vllm_log.splitlines()) == len(hf_log.splitlines()) + 1
+    # What vLLM logs at each sync lands in the run's file. ("Reloading weights inplace" is
+    # vLLM's info_once: logged once per process, so not after another test's engine.)
     text = (run / "vllm.log").read_text()
-    assert "Reloading weights" in text and "RotaryEmbedding: Failed to load weights" in text
+    assert "RotaryEmbedding: Failed to load weights" in text
 
 
 # --- an on-policy trainer: OPD with each sampler, from the same student -----------------------
