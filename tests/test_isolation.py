@@ -233,10 +233,18 @@ def sandbox_processes(bwrap_pid: int) -> list[psutil.Process]:
     return procs
 
 
+def _alive(p: psutil.Process) -> bool:
+    """Running and not a zombie; a process that exits between the two questions is gone."""
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def assert_gone(procs: list[psutil.Process], within_s: float = 10.0) -> None:
     deadline = time.monotonic() + within_s
     while True:
-        alive = [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        alive = [p for p in procs if _alive(p)]
         if not alive or time.monotonic() > deadline:
             break
         time.sleep(0.1)
