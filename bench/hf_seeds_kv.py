@@ -13,9 +13,10 @@ engine:
 - `seeded_kv`: the same, keeping each live episode's KV cache between its turns;
 - and greedy decoding with and without the cache, whose token ids must be identical.
 
-Prints the median turns/s of `--repeats` timed runs after one warm-up run each, and the
-ratios `seeded / shared_stream` (the cost of reproducibility) and `seeded_kv / seeded`
-(the cache's gain), plus the share of prompt tokens the cache did not re-read.
+Prints the median turns/s of `--repeats` timed rounds after one warm-up run each (a round
+plays the three configurations back to back), and the medians over rounds of the ratios
+`seeded / shared_stream` (the cost of reproducibility) and `seeded_kv / seeded` (the
+cache's gain), plus the share of prompt tokens the cache did not re-read.
 """
 
 from __future__ import annotations
@@ -60,16 +61,35 @@ def play(p: HFPolicy, seeds: list[int], turns: int) -> tuple[float, list]:
     return n / seconds, [[turn.token_ids for turn in t.turns] for t in trajs]
 
 
-def measure(p: HFPolicy, seeds: list[int], turns: int, repeats: int) -> dict[str, float]:
-    play(p, seeds[:2], turns)  # warm-up
-    p.kv_stats = {"prompt_tokens": 0, "reused_tokens": 0}
-    rates = [play(p, seeds, turns)[0] for _ in range(repeats)]
-    out = {"turns_per_s": round(statistics.median(rates), 2)}
-    if p.kv_cache:
-        out["prompt_tokens_not_reread"] = round(
-            p.kv_stats["reused_tokens"] / max(1, p.kv_stats["prompt_tokens"]), 3
-        )
+def measure(
+    policies: dict[str, HFPolicy], seeds: list[int], turns: int, repeats: int
+) -> dict[str, dict[str, float]]:
+    """Each configuration warmed up once, then `repeats` rounds that play every configuration
+    in turn (interleaved, so a change of load on a shared machine hits all of them alike)."""
+    for p in policies.values():
+        play(p, seeds[:2], turns)  # warm-up
+        p.kv_stats = {"prompt_tokens": 0, "reused_tokens": 0}
+    rates: dict[str, list[float]] = {name: [] for name in policies}
+    for _ in range(repeats):
+        for name, p in policies.items():
+            rates[name].append(play(p, seeds, turns)[0])
+    out: dict[str, dict[str, float]] = {}
+    for name, p in policies.items():
+        out[name] = {"turns_per_s": round(statistics.median(rates[name]), 2)}
+        if p.kv_cache:
+            out[name]["prompt_tokens_not_reread"] = round(
+                p.kv_stats["reused_tokens"] / max(1, p.kv_stats["prompt_tokens"]), 3
+            )
+    out["ratios"] = {
+        "seeded_vs_shared_stream": _median_ratio(rates["seeded"], rates["shared_stream"]),
+        "kv_vs_reread": _median_ratio(rates["seeded_kv"], rates["seeded"]),
+    }
     return out
+
+
+def _median_ratio(a: list[float], b: list[float]) -> float:
+    """The median over rounds of a/b, each pair measured back to back."""
+    return round(statistics.median(x / y for x, y in zip(a, b)), 2)
 
 
 def main() -> None:
@@ -82,15 +102,11 @@ def main() -> None:
     seeds = list(range(args.episodes))
     new, turns, reps = args.max_new_tokens, args.turns, args.repeats
     out: dict[str, object] = vars(args)
-    for name, kv, seeded in [
-        ("shared_stream", False, False),
-        ("seeded", False, True),
-        ("seeded_kv", True, True),
-    ]:
-        out[name] = measure(policy(kv, seeded, 1.0, new), seeds, turns, reps)
-    rate = {k: out[k]["turns_per_s"] for k in ("shared_stream", "seeded", "seeded_kv")}  # type: ignore[index]
-    out["seeded_vs_shared_stream"] = round(rate["seeded"] / rate["shared_stream"], 2)
-    out["kv_vs_reread"] = round(rate["seeded_kv"] / rate["seeded"], 2)
+    configs = {"shared_stream": (False, False), "seeded": (False, True), "seeded_kv": (True, True)}
+    policies = {name: policy(kv, seeded, 1.0, new) for name, (kv, seeded) in configs.items()}
+    measured = measure(policies, seeds, turns, reps)
+    out.update(measured.pop("ratios"))
+    out.update(measured)
     greedy = [play(policy(kv, True, 0.0, new), seeds, turns)[1] for kv in (False, True)]
     out["greedy_identical_with_kv"] = greedy[0] == greedy[1]
     sampled = [play(policy(kv, True, 1.0, new), seeds, turns)[1] for kv in (False, True)]
