@@ -79,25 +79,34 @@ def _train_arm(arm: str, batch: int, seq: int, steps: int) -> dict:
 
 
 def part_train(args: argparse.Namespace) -> None:
-    rows = []
+    """`--rounds` rounds of (full, LoRA), each arm a fresh process, back to back, so a change
+    of load on a shared machine hits both arms of a round; ratios are medians over rounds."""
+    rows: dict[str, list[dict]] = {"full": [], "lora": []}
     print(f"batch {args.batch} x seq {args.seq}, median of {args.steps} steps, fp32, CPU")
-    print("| arm | trainable | tokens/s | peak RSS | RSS growth in training |")
-    print("| --- | ---: | ---: | ---: | ---: |", flush=True)
-    for arm in ("full", "lora"):
-        cmd = [sys.executable, __file__, "_train_arm", arm, str(args.batch), str(args.seq)]
-        out = subprocess.run(cmd + [str(args.steps)], capture_output=True, text=True, check=True)
-        r = json.loads(out.stdout.strip().splitlines()[-1])
-        rows.append(r)
-        print(
-            f"| {r['arm']} | {r['trainable_m']:.2f}M | {r['tokens_per_s']:.0f} | "
-            f"{r['peak_rss_mb']:.0f} MB | {r['peak_growth_mb']:.0f} MB |",
-            flush=True,
-        )
-    full, lo = rows
+    print("| round | arm | trainable | tokens/s | peak RSS | RSS growth in training |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: |", flush=True)
+    for k in range(args.rounds):
+        for arm in ("full", "lora"):
+            cmd = [sys.executable, __file__, "_train_arm", arm, str(args.batch), str(args.seq)]
+            out = subprocess.run(
+                cmd + [str(args.steps)], capture_output=True, text=True, check=True
+            )
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            rows[arm].append(r)
+            print(
+                f"| {k} | {r['arm']} | {r['trainable_m']:.2f}M | {r['tokens_per_s']:.0f} | "
+                f"{r['peak_rss_mb']:.0f} MB | {r['peak_growth_mb']:.0f} MB |",
+                flush=True,
+            )
+
+    def ratio(key: str) -> float:
+        pairs = zip(rows["lora"], rows["full"])
+        return statistics.median(lo[key] / max(full[key], 1e-9) for lo, full in pairs)
+
     print(
-        f"LoRA / full: tokens/s {lo['tokens_per_s'] / full['tokens_per_s']:.2f}x, peak RSS "
-        f"{lo['peak_rss_mb'] / full['peak_rss_mb']:.2f}x, training growth "
-        f"{lo['peak_growth_mb'] / max(full['peak_growth_mb'], 1):.2f}x"
+        f"LoRA / full (median over {args.rounds} rounds): tokens/s "
+        f"{ratio('tokens_per_s'):.2f}x, peak RSS {ratio('peak_rss_mb'):.2f}x, "
+        f"training growth {ratio('peak_growth_mb'):.2f}x"
     )
 
 
@@ -212,6 +221,7 @@ def main() -> None:
     t.add_argument("--batch", type=int, default=4)
     t.add_argument("--seq", type=int, default=256)
     t.add_argument("--steps", type=int, default=3)
+    t.add_argument("--rounds", type=int, default=3, help="rounds of (full, LoRA)")
     t.set_defaults(func=part_train)
     s = sub.add_parser("sample")
     s.add_argument("--states", type=int, default=16)
