@@ -71,6 +71,33 @@ class Recorder:
         self._turns.clear()
 
 
+class StepCounter:
+    """Wraps the vLLM engine core's `get_output`, called once per engine step: how many steps
+    a pass took and how many sequences each step advanced on average. Both passes use the
+    same engine, so the engine's steps against raw's show whether the rollout engine feeds
+    vLLM smaller batches (more steps for the same tokens), the overhead a tiny model on a
+    CPU feels most."""
+
+    def __init__(self, policy: VLLMPolicy) -> None:
+        self.steps = 0
+        self.outputs = 0
+        core = policy._engine.engine_core
+        real = core.get_output
+
+        def counted() -> Any:
+            out = real()
+            self.steps += 1
+            self.outputs += len(out.outputs)
+            return out
+
+        core.get_output = counted  # type: ignore[method-assign]
+
+    def take(self) -> dict[str, float]:
+        out = {"engine_steps": self.steps, "sequences_per_step": self.outputs / max(self.steps, 1)}
+        self.steps = self.outputs = 0
+        return out
+
+
 def engine_pass(policy: VLLMPolicy, rec: Recorder, seeds: list[int]) -> dict[str, float]:
     rec.reset()
     t0, c0 = time.perf_counter(), time.process_time()
@@ -166,9 +193,11 @@ def main() -> None:
         model, max_tokens=a.max_new_tokens, max_model_len=2048, temperature=1.0, seed=0
     )
     rec = Recorder(policy)
+    counter = StepCounter(policy)
     seeds = list(range(a.episodes))
     engine_pass(policy, rec, seeds[:4])  # warm-up: first generate, graphs, caches
     raw_pass(policy, rec.calls)
+    counter.take()
     prof = cProfile.Profile() if a.profile else None
     runs = []
     load = [os.getloadavg()[0]]
@@ -178,8 +207,11 @@ def main() -> None:
         eng = engine_pass(policy, rec, [s + 1000 * i for s in seeds])
         if prof is not None:
             prof.disable()
+        eng.update(counter.take())
         raw = raw_pass(policy, rec.calls)
+        raw.update(counter.take())
         one = raw_pass(policy, rec.calls, one_batch=True)
+        one.update(counter.take())
         r = {"engine": eng, "raw": raw, "raw_one_batch": one}
         r["ratio"] = eng["tokens_per_s"] / raw["tokens_per_s"]
         r["ratio_one_batch"] = eng["tokens_per_s"] / one["tokens_per_s"]
