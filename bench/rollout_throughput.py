@@ -5,8 +5,15 @@ with `hf:` behind its batching queue, and the resident memory the vLLM engine ad
 process. Prints turns per second and the ratios against `hf:` lockstep.
 
     python bench/rollout_throughput.py [--episodes 32] [--max-new-tokens 12] [--no-vllm]
+                                       [--seed-cost-rounds 3]
 
 Engine start-up and one warm-up call per backend are outside the timings.
+
+`--seed-cost-rounds N` also measures what reproducible sampling costs `vllm:`: N rounds, each
+playing the episodes with a seed per request (`reseed(0)`: draws depend on run seed, episode and
+turn only) and then with vLLM's own unseeded draws (`reseed(None)`, the engine before
+per-episode seeds) on the same engine; the ratio is the median over rounds of seeded /
+unseeded turns/s. (`bench/hf_seeds_kv.py` measures the same for `hf:`.)
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 
 import psutil
@@ -33,6 +41,22 @@ def timed(policy, seeds: list[int], engine: str) -> dict[str, float]:
     return {"turns": turns, "s": round(seconds, 2), "turns_per_s": round(turns / seconds, 2)}
 
 
+def seed_cost(engine, seeds: list[int], rounds: int) -> dict[str, float]:
+    """Seeded against unseeded `vllm:` sampling on one engine, interleaved round by round."""
+    rates: dict[str, list[float]] = {"seeded": [], "unseeded": []}
+    for _ in range(rounds):
+        for name, seed in (("seeded", 0), ("unseeded", None)):
+            engine.reseed(seed)
+            rates[name].append(timed(engine, seeds, "async")["turns_per_s"])
+    engine.reseed(0)
+    ratios = [a / b for a, b in zip(rates["seeded"], rates["unseeded"])]
+    return {
+        "seeded_turns_per_s": statistics.median(rates["seeded"]),
+        "unseeded_turns_per_s": statistics.median(rates["unseeded"]),
+        "seeded_vs_unseeded": round(statistics.median(ratios), 2),
+    }
+
+
 def rss_gib() -> float:
     return psutil.Process(os.getpid()).memory_info().rss / 2**30
 
@@ -44,6 +68,12 @@ def main() -> None:
     p.add_argument("--no-vllm", action="store_true", help="measure the hf: engines only")
     p.add_argument(
         "--no-hf-async", action="store_true", help="skip hf: through the asynchronous engine"
+    )
+    p.add_argument(
+        "--seed-cost-rounds",
+        type=int,
+        default=0,
+        help="rounds of vllm: seeded against unseeded sampling (0: skip)",
     )
     args = p.parse_args()
     tiny = str(default_tiny_path())
@@ -69,6 +99,8 @@ def main() -> None:
         run(ENV, engine, seeds=seeds[:2])  # warm-up
         out["vllm_async"] = timed(engine, seeds, "async")
         out["vllm_vs_hf_lockstep"] = round(out["vllm_async"]["turns_per_s"] / base, 2)  # type: ignore[index]
+        if args.seed_cost_rounds:
+            out["vllm_seed_cost"] = seed_cost(engine, seeds, args.seed_cost_rounds)
         engine.close()
     print(json.dumps(out))
 
