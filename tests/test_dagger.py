@@ -249,3 +249,35 @@ def test_student_labels_only_keeps_the_history_on_a_multi_turn_env(tmp_path):
         assert traj.turns[e.meta["turn"]].actor == "student"
         # the same example as with all labels: same context, teacher turns included
         assert e.input_ids == by_key[(1, e.meta["seed"], e.meta["turn"])].input_ids
+
+
+@pytest.mark.slow
+def test_sampler_gap_scores_the_history_as_sampled_not_as_retokenized(tmp_path):
+    """Multi-turn math with the whole history in view: an earlier turn sampled at temperature
+    1 is often a token split its text does not tokenize back to. DAgger's logged sampler gap
+    must score each turn after the ids that were sampled (as training does), so with the
+    `hf` sampler, the same weights on both sides, it is ~0 (row rounding only); scoring a
+    re-tokenized history instead reported gaps of 0.02 mean, 5 max on SmolLM2."""
+    from mentorgym.agents.tiny import default_tiny_path
+
+    run = train_from_config(
+        str(ROOT / "configs/math_dagger.yaml"),
+        [
+            *SMALL,
+            "iterations=2",
+            "beta_decay_iters=1",  # iteration 1: the student drives every turn
+            "episodes=6",
+            "max_new_tokens=24",
+            "eval_episodes=0",
+            f"student={default_tiny_path()}",
+        ],
+        str(tmp_path / "r"),
+        None,
+        False,
+    )
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    gaps = [r for r in records if r["kind"] == "sampler_gap"]
+    rollouts = (run / "iter_01" / "rollouts.jsonl").read_text().splitlines()
+    multi_turn = [json.loads(x) for x in rollouts if len(json.loads(x)["turns"]) > 1]
+    assert multi_turn, "the test needs episodes of more than one turn"
+    assert gaps and gaps[-1]["sampler_logprob_gap_max"] < 1e-4

@@ -167,40 +167,56 @@ def _vllm_sampler(student: Student, cfg: CoreConfig, temperature: float, seed: i
 
 
 def sampler_gap(
-    student: Student, cfg: CoreConfig, trajs: list[Any], max_turns: int = 512
+    student: Student, cfg: CoreConfig, trajs: list[Any], max_episodes: int = 64
 ) -> dict[str, float]:
     """How far the sampler's logprobs of the student's sampled tokens are from the trainer's
     recomputation with the same weights: `sampler_logprob_gap_mean` / `_max`, as the
     on-policy loops log them. Call it after the rollouts and before training on them; with
     `sampler: hf` it is ~0 by construction, with `sampler: vllm` it checks the weight sync.
-    At most `max_turns` student turns are scored (the first ones, in episode order)."""
-    from mentorgym.agents.trajectory import context
-    from mentorgym.training.losses import logprob_gap
 
-    items = [
-        (context(t, k), turn.token_ids, turn.logprobs)
-        for t in trajs
-        for k, turn in enumerate(t.turns)
-        if turn.actor != "teacher" and turn.token_ids and turn.logprobs
-    ][:max_turns]
-    if not items:
+    The trainer's side is the training encoding (`encode_episode`: every earlier turn as the
+    ids that were sampled, never re-tokenized from its text), the sequences the student
+    trains on. Re-encoding the history from text instead would change the prompt wherever a
+    real tokenizer splits a sampled turn's text differently from how it was sampled, and
+    report that as a gap. Only the student's own turns count (not a teacher's under beta);
+    at most `max_episodes` episodes are scored."""
+    from mentorgym.training.data import TokenizedEpisode, encode_episode, make_batch
+    from mentorgym.training.losses import logprob_gap
+    from mentorgym.training.scoring import hidden_at, logprobs_from_hidden
+
+    episodes, kept = [], []
+    for t in trajs:
+        ep = encode_episode(
+            student.tok, t, cfg.max_seq_len, None, cfg.context_turns, cfg.system_prompt
+        )
+        own = [
+            (span, k)
+            for span, k in zip(ep.spans, ep.turns, strict=True)
+            if t.turns[k].actor != "teacher" and len(t.turns[k].logprobs or []) == span[2] - span[1]
+        ]
+        if own:
+            episodes.append(TokenizedEpisode(ep.seqs, [s for s, _ in own], [k for _, k in own]))
+            kept.append(t)
+        if len(kept) == max_episodes:
+            break
+    if not kept:
         return {}
-    scorer = HFPolicy(
-        student.path,
-        context_turns=cfg.context_turns,
-        system_prompt=cfg.system_prompt,
-        device=str(student.device),
-        model=distributed.unwrap(student.model),
-        tokenizer=student.tok,
-    )
+    temperature = getattr(cfg, "rollout_temperature", 1.0)
     was_training = student.model.training
     student.model.eval()
-    scores = scorer.score_batch([(messages, list(ids)) for messages, ids, _ in items])
+    trained, sampled, masks = [], [], []
+    with torch.no_grad():
+        for i in range(0, len(kept), 8):  # a few episodes per forward: bounded memory
+            b = make_batch(episodes[i : i + 8], kept[i : i + 8], student.tok.pad_token_id,
+                           student.device)  # fmt: skip
+            hidden_BLH = hidden_at(student.model, b)
+            trained.append(
+                logprobs_from_hidden(student.model, hidden_BLH, b.target_BL, temperature).flatten()
+            )
+            sampled.append(b.logp_old_BL.flatten())
+            masks.append(b.mask_BL.flatten())
     student.model.train(was_training)
-    trained = [lp for s in scores for lp in s.logprobs]
-    sampled = [float(lp) for _, _, lps in items for lp in lps]
-    ones = torch.ones(len(trained))
-    gap_mean, gap_max = logprob_gap(torch.tensor(trained), torch.tensor(sampled), ones)
+    gap_mean, gap_max = logprob_gap(torch.cat(trained), torch.cat(sampled), torch.cat(masks))
     return {"sampler_logprob_gap_mean": gap_mean, "sampler_logprob_gap_max": gap_max}
 
 
