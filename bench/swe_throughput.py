@@ -16,7 +16,10 @@ Settings: `plain` (every episode runs its tests) at concurrency 1 and N, then `c
 concurrency N, where each task's second and later episodes reuse the grade of the same
 patch (the builtin set has 13 tasks, so 16 episodes repeat 3 of them; an RL batch of G
 samples per task repeats far more). The grade cache is emptied before each setting.
-Prints wall times and speed-ups against concurrency 1, plain, measured in the same run.
+Prints wall times and speed-ups against concurrency 1, plain, measured in the same run, and
+how busy the machine's cores were during each setting (from /proc/stat, so the Docker engine
+and the containers count): a setting that keeps a share u of the cores busy at concurrency 1
+can gain at most about 1/u from concurrency, whatever the env does.
 """
 
 from __future__ import annotations
@@ -56,6 +59,15 @@ def instrument() -> None:
     tools.BashTool.__call__ = _timed("act", tools.BashTool.__call__)  # type: ignore[method-assign]
 
 
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine from /proc/stat: the Docker engine, the
+    containers' pytest and this process alike."""
+    with open("/proc/stat") as f:
+        user, nice, system, idle, iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+    busy = user + nice + system + irq + softirq + steal
+    return busy, busy + idle + iowait
+
+
 def one_setting(episodes: int, concurrency: int, cache: bool) -> float:
     from mentorgym.agents.rollout import run
     from mentorgym.agents.specs import load_policy
@@ -63,6 +75,7 @@ def one_setting(episodes: int, concurrency: int, cache: bool) -> float:
 
     swe_env._GRADES.clear()
     _totals.clear()
+    busy0, total0 = _cpu_ticks()
     t = time.perf_counter()
     trajs = run(
         "mentorgym/SWE-v0",
@@ -74,10 +87,15 @@ def one_setting(episodes: int, concurrency: int, cache: bool) -> float:
         seed=0,
     )
     wall = time.perf_counter() - t
+    busy1, total1 = _cpu_ticks()
+    cores_busy = (busy1 - busy0) / max(total1 - total0, 1)
     ok = sum(bool(tr.success) for tr in trajs)
     phases = "  ".join(f"{k} {v:6.1f}s" for k, v in sorted(_totals.items()))
     label = f"{'cache' if cache else 'plain'} x{concurrency}"
-    print(f"  {label:<10} wall {wall:7.2f} s  resolved {ok}/{len(trajs)}   summed: {phases}")
+    print(
+        f"  {label:<10} wall {wall:7.2f} s  cores busy {cores_busy:4.0%}  "
+        f"resolved {ok}/{len(trajs)}   summed: {phases}"
+    )
     return wall
 
 

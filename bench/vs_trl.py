@@ -126,23 +126,23 @@ def peak_rss_mib() -> float:
 
 def mentorgym_side(algo: str, a: argparse.Namespace, multi_turn: bool) -> dict[str, Any]:
     """Run mentorgym's own trainer for warmup + steps; the optimizer steps' times."""
-    from mentorgym.training import grpo, onpolicy, opd
+    from mentorgym.training import grpo, onpolicy, opd, trainer
 
     stamps: list[float] = []
-    real_step = onpolicy.optimizer_step
+    real_step = trainer.optimizer_step
 
-    def timed_step(run: Any, cfg: Any) -> tuple[float, float]:
-        out = real_step(run, cfg)
+    def timed_step(*args: Any, **kw: Any) -> tuple[float, float]:
+        out = real_step(*args, **kw)
         stamps.append(time.perf_counter())
         return out
 
-    onpolicy.optimizer_step = timed_step  # the loops call it through the module
+    trainer.optimizer_step = timed_step  # the loops call it through the module
     turns: list[int] = []
     real_sample = onpolicy.sample
 
     def counted_sample(*args: Any, **kw: Any) -> Any:
         groups = real_sample(*args, **kw)
-        turns.append(sum(len(t.turns) for g in groups for t in g))
+        turns.append(sum(len(t.turns) for g in groups for t in g.episodes))
         return groups
 
     onpolicy.sample = counted_sample

@@ -174,3 +174,23 @@ def test_opd_jsd_equals_trl_gkd_compute_loss(tiny, teacher_path, tmp_path, beta)
     theirs.backward()
     _assert_same(ours, theirs, ours_grads, _grads(model))
     assert float(ours) > 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["grpo", "opd"])
+def test_bench_mentorgym_side_times_every_optimizer_step(algo, tmp_path):
+    """The bench times mentorgym's loop by wrapping the function it calls for each optimizer
+    step; when the loops moved that call (`trainer.optimizer_step`), every mentorgym run of the
+    bench failed and only TRL's side was measured. Two steps must give two stamps."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "vs_trl.py"
+    spec = importlib.util.spec_from_file_location("vs_trl_bench", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    a = bench.parse(["--tasks", "2", "--group", "2", "--new", "4", "--steps", "1", "--warmup", "1"])
+    a.student, a.teacher = default_tiny_path(), default_tiny_path()
+    res = bench.mentorgym_side(algo, a, multi_turn=False)
+    assert len(res["stamps"]) == 1 + 2 and len(res["turns"]) == 2
