@@ -6,8 +6,12 @@ the way to ask:
 - a policy with its own `submit(history, episode) -> Future` (`vllm:` feeds its engine
   loop, `openai:` its request pool) is used as it is;
 - any other message policy (`hf:`, replay, a user's class) goes behind a `BatchingQueue`:
-  requests that arrive while a batch is being sampled, or within `window_s` of the first,
-  are answered by one `act_batch` call, so `hf:` still samples many episodes per forward.
+  requests that arrive while a batch is being sampled, or each within `window_s` of the
+  last (at most `max_wait_s` after the first), are answered by one `act_batch` call, so
+  `hf:` still samples many episodes per forward. The window follows the burst, not the
+  clock: the episodes' threads submit one after another (each first steps its env and
+  encodes its prompt), so a window fixed from the first arrival split a round of 16
+  one-turn episodes into two `generate` calls of 6 and 10 (`bench/vs_trl.py`).
 
 Either way at most `max_in_flight` requests of one policy are outstanding; the rest wait
 for a slot. Each request may carry a `seed` (`mentorgym.agents.seeding.turn_seed`); policies
@@ -115,10 +119,17 @@ class _Ask:
 class BatchingQueue:
     """`act_batch` behind per-request futures, on one thread (see the module docstring)."""
 
-    def __init__(self, policy: Policy, max_batch: int = 64, window_s: float = 0.002):
+    def __init__(
+        self,
+        policy: Policy,
+        max_batch: int = 64,
+        window_s: float = 0.002,
+        max_wait_s: float = 0.05,
+    ):
         self.policy = policy
         self.max_batch = max_batch
         self.window_s = window_s
+        self.max_wait_s = max_wait_s
         self.batch_sizes: list[int] = []
         self._asks: list[_Ask] = []
         self._cv = threading.Condition()
@@ -150,12 +161,15 @@ class BatchingQueue:
                     self._cv.wait()
                 if not self._asks:
                     return  # closed and drained
-                deadline = time.monotonic() + self.window_s
+                deadline = time.monotonic() + self.max_wait_s
                 while len(self._asks) < self.max_batch and not self._closed:
-                    left = deadline - time.monotonic()
+                    seen = len(self._asks)
+                    left = min(self.window_s, deadline - time.monotonic())
                     if left <= 0:
                         break
                     self._cv.wait(left)
+                    if len(self._asks) == seen:
+                        break  # nothing arrived for window_s: the burst is over
                 batch, self._asks = self._asks[: self.max_batch], self._asks[self.max_batch :]
             self.batch_sizes.append(len(batch))
             try:
