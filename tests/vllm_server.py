@@ -38,7 +38,7 @@ def vllm_openai_server(model_dir: str, served_name: str, start_s: float = 600) -
                 if httpx.get(url + "/models", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
-                pass
+                pass  # not listening yet: poll again until the deadline
             if time.monotonic() > deadline:
                 pytest.fail(f"the vLLM server did not answer /v1/models within {start_s:.0f} s")
             time.sleep(1)
